@@ -1,0 +1,258 @@
+//! Reads `::KIND::` markers and turns lines into events.
+
+use crate::{Event, EventKind, Line};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// A marker line that did not have the shape its kind needs. The line is kept as a raw event
+/// with a `malformed` field, so nothing is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedMarker {
+    pub line: u32,
+    pub reason: String,
+}
+
+/// Turns lines into events, numbering them and carrying the current phase.
+#[derive(Debug, Default)]
+pub struct EventParser {
+    phase: Arc<str>,
+    line: u32,
+}
+
+impl EventParser {
+    /// A parser that continues a log already `lines` long (after a reconnect).
+    pub fn resume(phase: &str, lines: u32) -> Self {
+        Self {
+            phase: Arc::from(phase),
+            line: lines,
+        }
+    }
+
+    pub fn phase(&self) -> &str {
+        &self.phase
+    }
+
+    pub fn lines(&self) -> u32 {
+        self.line
+    }
+
+    pub fn parse(&mut self, line: Line<'_>) -> Event {
+        self.line = self.line.saturating_add(1);
+        let text = to_text(line.bytes);
+        let mut event = self.classify(text);
+        if line.truncated > 0 {
+            event.message.push_str(" [… line cut]");
+            event
+                .fields
+                .push(("truncated".into(), line.truncated.to_string()));
+        }
+        event
+    }
+
+    fn classify(&mut self, text: Cow<'_, str>) -> Event {
+        let trimmed = text.trim_start();
+        let Some(body) = trimmed.strip_prefix("::") else {
+            return self.event(EventKind::Raw, text.into_owned(), Vec::new());
+        };
+        let Some((kind, rest)) = body.split_once("::") else {
+            return self.event(EventKind::Raw, text.into_owned(), Vec::new());
+        };
+        let kind = match kind {
+            "PHASE" => EventKind::Phase,
+            "SUCCESS" => EventKind::Success,
+            "ERROR" => EventKind::Error,
+            "WARNING" => EventKind::Warning,
+            "CONTEXT" => EventKind::Context,
+            "PROGRESS" => EventKind::Progress,
+            "METRIC" => EventKind::Metric,
+            // `::foo::bar` that is no marker of ours (Nix attribute paths, C++ names): raw.
+            _ => return self.event(EventKind::Raw, text.into_owned(), Vec::new()),
+        };
+        match kind {
+            EventKind::Phase => {
+                let name = rest.trim();
+                if name.is_empty() {
+                    return self.malformed(&text, "PHASE marker without a phase name");
+                }
+                self.phase = Arc::from(name);
+                self.event(EventKind::Phase, name.to_string(), Vec::new())
+            }
+            EventKind::Progress => {
+                let (stage, details) = rest.split_once("::").unwrap_or((rest, ""));
+                let stage = stage.trim();
+                if stage.is_empty() {
+                    return self.malformed(&text, "PROGRESS marker without a stage");
+                }
+                let message = if details.is_empty() {
+                    stage.to_string()
+                } else {
+                    format!("{stage}: {details}")
+                };
+                let fields = vec![
+                    ("stage".to_string(), stage.to_string()),
+                    ("details".to_string(), details.to_string()),
+                ];
+                self.event(EventKind::Progress, message, fields)
+            }
+            EventKind::Metric => {
+                let Some((name, value)) = rest.split_once("::") else {
+                    return self.malformed(&text, "METRIC marker needs ::METRIC::name::value");
+                };
+                let (name, value) = (name.trim(), value.trim());
+                if name.is_empty() {
+                    return self.malformed(&text, "METRIC marker without a name");
+                }
+                if value.parse::<f64>().is_err() {
+                    return self.malformed(&text, "METRIC value is not a number");
+                }
+                let fields = vec![
+                    ("name".to_string(), name.to_string()),
+                    ("value".to_string(), value.to_string()),
+                ];
+                self.event(EventKind::Metric, format!("{name}={value}"), fields)
+            }
+            _ => self.event(kind, rest.to_string(), Vec::new()),
+        }
+    }
+
+    fn malformed(&mut self, text: &str, reason: &str) -> Event {
+        self.event(
+            EventKind::Raw,
+            text.to_string(),
+            vec![("malformed".to_string(), reason.to_string())],
+        )
+    }
+
+    fn event(&self, kind: EventKind, message: String, fields: Vec<(String, String)>) -> Event {
+        Event {
+            kind,
+            phase: self.phase.clone(),
+            message,
+            line: self.line,
+            fields,
+        }
+    }
+}
+
+impl Event {
+    /// The malformed-marker note of this event, if any.
+    pub fn malformed(&self) -> Option<MalformedMarker> {
+        self.field("malformed").map(|reason| MalformedMarker {
+            line: self.line,
+            reason: reason.to_string(),
+        })
+    }
+}
+
+/// Bytes to text for matching: invalid UTF-8 replaced, ANSI escapes and stray control
+/// characters removed. Borrowed when the line is already clean (the common case).
+fn to_text(bytes: &[u8]) -> Cow<'_, str> {
+    let text = String::from_utf8_lossy(bytes);
+    if !text.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+        return text;
+    }
+    let stripped = strip_ansi_escapes::strip(text.as_bytes());
+    let mut clean = String::from_utf8_lossy(&stripped).into_owned();
+    clean.retain(|c| !c.is_control() || c == '\t');
+    Cow::Owned(clean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_log;
+
+    fn one(s: &str) -> Event {
+        parse_log(s.as_bytes()).remove(0)
+    }
+
+    #[test]
+    fn every_marker_kind() {
+        let log = "::PHASE::disk_partitioning\n::SUCCESS::done\n::ERROR::bad\n::WARNING::hmm\n\
+                   ::CONTEXT::why\n::PROGRESS::copy::3 of 10\n::METRIC::memory_peak_mb::412\nraw\n";
+        let ev = parse_log(log.as_bytes());
+        let kinds: Vec<_> = ev.iter().map(|e| e.kind).collect();
+        use EventKind::*;
+        assert_eq!(
+            kinds,
+            vec![Phase, Success, Error, Warning, Context, Progress, Metric, Raw]
+        );
+        assert!(ev.iter().all(|e| &*e.phase == "disk_partitioning"));
+        assert_eq!(ev[2].message, "bad");
+        assert_eq!(ev[5].field("stage"), Some("copy"));
+        assert_eq!(ev[5].field("details"), Some("3 of 10"));
+        assert_eq!(ev[6].field("name"), Some("memory_peak_mb"));
+        assert_eq!(ev[6].field("value"), Some("412"));
+        assert_eq!(ev[7].line, 8);
+    }
+
+    #[test]
+    fn phase_before_first_marker_is_empty() {
+        assert_eq!(&*one("hello").phase, "");
+    }
+
+    #[test]
+    fn marker_messages_keep_inner_colons() {
+        assert_eq!(one("::ERROR::a::b").message, "a::b");
+    }
+
+    #[test]
+    fn malformed_markers_stay_raw_with_a_note() {
+        for (line, reason) in [
+            ("::METRIC::x", "METRIC marker needs"),
+            ("::METRIC::x::fast", "not a number"),
+            ("::METRIC::::1", "without a name"),
+            ("::PHASE::  ", "without a phase name"),
+            ("::PROGRESS::::x", "without a stage"),
+        ] {
+            let e = one(line);
+            assert_eq!(e.kind, EventKind::Raw, "{line}");
+            assert_eq!(e.message, line);
+            assert!(e.malformed().unwrap().reason.contains(reason), "{line}");
+        }
+    }
+
+    #[test]
+    fn unknown_marker_and_cpp_names_are_raw() {
+        assert_eq!(one("::FOO::bar").kind, EventKind::Raw);
+        assert_eq!(one("::std::bad_alloc").kind, EventKind::Raw);
+        assert!(one("::std::bad_alloc").malformed().is_none());
+    }
+
+    #[test]
+    fn ansi_is_stripped_for_matching() {
+        let e = one("\x1b[31;1merror:\x1b[0m builder failed");
+        assert_eq!(e.message, "error: builder failed");
+        let e = one("\x1b[1m::ERROR::\x1b[0mdisk");
+        assert_eq!(e.kind, EventKind::Error);
+        assert_eq!(e.message, "disk");
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let ev = parse_log(b"bad \xff\xfe bytes\nnext\n");
+        assert_eq!(ev[0].message, "bad \u{fffd}\u{fffd} bytes");
+        assert_eq!(ev[1].line, 2);
+    }
+
+    #[test]
+    fn truncated_line_has_a_note() {
+        let mut s = crate::LineSplitter::new(8);
+        let mut p = EventParser::default();
+        let mut out = Vec::new();
+        s.push(b"0123456789abcdef\n", |l| out.push(p.parse(l)));
+        assert!(out[0].message.starts_with("01234567"));
+        assert_eq!(out[0].field("truncated"), Some("8"));
+    }
+
+    #[test]
+    fn resume_continues_numbering_and_phase() {
+        let mut p = EventParser::resume("install", 41);
+        let e = p.parse(Line {
+            bytes: b"x",
+            truncated: 0,
+        });
+        assert_eq!(e.line, 42);
+        assert_eq!(&*e.phase, "install");
+    }
+}

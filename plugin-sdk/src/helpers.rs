@@ -1,0 +1,282 @@
+//! Typed helpers over the generated types: builders, fact queries and line rules.
+
+use crate::{
+    Capability, ConfigChange, Disk, Event, EventKind, Finding, GuestFacts, HealContext,
+    HealingAction, Metadata, Mount, Severity,
+};
+use regex::Regex;
+
+const MIB: u64 = 1024 * 1024;
+
+impl Metadata {
+    /// Metadata with a name and a semver version; add the rest with the builder methods.
+    pub fn new(name: &str, version: &str) -> Self {
+        Metadata {
+            name: name.to_string(),
+            version: version.to_string(),
+            description: String::new(),
+            categories: Vec::new(),
+            capabilities: Vec::new(),
+            literals: Vec::new(),
+            patterns: Vec::new(),
+            context_lines: 0,
+        }
+    }
+
+    pub fn description(mut self, text: &str) -> Self {
+        self.description = text.to_string();
+        self
+    }
+
+    pub fn categories<'a>(mut self, cats: impl IntoIterator<Item = &'a str>) -> Self {
+        self.categories = cats.into_iter().map(str::to_string).collect();
+        self
+    }
+
+    pub fn capability(mut self, cap: Capability) -> Self {
+        self.capabilities.push(cap);
+        self
+    }
+
+    /// Lines that contain none of these literals (and match none of the patterns) are never
+    /// sent to the plugin; marker lines of kind error are always sent. Matching is exact
+    /// (case-sensitive), so list each spelling you need.
+    pub fn literals<'a>(mut self, lits: impl IntoIterator<Item = &'a str>) -> Self {
+        self.literals = lits.into_iter().map(str::to_string).collect();
+        self
+    }
+
+    /// Regular expressions for the host's prefilter, as with [`Metadata::literals`].
+    pub fn patterns<'a>(mut self, pats: impl IntoIterator<Item = &'a str>) -> Self {
+        self.patterns = pats.into_iter().map(str::to_string).collect();
+        self
+    }
+
+    /// How many lines before a matching line the plugin also wants to see.
+    pub fn context_lines(mut self, n: u32) -> Self {
+        self.context_lines = n;
+        self
+    }
+}
+
+impl Finding {
+    /// A permanent finding with no evidence yet.
+    pub fn new(category: &str, severity: Severity, summary: impl Into<String>) -> Self {
+        Finding {
+            category: category.to_string(),
+            severity,
+            summary: summary.into(),
+            lines: Vec::new(),
+            permanent: true,
+        }
+    }
+
+    pub fn line(mut self, line: u32) -> Self {
+        if !self.lines.contains(&line) {
+            self.lines.push(line);
+        }
+        self
+    }
+
+    pub fn lines(mut self, lines: impl IntoIterator<Item = u32>) -> Self {
+        for l in lines {
+            self = self.line(l);
+        }
+        self
+    }
+
+    /// Marks the finding as one that may go away by itself (a retry in progress).
+    pub fn temporary(mut self) -> Self {
+        self.permanent = false;
+        self
+    }
+}
+
+impl HealingAction {
+    /// An action with no commands, no config changes and no retry; confidence is clamped to
+    /// 0..=1.
+    pub fn new(name: &str, description: impl Into<String>, confidence: f32) -> Self {
+        HealingAction {
+            name: name.to_string(),
+            description: description.into(),
+            confidence: confidence.clamp(0.0, 1.0),
+            commands: Vec::new(),
+            config_changes: Vec::new(),
+            retry_phase: None,
+        }
+    }
+
+    /// A shell command run as root in the guest.
+    pub fn command(mut self, cmd: impl Into<String>) -> Self {
+        self.commands.push(cmd.into());
+        self
+    }
+
+    /// Replaces a file of the run's configuration copy (a relative path).
+    pub fn config_change(mut self, path: &str, content: impl Into<String>) -> Self {
+        self.config_changes.push(ConfigChange {
+            path: path.to_string(),
+            content: content.into(),
+        });
+        self
+    }
+
+    pub fn retry(mut self, phase: &str) -> Self {
+        self.retry_phase = Some(phase.to_string());
+        self
+    }
+}
+
+impl Disk {
+    /// No partitions and nothing mounted.
+    pub fn is_empty(&self) -> bool {
+        self.partitions == 0 && self.mountpoints.is_empty()
+    }
+}
+
+impl GuestFacts {
+    /// The install target a person would pick: the largest empty disk that is not the boot
+    /// medium and not removable.
+    pub fn largest_empty_disk(&self) -> Option<&Disk> {
+        self.disks
+            .iter()
+            .filter(|d| !d.boot_medium && !d.removable && d.is_empty() && d.size_bytes > 0)
+            .max_by_key(|d| d.size_bytes)
+    }
+
+    pub fn disk(&self, path: &str) -> Option<&Disk> {
+        self.disks.iter().find(|d| d.path == path)
+    }
+
+    /// The mount that holds `path` (the longest mount point that is a prefix of it).
+    pub fn mount_for(&self, path: &str) -> Option<&Mount> {
+        self.mounts
+            .iter()
+            .filter(|m| {
+                path == m.path
+                    || m.path == "/"
+                    || path
+                        .strip_prefix(m.path.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .max_by_key(|m| m.path.len())
+    }
+
+    pub fn free_bytes(&self, path: &str) -> Option<u64> {
+        self.mount_for(path).map(|m| m.free_bytes)
+    }
+
+    /// A swap file size in MiB for `path`'s filesystem: `wanted` MiB, but never more than half
+    /// of the free space there, rounded down to whole MiB. `None` if less than 64 MiB fits.
+    pub fn swap_size_mib_at(&self, path: &str, wanted: u64) -> Option<u64> {
+        let free = self.free_bytes(path)?;
+        let size = wanted.min(free / 2 / MIB);
+        (size >= 64).then_some(size)
+    }
+
+    /// As [`GuestFacts::swap_size_mib_at`] for `/`, with 64 MiB when nothing is known.
+    pub fn swap_size_mib(&self, wanted: u64) -> u64 {
+        self.swap_size_mib_at("/", wanted).unwrap_or(64)
+    }
+}
+
+impl HealContext {
+    /// The content of a configuration file of the run, by relative path.
+    pub fn config(&self, path: &str) -> Option<&str> {
+        self.config
+            .iter()
+            .find(|f| f.path == path)
+            .map(|f| f.content.as_str())
+    }
+}
+
+impl Event {
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|f| f.key == key)
+            .map(|f| f.value.as_str())
+    }
+
+    pub fn is_error_marker(&self) -> bool {
+        self.kind == EventKind::Error
+    }
+}
+
+/// A compiled rule: a regular expression matched against event messages.
+#[derive(Debug, Clone)]
+pub struct LineRule {
+    regex: Regex,
+}
+
+impl LineRule {
+    /// Panics on an invalid pattern: rules are constants of the plugin, and a bad one should
+    /// fail the plugin's own tests, not a user's run.
+    pub fn new(pattern: &str) -> Self {
+        LineRule {
+            regex: Regex::new(pattern)
+                .unwrap_or_else(|e| panic!("invalid rule pattern {pattern:?}: {e}")),
+        }
+    }
+
+    pub fn is_match(&self, event: &Event) -> bool {
+        self.regex.is_match(&event.message)
+    }
+
+    /// The named or numbered capture `group` of the first match.
+    pub fn capture<'e>(&self, event: &'e Event, group: &str) -> Option<&'e str> {
+        let caps = self.regex.captures(&event.message)?;
+        let m = match group.parse::<usize>() {
+            Ok(i) => caps.get(i),
+            Err(_) => caps.name(group),
+        };
+        m.map(|m| m.as_str())
+    }
+
+    pub fn regex(&self) -> &Regex {
+        &self.regex
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FactsBuilder;
+
+    #[test]
+    fn largest_empty_disk_skips_boot_medium_and_used_disks() {
+        let facts = FactsBuilder::new()
+            .disk("/dev/vda", 2 << 30, true, &["/"])
+            .disk("/dev/vdb", 8 << 30, false, &[])
+            .disk("/dev/vdc", 20 << 30, false, &["/data"])
+            .disk("/dev/vdd", 4 << 30, false, &[])
+            .build();
+        assert_eq!(facts.largest_empty_disk().unwrap().path, "/dev/vdb");
+    }
+
+    #[test]
+    fn mount_for_picks_longest_prefix() {
+        let facts = FactsBuilder::new()
+            .mount("/", 10 << 30, 5 << 30)
+            .mount("/mnt", 8 << 30, 1 << 30)
+            .build();
+        assert_eq!(facts.mount_for("/mnt/nix/store").unwrap().path, "/mnt");
+        assert_eq!(facts.mount_for("/mntx").unwrap().path, "/");
+        assert_eq!(facts.mount_for("/tmp").unwrap().path, "/");
+    }
+
+    #[test]
+    fn swap_fits_half_the_free_space() {
+        let facts = FactsBuilder::new().mount("/", 10 << 30, 1 << 30).build();
+        assert_eq!(facts.swap_size_mib_at("/", 4096), Some(512));
+        assert_eq!(facts.swap_size_mib_at("/", 256), Some(256));
+        let tiny = FactsBuilder::new().mount("/", 1 << 30, 100 * MIB).build();
+        assert_eq!(tiny.swap_size_mib_at("/", 4096), None);
+    }
+
+    #[test]
+    fn confidence_is_clamped() {
+        assert_eq!(HealingAction::new("a", "b", 3.0).confidence, 1.0);
+        assert_eq!(HealingAction::new("a", "b", -1.0).confidence, 0.0);
+    }
+}

@@ -1,0 +1,252 @@
+//! Run your plugin's logic natively in `cargo test`, over a recorded log and made-up facts.
+//!
+//! ```no_run
+//! # use nixtest_plugin_sdk::prelude::*;
+//! # #[derive(Default)] struct MyDetector;
+//! # impl Plugin for MyDetector { fn metadata() -> Metadata { Metadata::new("x", "0.1.0") } }
+//! # impl Detector for MyDetector { fn feed(&mut self, _: &[Event]) -> Vec<Finding> { vec![] } }
+//! use nixtest_plugin_sdk::testing;
+//! let findings = testing::detect_file::<MyDetector>("tests/logs/oom.log").unwrap();
+//! assert!(findings.iter().any(|f| f.category == "oom"));
+//! ```
+//!
+//! The log is split and parsed exactly as the host does it. The host's prefilter is applied
+//! too, so a rule that needs a literal missing from your metadata fails here first.
+
+use crate::{
+    Detector, Disk, Event, EventKind, Field, Finding, GuestFacts, HealContext, Healer,
+    HealingAction, Metadata, Mount, Reachability, Severity,
+};
+use regex::Regex;
+use std::path::Path;
+
+/// How many events the host sends in one batch at most.
+pub const BATCH: usize = 256;
+
+/// Runs a detector over a log file.
+pub fn detect_file<D: Detector>(path: impl AsRef<Path>) -> std::io::Result<Vec<Finding>> {
+    let bytes = std::fs::read(path)?;
+    Ok(detect_bytes::<D>(&bytes))
+}
+
+/// Runs a detector over log text.
+pub fn detect_str<D: Detector>(log: &str) -> Vec<Finding> {
+    detect_bytes::<D>(log.as_bytes())
+}
+
+/// Runs a detector over raw log bytes, in batches, and returns all its findings.
+pub fn detect_bytes<D: Detector>(bytes: &[u8]) -> Vec<Finding> {
+    let meta = D::metadata();
+    let filter = Prefilter::new(&meta);
+    let events: Vec<Event> = nixtest_events::parse_log(bytes)
+        .into_iter()
+        .map(convert)
+        .collect();
+    let wanted = filter.select(&events, meta.context_lines as usize);
+    let mut detector = D::default();
+    let mut findings = Vec::new();
+    for batch in wanted.chunks(BATCH) {
+        findings.extend(detector.feed(batch));
+    }
+    findings.extend(detector.finish());
+    findings
+}
+
+/// Only the findings of severity error or fatal.
+pub fn errors(findings: &[Finding]) -> Vec<&Finding> {
+    findings
+        .iter()
+        .filter(|f| matches!(f.severity, Severity::Error | Severity::Fatal))
+        .collect()
+}
+
+/// Asks a healer for actions, sorted best first as the host would rank them on first use.
+pub fn heal<H: Healer>(finding: &Finding, cx: &HealContext) -> Vec<HealingAction> {
+    let mut actions = H::default().heal(finding, cx);
+    actions.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+    actions
+}
+
+/// A heal context for tests.
+pub fn context(facts: GuestFacts, phase: &str, config: &[(&str, &str)]) -> HealContext {
+    HealContext {
+        facts,
+        phase: phase.to_string(),
+        config: config
+            .iter()
+            .map(|(p, c)| crate::ConfigFile {
+                path: p.to_string(),
+                content: c.to_string(),
+            })
+            .collect(),
+        evidence: Vec::new(),
+        attempt: 0,
+    }
+}
+
+fn convert(e: nixtest_events::Event) -> Event {
+    Event {
+        kind: match e.kind {
+            nixtest_events::EventKind::Phase => EventKind::Phase,
+            nixtest_events::EventKind::Success => EventKind::Success,
+            nixtest_events::EventKind::Error => EventKind::Error,
+            nixtest_events::EventKind::Warning => EventKind::Warning,
+            nixtest_events::EventKind::Context => EventKind::Context,
+            nixtest_events::EventKind::Progress => EventKind::Progress,
+            nixtest_events::EventKind::Metric => EventKind::Metric,
+            nixtest_events::EventKind::Raw => EventKind::Raw,
+        },
+        phase: e.phase.to_string(),
+        message: e.message,
+        line: e.line,
+        fields: e
+            .fields
+            .into_iter()
+            .map(|(key, value)| Field { key, value })
+            .collect(),
+    }
+}
+
+/// The host's rule for which events a plugin sees, restated for tests.
+struct Prefilter {
+    literals: Vec<String>,
+    patterns: Vec<Regex>,
+}
+
+impl Prefilter {
+    fn new(meta: &Metadata) -> Self {
+        Prefilter {
+            literals: meta.literals.clone(),
+            patterns: meta
+                .patterns
+                .iter()
+                .map(|p| Regex::new(p).expect("metadata pattern must compile"))
+                .collect(),
+        }
+    }
+
+    fn sees_all(&self) -> bool {
+        self.literals.is_empty() && self.patterns.is_empty()
+    }
+
+    fn matches(&self, e: &Event) -> bool {
+        !matches!(e.kind, EventKind::Raw | EventKind::Progress | EventKind::Metric)
+            || self.literals.iter().any(|l| e.message.contains(l.as_str()))
+            || self.patterns.iter().any(|p| p.is_match(&e.message))
+    }
+
+    fn select(&self, events: &[Event], context: usize) -> Vec<Event> {
+        if self.sees_all() {
+            return events.to_vec();
+        }
+        let mut out: Vec<Event> = Vec::new();
+        let mut sent_upto = 0usize;
+        for (i, e) in events.iter().enumerate() {
+            if self.matches(e) {
+                let from = i.saturating_sub(context).max(sent_upto);
+                out.extend_from_slice(&events[from..=i]);
+                sent_upto = i + 1;
+            }
+        }
+        out
+    }
+}
+
+/// Builds realistic [`GuestFacts`] for healer tests.
+#[derive(Debug, Clone)]
+pub struct FactsBuilder {
+    facts: GuestFacts,
+}
+
+impl Default for FactsBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FactsBuilder {
+    /// 2 GiB of memory, no swap, one CPU, nothing else.
+    pub fn new() -> Self {
+        FactsBuilder {
+            facts: GuestFacts {
+                disks: Vec::new(),
+                mounts: Vec::new(),
+                memory_total_bytes: 2 << 30,
+                memory_available_bytes: 1 << 30,
+                swap_total_bytes: 0,
+                swap_free_bytes: 0,
+                cpus: 1,
+                resolvers: Vec::new(),
+                reachability: Vec::new(),
+                substituters: Vec::new(),
+            },
+        }
+    }
+
+    /// A disk; `boot` marks the boot medium; `mountpoints` non-empty means it is in use.
+    pub fn disk(mut self, path: &str, size: u64, boot: bool, mountpoints: &[&str]) -> Self {
+        self.facts.disks.push(Disk {
+            name: path.rsplit('/').next().unwrap_or(path).to_string(),
+            path: path.to_string(),
+            size_bytes: size,
+            partitions: u32::from(!mountpoints.is_empty()),
+            mountpoints: mountpoints.iter().map(|m| m.to_string()).collect(),
+            boot_medium: boot,
+            removable: false,
+        });
+        self
+    }
+
+    pub fn mount(mut self, path: &str, size: u64, free: u64) -> Self {
+        self.facts.mounts.push(Mount {
+            path: path.to_string(),
+            device: String::new(),
+            fs_type: "ext4".into(),
+            size_bytes: size,
+            free_bytes: free,
+            free_inodes: 100_000,
+            read_only: false,
+        });
+        self
+    }
+
+    pub fn memory(mut self, total: u64, available: u64) -> Self {
+        self.facts.memory_total_bytes = total;
+        self.facts.memory_available_bytes = available;
+        self
+    }
+
+    pub fn swap(mut self, total: u64, free: u64) -> Self {
+        self.facts.swap_total_bytes = total;
+        self.facts.swap_free_bytes = free;
+        self
+    }
+
+    pub fn cpus(mut self, n: u32) -> Self {
+        self.facts.cpus = n;
+        self
+    }
+
+    pub fn resolver(mut self, addr: &str) -> Self {
+        self.facts.resolvers.push(addr.to_string());
+        self
+    }
+
+    pub fn reachable(mut self, target: &str, ok: bool) -> Self {
+        self.facts.reachability.push(Reachability {
+            target: target.to_string(),
+            reachable: ok,
+            detail: String::new(),
+        });
+        self
+    }
+
+    pub fn substituter(mut self, url: &str) -> Self {
+        self.facts.substituters.push(url.to_string());
+        self
+    }
+
+    pub fn build(self) -> GuestFacts {
+        self.facts
+    }
+}

@@ -1,0 +1,320 @@
+//! disk-fix: the install targets a disk that is not there.
+//!
+//! Detects a partitioning or formatting tool that cannot find its device, disko's
+//! `No device passed for disk`, an installer naming a nonexistent disk, and a boot or install
+//! waiting for a device that never appears. Heals by pointing the disko config at the disk a
+//! person would pick: the largest empty disk that is not the boot medium.
+
+use nixtest_plugin_sdk::prelude::*;
+use nixtest_plugin_sdk::regex::{self, Regex};
+use std::sync::LazyLock;
+
+const CATEGORY: &str = "disk-device";
+const DISKO_CONFIG: &str = "disko-config.nix";
+const PARTITION_PHASE: &str = "disk_partitioning";
+
+/// Tools that open a block device; their complaint about a missing `/dev/...` is this plugin's.
+const DISK_TOOL: &str = r"(?:mkfs(?:\.\w+)?|mke2fs|mkswap|swapon|sgdisk|sfdisk|gdisk|fdisk|parted|partprobe|partx|wipefs|blkdiscard|blockdev|blkid|cryptsetup|zpool|mdadm|pvcreate|vgcreate|lvcreate|losetup|disko(?:-install)?|dd|mount|udevadm)";
+
+struct Rules {
+    /// `tool: ... /dev/x ...: No such file or directory` and the like.
+    tool_missing: Regex,
+    /// sgdisk's own wording, on a line that names no tool.
+    sgdisk_problem: Regex,
+    /// parted: `Error: Could not stat device /dev/x - No such file or directory.`
+    could_not_stat: Regex,
+    /// mount: `special device /dev/x does not exist`.
+    special_device: Regex,
+    no_device_passed: Regex,
+    nonexistent_disk: Regex,
+    waiting: Regex,
+    timed_out: Regex,
+}
+
+static RULES: LazyLock<Rules> = LazyLock::new(|| {
+    let missing = r"(?:No such file or directory|No such device(?: or address)?|does not exist|doesn't exist|not found|cannot find|can't find)";
+    Rules {
+        tool_missing: Regex::new(&format!(
+            r"(?i)^\s*(?:[\w./-]*/)?{DISK_TOOL}(?:\[\d+\])?:.*?(?P<dev>/dev/[\w./:+-]+).*{missing}|^\s*(?:[\w./-]*/)?{DISK_TOOL}:.*(?:unable to open|cannot open|can't open|failed to open|could not open|cannot stat|could not stat)\s+'?(?P<dev2>/dev/[\w./:+-]+)"
+        ))
+        .unwrap(),
+        sgdisk_problem: Regex::new(r"Problem opening (?P<dev>/dev/\S+?)!? for reading").unwrap(),
+        could_not_stat: Regex::new(r"(?i)could not stat device (?P<dev>/dev/\S+?)\s*-\s*No such file").unwrap(),
+        special_device: Regex::new(r"special device (?P<dev>/dev/\S+) does not exist").unwrap(),
+        no_device_passed: Regex::new(r"No device passed for disk '(?P<disk>[^']+)'").unwrap(),
+        nonexistent_disk: Regex::new(r"(?i)(?:Specified )?nonexistent disk (?P<dev>\S+)").unwrap(),
+        waiting: Regex::new(r"^waiting for device (?P<dev>\S+) to appear").unwrap(),
+        timed_out: Regex::new(r"Timed out waiting for device (?P<dev>\S+?)\.?$").unwrap(),
+    }
+});
+
+#[derive(Default)]
+pub struct DiskFix {
+    /// Lines of `waiting for device` not yet resolved, and the devices named.
+    waits: Vec<(u32, String)>,
+    /// The last line number seen, to tell whether a wait was the end of the stream.
+    last_line: u32,
+    reported: Vec<String>,
+}
+
+impl Plugin for DiskFix {
+    fn metadata() -> Metadata {
+        Metadata::new("disk-fix", env!("CARGO_PKG_VERSION"))
+            .description("Install targets a disk that does not exist: retargets disko to the real disk")
+            .categories([CATEGORY])
+            .literals([
+                "/dev/",
+                "No device passed for disk",
+                "nonexistent disk",
+                "waiting for device",
+            ])
+    }
+}
+
+impl DiskFix {
+    fn report(&mut self, device: &str, tool: &str, line: u32) -> Option<Finding> {
+        let key = format!("{device}|{tool}");
+        if self.reported.contains(&key) {
+            return None;
+        }
+        self.reported.push(key);
+        Some(
+            Finding::new(
+                CATEGORY,
+                Severity::Error,
+                format!("disk {device} not found ({tool})"),
+            )
+            .line(line),
+        )
+    }
+
+    fn check(&mut self, e: &Event) -> Option<Finding> {
+        let msg = e.message.as_str();
+        let r = &*RULES;
+        if let Some(c) = r.no_device_passed.captures(msg) {
+            return self.report(&format!("for disk '{}'", &c["disk"]), "disko-install", e.line);
+        }
+        if let Some(c) = r.nonexistent_disk.captures(msg) {
+            return self.report(&c["dev"], "partitioner", e.line);
+        }
+        if let Some(c) = r.timed_out.captures(msg) {
+            let dev = c["dev"].to_string();
+            self.waits.retain(|(_, d)| *d != dev);
+            return self.report(&dev, "timed out waiting", e.line);
+        }
+        if let Some(c) = r.waiting.captures(msg) {
+            self.waits.push((e.line, c["dev"].to_string()));
+            return None;
+        }
+        for rule in [&r.sgdisk_problem, &r.could_not_stat, &r.special_device] {
+            if let Some(c) = rule.captures(msg) {
+                return self.report(&c["dev"], tool_of(msg), e.line);
+            }
+        }
+        if let Some(c) = r.tool_missing.captures(msg) {
+            let dev = c.name("dev").or(c.name("dev2"))?.as_str();
+            return self.report(dev.trim_end_matches([':', '.', ',']), tool_of(msg), e.line);
+        }
+        None
+    }
+}
+
+fn tool_of(msg: &str) -> &str {
+    let head = msg.trim_start().split([':', ' ']).next().unwrap_or("");
+    let tool = head.rsplit('/').next().unwrap_or(head);
+    if tool.is_empty() { "disk tool" } else { tool }
+}
+
+impl Detector for DiskFix {
+    fn feed(&mut self, events: &[Event]) -> Vec<Finding> {
+        let mut found = Vec::new();
+        for e in events {
+            self.last_line = self.last_line.max(e.line);
+            if let Some(f) = self.check(e) {
+                found.push(f);
+            }
+        }
+        // A boot that keeps waiting for several devices will not find them.
+        if self.waits.len() >= 3 {
+            found.extend(self.unresolved_waits());
+        }
+        found
+    }
+
+    fn finish(&mut self) -> Vec<Finding> {
+        self.unresolved_waits().into_iter().collect()
+    }
+}
+
+impl DiskFix {
+    fn unresolved_waits(&mut self) -> Option<Finding> {
+        if self.waits.is_empty() {
+            return None;
+        }
+        let waits = std::mem::take(&mut self.waits);
+        let first = waits[0].1.clone();
+        let finding = self.report(&first, "device never appeared", waits[0].0)?;
+        Some(finding.lines(waits.iter().map(|(l, _)| *l)))
+    }
+}
+
+/// `device = "/dev/...";` in a disko config.
+static DEVICE_ASSIGNMENT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"(\bdevice\s*=\s*")(/dev/[^"]+)(")"#).unwrap());
+
+impl Healer for DiskFix {
+    fn heal(&mut self, finding: &Finding, cx: &HealContext) -> Vec<HealingAction> {
+        if finding.category != CATEGORY {
+            return Vec::new();
+        }
+        let Some(config) = cx.config(DISKO_CONFIG) else {
+            return Vec::new();
+        };
+        let Some(target) = cx.facts.largest_empty_disk() else {
+            return Vec::new();
+        };
+        // The devices the config names that the guest does not have.
+        let missing: Vec<&str> = DEVICE_ASSIGNMENT
+            .captures_iter(config)
+            .map(|c| c.get(2).unwrap().as_str())
+            .filter(|dev| cx.facts.disk(dev).is_none())
+            .collect();
+        if missing.is_empty() {
+            return Vec::new();
+        }
+        let rewritten = DEVICE_ASSIGNMENT.replace_all(config, |c: &regex::Captures<'_>| {
+            let dev = &c[2];
+            if missing.contains(&dev) {
+                format!("{}{}{}", &c[1], target.path, &c[3])
+            } else {
+                c[0].to_string()
+            }
+        });
+        let mut distinct = missing.clone();
+        distinct.dedup();
+        // One missing disk and one obvious target: high confidence. Several disks folded onto
+        // one target is a guess.
+        let confidence = if distinct.len() == 1 { 0.9 } else { 0.5 };
+        let phase = if cx.phase.is_empty() {
+            PARTITION_PHASE
+        } else {
+            cx.phase.as_str()
+        };
+        vec![
+            HealingAction::new(
+                "retarget-disko-device",
+                format!(
+                    "{} does not exist; use {} ({} GiB, empty) in {DISKO_CONFIG}",
+                    distinct.join(", "),
+                    target.path,
+                    target.size_bytes >> 30
+                ),
+                confidence,
+            )
+            .config_change(DISKO_CONFIG, rewritten.into_owned())
+            .retry(phase),
+        ]
+    }
+}
+
+nixtest_plugin_sdk::export_plugin!(DiskFix);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nixtest_plugin_sdk::testing::{self, FactsBuilder};
+
+    fn errors(log: &str) -> Vec<Finding> {
+        testing::errors(&testing::detect_str::<DiskFix>(log))
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn tools_that_cannot_open_their_device() {
+        for line in [
+            "mkfs.fat: unable to open /dev/nvme0n11: No such file or directory",
+            "sfdisk: cannot open /dev/sdz: No such file or directory",
+            "wipefs: error: /dev/vdz: probing initialization failed: No such file or directory",
+            "mkfs.ext4: The file /dev/sdb does not exist and no size was specified.",
+            "Problem opening /dev/vdz for reading! Error is 2.",
+            "Error: Could not stat device /dev/sdx - No such file or directory.",
+            "mount: /mnt: special device /dev/disk/by-label/nixos does not exist.",
+            "error: No device passed for disk 'NVME'. Pass `--disk NVME /dev/name` via commandline",
+            "Mar 04 23:01:39 localhost systemd[1]: Timed out waiting for device /dev/gpt-auto-root.",
+        ] {
+            let found = errors(line);
+            assert_eq!(found.len(), 1, "{line}");
+            assert_eq!(found[0].lines, vec![1]);
+        }
+    }
+
+    #[test]
+    fn harmless_missing_files_are_not_disks() {
+        for line in [
+            "rmdir: failed to remove '/lib': No such file or directory",
+            "sshd[601]: lastlog_openseek: Couldn't stat /var/log/lastlog: No such file or directory",
+            "ls: cannot access '/dev/disk/by-label': No such file or directory",
+            "sgdisk --new=1:0:+100M /dev/vda",
+            "The operation has completed successfully.",
+        ] {
+            assert!(errors(line).is_empty(), "{line}");
+        }
+    }
+
+    #[test]
+    fn waiting_that_never_ends_is_an_error() {
+        let log = "waiting for device /dev/disk/by-label/nixos to appear....\n";
+        assert_eq!(errors(log).len(), 1);
+    }
+
+    #[test]
+    fn same_device_reported_once() {
+        let log = "sfdisk: cannot open /dev/sdz: No such file or directory\n\
+                   sfdisk: cannot open /dev/sdz: No such file or directory\n";
+        assert_eq!(errors(log).len(), 1);
+    }
+
+    const CONFIG: &str = r#"{
+  disko.devices.disk.main = {
+    type = "disk";
+    device = "/dev/sdz";
+    content = { type = "gpt"; };
+  };
+}
+"#;
+
+    #[test]
+    fn heal_rewrites_only_the_missing_device() {
+        let facts = FactsBuilder::new()
+            .disk("/dev/vda", 1 << 30, true, &["/"])
+            .disk("/dev/vdb", 8 << 30, false, &[])
+            .disk("/dev/vdc", 2 << 30, false, &[])
+            .build();
+        let cx = testing::context(facts, "disk_partitioning", &[(DISKO_CONFIG, CONFIG)]);
+        let finding = Finding::new(CATEGORY, Severity::Error, "disk /dev/sdz not found");
+        let actions = testing::heal::<DiskFix>(&finding, &cx);
+        assert_eq!(actions.len(), 1);
+        let a = &actions[0];
+        assert_eq!(a.name, "retarget-disko-device");
+        assert_eq!(a.retry_phase.as_deref(), Some("disk_partitioning"));
+        assert_eq!(a.config_changes.len(), 1);
+        assert_eq!(a.config_changes[0].path, DISKO_CONFIG);
+        assert_eq!(
+            a.config_changes[0].content,
+            CONFIG.replace("/dev/sdz", "/dev/vdb")
+        );
+        assert!((a.confidence - 0.9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn no_action_when_every_device_exists() {
+        let facts = FactsBuilder::new()
+            .disk("/dev/sdz", 8 << 30, false, &[])
+            .build();
+        let cx = testing::context(facts, "disk_partitioning", &[(DISKO_CONFIG, CONFIG)]);
+        let finding = Finding::new(CATEGORY, Severity::Error, "x");
+        assert!(testing::heal::<DiskFix>(&finding, &cx).is_empty());
+    }
+}
