@@ -175,7 +175,9 @@ mod tests {
         use EventKind::*;
         assert_eq!(
             kinds,
-            vec![Phase, Success, Error, Warning, Context, Progress, Metric, Raw]
+            vec![
+                Phase, Success, Error, Warning, Context, Progress, Metric, Raw
+            ]
         );
         assert!(ev.iter().all(|e| &*e.phase == "disk_partitioning"));
         assert_eq!(ev[2].message, "bad");

@@ -142,7 +142,10 @@ mod tests {
     #[test]
     fn splits_across_chunks() {
         let got = split(&[b"ab", b"c\nde", b"f\n", b"g"], 100);
-        assert_eq!(got, vec![("abc".into(), 0), ("def".into(), 0), ("g".into(), 0)]);
+        assert_eq!(
+            got,
+            vec![("abc".into(), 0), ("def".into(), 0), ("g".into(), 0)]
+        );
     }
 
     #[test]
@@ -153,7 +156,10 @@ mod tests {
 
     #[test]
     fn carriage_return_redraw_keeps_last_state() {
-        let got = split(&[b"copying 10%\rcopying 50%\r", b"copying 100%\ndone\n"], 100);
+        let got = split(
+            &[b"copying 10%\rcopying 50%\r", b"copying 100%\ndone\n"],
+            100,
+        );
         assert_eq!(got, vec![("copying 100%".into(), 0), ("done".into(), 0)]);
     }
 

@@ -1,0 +1,14 @@
+//! nixtest: tests NixOS installations in pristine VMs and heals them while they run.
+//!
+//! The pipeline, one module per stage: the stream of an install becomes events
+//! (`nixtest_events`), detector [`plugin`]s turn events into [`findings`], healer plugins turn
+//! findings into [`actions`] using the guest's [`facts`].
+
+pub mod actions;
+pub mod builtin;
+pub mod facts;
+pub mod findings;
+pub mod paths;
+pub mod plugin;
+pub mod plugins;
+pub mod registry;

@@ -130,8 +130,10 @@ impl Prefilter {
     }
 
     fn matches(&self, e: &Event) -> bool {
-        !matches!(e.kind, EventKind::Raw | EventKind::Progress | EventKind::Metric)
-            || self.literals.iter().any(|l| e.message.contains(l.as_str()))
+        !matches!(
+            e.kind,
+            EventKind::Raw | EventKind::Progress | EventKind::Metric
+        ) || self.literals.iter().any(|l| e.message.contains(l.as_str()))
             || self.patterns.iter().any(|p| p.is_match(&e.message))
     }
 

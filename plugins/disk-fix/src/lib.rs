@@ -60,7 +60,9 @@ pub struct DiskFix {
 impl Plugin for DiskFix {
     fn metadata() -> Metadata {
         Metadata::new("disk-fix", env!("CARGO_PKG_VERSION"))
-            .description("Install targets a disk that does not exist: retargets disko to the real disk")
+            .description(
+                "Install targets a disk that does not exist: retargets disko to the real disk",
+            )
             .categories([CATEGORY])
             .literals([
                 "/dev/",
@@ -92,7 +94,11 @@ impl DiskFix {
         let msg = e.message.as_str();
         let r = &*RULES;
         if let Some(c) = r.no_device_passed.captures(msg) {
-            return self.report(&format!("for disk '{}'", &c["disk"]), "disko-install", e.line);
+            return self.report(
+                &format!("for disk '{}'", &c["disk"]),
+                "disko-install",
+                e.line,
+            );
         }
         if let Some(c) = r.nonexistent_disk.captures(msg) {
             return self.report(&c["dev"], "partitioner", e.line);

@@ -1,0 +1,115 @@
+//! Flags and dispatch.
+
+mod plugin_cmd;
+mod scaffold;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A failure with the exit code it maps to.
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: 2,
+            error: error.into(),
+        }
+    }
+    pub fn infra(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: 3,
+            error: error.into(),
+        }
+    }
+}
+
+pub type CliResult = Result<ExitCode, Failure>;
+
+#[derive(Parser)]
+#[command(
+    name = "nixtest",
+    version,
+    about = "Tests NixOS installations in pristine VMs and heals them while they run"
+)]
+struct Cli {
+    /// More log output (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install, list, inspect, remove and scaffold plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Check a component (or a heal pack folder with a pack.toml), show what it asks for, and
+    /// install it.
+    Add {
+        path: PathBuf,
+        /// Install without asking (required when there is no terminal to ask on).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Built-in and installed plugins.
+    List,
+    /// Everything about one plugin.
+    Info { name: String },
+    /// Remove an installed plugin.
+    Remove { name: String },
+    /// Scaffold a new plugin crate.
+    New {
+        name: String,
+        /// Folder to create it in (default: ./NAME).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// The nixtest-plugin-sdk source to depend on (default: the one nixtest was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Write the built-in plugins' .wasm files into DIR (to inspect them or show `plugin add`).
+    Export { dir: PathBuf },
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NIXTEST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Plugin(cmd) => plugin_cmd::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("nixtest: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}

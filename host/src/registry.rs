@@ -1,0 +1,398 @@
+//! Installed plugins: the user's data dir holds one folder per plugin with its component and
+//! a manifest. Installs are staged and renamed into place, so a plugin (or a whole heal pack)
+//! is installed completely or not at all.
+//!
+//! Adding a name that is already installed follows semver: a higher version upgrades, the
+//! same version with the same bytes is a no-op, anything else is refused.
+
+use crate::plugin::{Origin, Plugin, PluginError, PluginHost};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+const COMPONENT: &str = "plugin.wasm";
+const MANIFEST: &str = "manifest.toml";
+
+#[derive(Debug, Error)]
+pub enum RegistryError {
+    #[error("{0}: no such file or directory")]
+    Missing(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write to the plugin store {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("{name} is the name of a built-in plugin; give your plugin another name")]
+    BuiltinName { name: String },
+    #[error(
+        "{name} {installed} is already installed with different content; bump the plugin's \
+         version or run `nixtest plugin remove {name}` first"
+    )]
+    SameVersionDifferent {
+        name: String,
+        installed: semver::Version,
+    },
+    #[error(
+        "{name} {installed} is installed and {offered} is older; run `nixtest plugin remove \
+         {name}` first to downgrade"
+    )]
+    Downgrade {
+        name: String,
+        installed: semver::Version,
+        offered: semver::Version,
+    },
+    #[error("heal pack {path}: {reason}")]
+    Pack { path: PathBuf, reason: String },
+    #[error("two plugins are named {0}; remove or rename one")]
+    Duplicate(String),
+    #[error("no installed plugin is named {0} (see `nixtest plugin list`)")]
+    NotInstalled(String),
+    #[error("installed plugin {name} is damaged ({reason}); run `nixtest plugin remove {name}`")]
+    Damaged { name: String, reason: String },
+}
+
+/// What the store records about an installed plugin.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub world: String,
+    pub sha256: String,
+    pub description: String,
+    pub categories: Vec<String>,
+    pub capabilities: Vec<String>,
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<String>,
+}
+
+/// `pack.toml` of a heal pack.
+#[derive(Debug, Deserialize)]
+struct PackFile {
+    pack: PackInfo,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PackInfo {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Component files, relative to the pack folder; all `*.wasm` when absent.
+    #[serde(default)]
+    plugins: Option<Vec<String>>,
+}
+
+/// A checked plugin ready to be installed, and what happens when it is.
+pub struct Candidate {
+    pub plugin: Plugin,
+    pub bytes: Vec<u8>,
+    pub source: PathBuf,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    New,
+    Upgrade(semver::Version),
+    AlreadyInstalled,
+}
+
+/// The plugin store under the user's data dir.
+pub struct Registry {
+    root: PathBuf,
+}
+
+impl Registry {
+    pub fn new(data_dir: &Path) -> Self {
+        Registry {
+            root: data_dir.join("plugins"),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Manifests of everything installed, sorted by name.
+    pub fn list(&self) -> Result<Vec<Manifest>, RegistryError> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(RegistryError::Read {
+                    path: self.root.clone(),
+                    source,
+                });
+            }
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            out.push(self.manifest(&name)?);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub fn manifest(&self, name: &str) -> Result<Manifest, RegistryError> {
+        let path = self.root.join(name).join(MANIFEST);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound && !self.root.join(name).exists() {
+                RegistryError::NotInstalled(name.to_string())
+            } else {
+                RegistryError::Damaged {
+                    name: name.to_string(),
+                    reason: format!("{}: {e}", path.display()),
+                }
+            }
+        })?;
+        toml::from_str(&text).map_err(|e| RegistryError::Damaged {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Loads every installed plugin; the sha256 in the manifest must match the bytes.
+    pub fn load_all(&self, host: &PluginHost) -> Result<Vec<Plugin>, RegistryError> {
+        let mut plugins = Vec::new();
+        for m in self.list()? {
+            let path = self.root.join(&m.name).join(COMPONENT);
+            let bytes = std::fs::read(&path).map_err(|source| RegistryError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let plugin = host.load(&bytes, &m.name, Origin::Installed(path))?;
+            if plugin.sha256 != m.sha256 {
+                return Err(RegistryError::Damaged {
+                    name: m.name,
+                    reason: "its component does not match the sha256 it was installed with".into(),
+                });
+            }
+            plugins.push(plugin);
+        }
+        Ok(plugins)
+    }
+
+    /// Reads and checks what `path` (a component or a heal pack folder) would install.
+    pub fn prepare(
+        &self,
+        host: &PluginHost,
+        path: &Path,
+        builtin_names: &[String],
+    ) -> Result<(Vec<Candidate>, Option<PackInfo>), RegistryError> {
+        if !path.exists() {
+            return Err(RegistryError::Missing(path.to_path_buf()));
+        }
+        let (files, pack) = if path.is_dir() {
+            let (files, info) = pack_files(path)?;
+            (files, Some(info))
+        } else {
+            (vec![path.to_path_buf()], None)
+        };
+        let mut out: Vec<Candidate> = Vec::new();
+        for file in files {
+            let bytes = std::fs::read(&file).map_err(|source| RegistryError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            let what = file.display().to_string();
+            let plugin = host.load(&bytes, &what, Origin::File(file.clone()))?;
+            let name = plugin.meta.name.clone();
+            if builtin_names.contains(&name) {
+                return Err(RegistryError::BuiltinName { name });
+            }
+            if out.iter().any(|c| c.plugin.meta.name == name) {
+                return Err(RegistryError::Pack {
+                    path: path.to_path_buf(),
+                    reason: format!("two components are named {name}"),
+                });
+            }
+            let outcome = self.outcome(&plugin)?;
+            out.push(Candidate {
+                plugin,
+                bytes,
+                source: file,
+                outcome,
+            });
+        }
+        Ok((out, pack))
+    }
+
+    fn outcome(&self, plugin: &Plugin) -> Result<Outcome, RegistryError> {
+        let name = &plugin.meta.name;
+        let installed = match self.manifest(name) {
+            Ok(m) => m,
+            Err(RegistryError::NotInstalled(_)) => return Ok(Outcome::New),
+            Err(e) => return Err(e),
+        };
+        let old =
+            semver::Version::parse(&installed.version).map_err(|e| RegistryError::Damaged {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
+        let new = &plugin.meta.version;
+        match new.cmp(&old) {
+            std::cmp::Ordering::Greater => Ok(Outcome::Upgrade(old)),
+            std::cmp::Ordering::Equal if installed.sha256 == plugin.sha256 => {
+                Ok(Outcome::AlreadyInstalled)
+            }
+            std::cmp::Ordering::Equal => Err(RegistryError::SameVersionDifferent {
+                name: name.clone(),
+                installed: old,
+            }),
+            std::cmp::Ordering::Less => Err(RegistryError::Downgrade {
+                name: name.clone(),
+                installed: old,
+                offered: new.clone(),
+            }),
+        }
+    }
+
+    /// Installs prepared candidates: all of them, or none.
+    pub fn install(
+        &self,
+        candidates: &[Candidate],
+        pack: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        let write_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RegistryError::Write { path, source }
+        };
+        std::fs::create_dir_all(&self.root).map_err(write_err(&self.root))?;
+        let staging = tempfile::Builder::new()
+            .prefix(".staging-")
+            .tempdir_in(&self.root)
+            .map_err(write_err(&self.root))?;
+        let todo: Vec<&Candidate> = candidates
+            .iter()
+            .filter(|c| c.outcome != Outcome::AlreadyInstalled)
+            .collect();
+        for c in &todo {
+            let dir = staging.path().join(&c.plugin.meta.name);
+            std::fs::create_dir(&dir).map_err(write_err(&dir))?;
+            std::fs::write(dir.join(COMPONENT), &c.bytes).map_err(write_err(&dir))?;
+            let manifest = Manifest {
+                name: c.plugin.meta.name.clone(),
+                version: c.plugin.meta.version.to_string(),
+                world: c.plugin.world.as_str().to_string(),
+                sha256: c.plugin.sha256.clone(),
+                description: c.plugin.meta.description.clone(),
+                categories: c.plugin.meta.categories.clone(),
+                capabilities: c
+                    .plugin
+                    .meta
+                    .capabilities
+                    .iter()
+                    .map(|c| format!("{c:?}").to_lowercase())
+                    .collect(),
+                source: c.source.display().to_string(),
+                pack: pack.map(str::to_string),
+            };
+            let text = toml::to_string(&manifest).expect("manifest serialises");
+            std::fs::write(dir.join(MANIFEST), text).map_err(write_err(&dir))?;
+        }
+        // Move the old versions aside, then the new ones in; undo everything on any failure.
+        let retired = staging.path().join(".retired");
+        std::fs::create_dir(&retired).map_err(write_err(&retired))?;
+        let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let result = (|| {
+            for c in &todo {
+                let name = &c.plugin.meta.name;
+                let live = self.root.join(name);
+                if live.exists() {
+                    let aside = retired.join(name);
+                    std::fs::rename(&live, &aside).map_err(write_err(&live))?;
+                    moved.push((aside, live.clone()));
+                }
+                let staged = staging.path().join(name);
+                std::fs::rename(&staged, &live).map_err(write_err(&live))?;
+                moved.push((live, staged));
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            for (from, to) in moved.into_iter().rev() {
+                let _ = std::fs::rename(&from, &to);
+            }
+        }
+        result
+    }
+
+    pub fn remove(&self, name: &str) -> Result<Manifest, RegistryError> {
+        let manifest = self.manifest(name)?;
+        let dir = self.root.join(name);
+        std::fs::remove_dir_all(&dir)
+            .map_err(|source| RegistryError::Write { path: dir, source })?;
+        Ok(manifest)
+    }
+}
+
+fn pack_files(dir: &Path) -> Result<(Vec<PathBuf>, PackInfo), RegistryError> {
+    let toml_path = dir.join("pack.toml");
+    let text = std::fs::read_to_string(&toml_path).map_err(|_| RegistryError::Pack {
+        path: dir.to_path_buf(),
+        reason: "a folder must be a heal pack with a pack.toml".into(),
+    })?;
+    let pack: PackFile = toml::from_str(&text).map_err(|e| RegistryError::Pack {
+        path: toml_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let files: Vec<PathBuf> = match pack.pack.plugins.clone() {
+        Some(list) => list
+            .iter()
+            .map(|rel| {
+                let rel = Path::new(rel);
+                if rel.is_absolute()
+                    || rel
+                        .components()
+                        .any(|c| c == std::path::Component::ParentDir)
+                {
+                    Err(RegistryError::Pack {
+                        path: toml_path.clone(),
+                        reason: format!("{} points outside the pack", rel.display()),
+                    })
+                } else {
+                    Ok(dir.join(rel))
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        None => {
+            let mut f: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|source| RegistryError::Read {
+                    path: dir.to_path_buf(),
+                    source,
+                })?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+                .collect();
+            f.sort();
+            f
+        }
+    };
+    if files.is_empty() {
+        return Err(RegistryError::Pack {
+            path: dir.to_path_buf(),
+            reason: "the pack holds no components".into(),
+        });
+    }
+    for f in &files {
+        if !f.exists() {
+            return Err(RegistryError::Pack {
+                path: dir.to_path_buf(),
+                reason: format!("{} is listed but missing", f.display()),
+            });
+        }
+    }
+    Ok((files, pack.pack))
+}
