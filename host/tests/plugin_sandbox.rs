@@ -1,0 +1,234 @@
+//! Real components against the sandbox: a plugin that loops, hoards memory, panics, floods its
+//! output or tries to reach the host is stopped and recorded, and a well-behaved plugin beside
+//! it still returns its results.
+
+mod common;
+
+use nixtest::facts::GuestFacts;
+use nixtest::plugin::{
+    ContractError, HealRequest, HostOptions, Origin, Plugin, PluginError, PluginFault, PluginHost,
+};
+use nixtest_events::parse_log;
+use std::time::{Duration, Instant};
+
+fn host() -> PluginHost {
+    PluginHost::new(HostOptions::default()).unwrap()
+}
+
+fn load(host: &PluginHost, name: &str) -> Plugin {
+    host.load(&common::fixture(name), name, Origin::Builtin)
+        .unwrap()
+}
+
+/// The well-behaved neighbour: the built-in disk-fix finds its disk in the same log.
+fn neighbour_still_works(host: &PluginHost) {
+    let disk_fix = load(host, "disk-fix");
+    let mut inst = disk_fix.instantiate().unwrap();
+    let events = parse_log(b"sfdisk: cannot open /dev/sdz: No such file or directory\n");
+    let found = inst.feed(&events).unwrap();
+    assert_eq!(found.len(), 1, "disk-fix still reports");
+    assert_eq!(found[0].category, "disk-device");
+}
+
+fn feed_hostile(
+    host: &PluginHost,
+    line: &str,
+) -> (
+    Result<Vec<nixtest::findings::Finding>, PluginFault>,
+    Duration,
+) {
+    let hostile = load(host, "hostile");
+    let mut inst = hostile.instantiate().unwrap();
+    let events = parse_log(format!("{line}\n").as_bytes());
+    let started = Instant::now();
+    let result = inst.feed(&events);
+    let took = started.elapsed();
+    if result.is_err() {
+        // The faulty instance stays disabled for the run.
+        assert!(matches!(inst.feed(&events), Err(PluginFault::Disabled(_))));
+        assert!(inst.disabled().is_some());
+    }
+    (result, took)
+}
+
+#[test]
+fn infinite_loop_is_stopped_within_a_second() {
+    let host = host();
+    let (result, took) = feed_hostile(&host, "loop");
+    assert_eq!(result.unwrap_err(), PluginFault::Timeout(100));
+    assert!(took < Duration::from_secs(1), "stopped after {took:?}");
+    neighbour_still_works(&host);
+}
+
+#[test]
+fn memory_bomb_is_stopped_at_the_limit() {
+    let host = PluginHost::new(HostOptions {
+        limits: nixtest::plugin::Limits {
+            memory_bytes: 16 << 20,
+            // Growing 16 MiB takes a moment; the memory limit must be what stops it.
+            cpu_per_call: Duration::from_secs(5),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let (result, _) = feed_hostile(&host, "alloc");
+    assert_eq!(result.unwrap_err(), PluginFault::OutOfMemory(16));
+    neighbour_still_works(&host);
+}
+
+#[test]
+fn panic_is_a_recorded_trap() {
+    let host = host();
+    let (result, _) = feed_hostile(&host, "panic");
+    match result.unwrap_err() {
+        PluginFault::Trap(msg) => assert!(!msg.is_empty()),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    neighbour_still_works(&host);
+}
+
+#[test]
+fn oversized_results_are_refused() {
+    let host = host();
+    let (result, _) = feed_hostile(&host, "flood");
+    assert!(matches!(
+        result.unwrap_err(),
+        PluginFault::OversizedOutput { unit: "items", .. }
+    ));
+    let (result, _) = feed_hostile(&host, "huge");
+    assert!(matches!(
+        result.unwrap_err(),
+        PluginFault::OversizedOutput { unit: "bytes", .. }
+    ));
+    neighbour_still_works(&host);
+}
+
+#[test]
+fn host_files_sockets_and_env_are_out_of_reach() {
+    let host = host();
+    let (result, _) = feed_hostile(&host, "escape");
+    let said: Vec<String> = result.unwrap().into_iter().map(|f| f.summary).collect();
+    assert!(said[0].starts_with("fs:denied"), "{said:?}");
+    assert!(said[1].starts_with("net:denied"), "{said:?}");
+    assert_eq!(said[2], "env:0");
+    neighbour_still_works(&host);
+}
+
+#[test]
+fn probe_without_the_capability_is_refused() {
+    let host = host();
+    let hostile = load(&host, "hostile");
+    let mut inst = hostile.instantiate().unwrap();
+    let finding = nixtest::findings::Finding {
+        detector: "x".into(),
+        category: "other".into(),
+        severity: nixtest::findings::Severity::Error,
+        permanent: true,
+        summary: "s".into(),
+        lines: vec![],
+    };
+    let facts = GuestFacts::default();
+    let actions = inst
+        .heal(
+            &finding,
+            0,
+            &HealRequest {
+                facts: &facts,
+                phase: "p",
+                config: &[],
+                evidence: &[],
+                attempt: 0,
+            },
+        )
+        .unwrap();
+    assert!(
+        actions[0]
+            .description
+            .starts_with("probe refused: plugin hostile did not declare"),
+        "{}",
+        actions[0].description
+    );
+}
+
+#[test]
+fn incompatible_contract_is_refused_naming_both_versions() {
+    let host = host();
+    let err = host
+        .load(
+            &common::fixture("future-contract"),
+            "future.wasm",
+            Origin::Builtin,
+        )
+        .unwrap_err();
+    match &err {
+        PluginError::Contract(ContractError::Incompatible { plugin, host, .. }) => {
+            assert_eq!(plugin.to_string(), "1.0.0");
+            assert_eq!(host.to_string(), "0.1.0");
+        }
+        other => panic!("expected an incompatible contract, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("nixtest:plugin@1.0.0") && msg.contains("nixtest:plugin@0.1.0"),
+        "{msg}"
+    );
+    neighbour_still_works(&host);
+}
+
+#[test]
+fn state_carries_across_batches_and_instances_are_fresh_per_run() {
+    let host = host();
+    let disk_fix = load(&host, "disk-fix");
+    let line = b"sfdisk: cannot open /dev/sdz: No such file or directory\n";
+    let mut run1 = disk_fix.instantiate().unwrap();
+    assert_eq!(run1.feed(&parse_log(line)).unwrap().len(), 1);
+    // Same problem again in the same run: de-duplicated by the plugin's own state.
+    assert_eq!(run1.feed(&parse_log(line)).unwrap().len(), 0);
+    let mut run2 = disk_fix.instantiate().unwrap();
+    assert_eq!(run2.feed(&parse_log(line)).unwrap().len(), 1);
+}
+
+#[test]
+fn compiled_cache_is_used_and_damage_is_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(HostOptions {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    })
+    .unwrap();
+    let bytes = common::fixture("disk-fix");
+    let first = host.load(&bytes, "disk-fix", Origin::Builtin).unwrap();
+    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert_eq!(entries.len(), 1, "one cache entry");
+    let entry = entries[0].path();
+    assert!(
+        entry
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&first.sha256)
+    );
+    // Flip a byte in the middle of the compiled code: the entry must not be trusted.
+    let mut data = std::fs::read(&entry).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    std::fs::write(&entry, &data).unwrap();
+    let again = host.load(&bytes, "disk-fix", Origin::Builtin).unwrap();
+    let mut inst = again.instantiate().unwrap();
+    let found = inst
+        .feed(&parse_log(
+            b"sfdisk: cannot open /dev/sdz: No such file or directory\n",
+        ))
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_ne!(
+        std::fs::read(&entry).unwrap(),
+        data,
+        "damaged entry was replaced"
+    );
+    // A foreign file in the entry's place is replaced as well.
+    std::fs::write(&entry, b"not a compiled component").unwrap();
+    host.load(&bytes, "disk-fix", Origin::Builtin).unwrap();
+    assert!(std::fs::read(&entry).unwrap().starts_with(b"NXTCWASM"));
+}
