@@ -4,7 +4,7 @@ use crate::{
     Capability, ConfigChange, Disk, Event, EventKind, Finding, GuestFacts, HealContext,
     HealingAction, Metadata, Mount, Severity,
 };
-use regex::Regex;
+use regex::{Regex, RegexSet};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -203,38 +203,65 @@ impl Event {
     }
 }
 
-/// A compiled rule: a regular expression matched against event messages.
-#[derive(Debug, Clone)]
-pub struct LineRule {
-    regex: Regex,
+/// One line rule: a category, a severity, a pattern and a summary template (`$name` and `$1`
+/// expand to the pattern's captures).
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    pub category: &'static str,
+    pub severity: Severity,
+    pub pattern: &'static str,
+    pub summary: &'static str,
 }
 
-impl LineRule {
+impl Rule {
+    pub const fn error(
+        category: &'static str,
+        pattern: &'static str,
+        summary: &'static str,
+    ) -> Self {
+        Rule {
+            category,
+            severity: Severity::Error,
+            pattern,
+            summary,
+        }
+    }
+}
+
+/// A set of [`Rule`]s checked together (one `RegexSet` pass per line, then the first matching
+/// rule's captures).
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    set: RegexSet,
+    regexes: Vec<Regex>,
+}
+
+impl RuleSet {
     /// Panics on an invalid pattern: rules are constants of the plugin, and a bad one should
     /// fail the plugin's own tests, not a user's run.
-    pub fn new(pattern: &str) -> Self {
-        LineRule {
-            regex: Regex::new(pattern)
-                .unwrap_or_else(|e| panic!("invalid rule pattern {pattern:?}: {e}")),
+    pub fn new(rules: &[Rule]) -> Self {
+        let patterns: Vec<&str> = rules.iter().map(|r| r.pattern).collect();
+        let set = RegexSet::new(&patterns).unwrap_or_else(|e| panic!("invalid rule pattern: {e}"));
+        let regexes = patterns
+            .iter()
+            .map(|p| Regex::new(p).expect("compiled in the set already"))
+            .collect();
+        RuleSet {
+            rules: rules.to_vec(),
+            set,
+            regexes,
         }
     }
 
-    pub fn is_match(&self, event: &Event) -> bool {
-        self.regex.is_match(&event.message)
-    }
-
-    /// The named or numbered capture `group` of the first match.
-    pub fn capture<'e>(&self, event: &'e Event, group: &str) -> Option<&'e str> {
-        let caps = self.regex.captures(&event.message)?;
-        let m = match group.parse::<usize>() {
-            Ok(i) => caps.get(i),
-            Err(_) => caps.name(group),
-        };
-        m.map(|m| m.as_str())
-    }
-
-    pub fn regex(&self) -> &Regex {
-        &self.regex
+    /// The first rule (in the order given) that matches the event, as a finding.
+    pub fn check(&self, event: &Event) -> Option<Finding> {
+        let first = self.set.matches(&event.message).into_iter().next()?;
+        let rule = &self.rules[first];
+        let caps = self.regexes[first].captures(&event.message)?;
+        let mut summary = String::new();
+        caps.expand(rule.summary, &mut summary);
+        Some(Finding::new(rule.category, rule.severity, summary).line(event.line))
     }
 }
 

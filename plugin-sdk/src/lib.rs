@@ -92,7 +92,7 @@ pub use bindings::detector::nixtest::plugin::types::{
     HealContext, HealingAction, Metadata, Mount, Reachability, Severity,
 };
 pub use bindings::healer::nixtest::plugin::probe::ProbeOutput;
-pub use helpers::LineRule;
+pub use helpers::{Rule, RuleSet};
 /// The regex crate, for rules (the same version the SDK's helpers use).
 pub use regex;
 
@@ -103,7 +103,7 @@ pub const CONTRACT_VERSION: &str = "0.1.0";
 pub mod prelude {
     pub use crate::{
         Capability, ConfigChange, ConfigFile, Detector, Disk, Event, EventKind, Finding,
-        GuestFacts, HealContext, Healer, HealingAction, LineRule, Metadata, Mount, Plugin,
+        GuestFacts, HealContext, Healer, HealingAction, Metadata, Mount, Plugin, Rule, RuleSet,
         Severity,
     };
 }

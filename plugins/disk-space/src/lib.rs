@@ -1,0 +1,176 @@
+//! disk-space: the install ran out of disk space or inodes.
+//!
+//! `No space left on device` in all its forms (ENOSPC from Nix, the kernel, compilers, xz,
+//! cp), Nix's own note that a build may have failed for lack of space, and quota errors.
+//! Heals by freeing space where the facts say it is short: garbage collection, clearing
+//! temporary build directories, and store optimisation (hard-linking identical files).
+
+use nixtest_plugin_sdk::prelude::*;
+use std::sync::LazyLock;
+
+const CATEGORY: &str = "disk-full";
+const MIB: u64 = 1 << 20;
+
+const RULES: &[Rule] = &[
+    Rule::error(
+        CATEGORY,
+        r#"(?:['‘"](?P<p>/[^'’"]+)['’"]:?\s*)?(?:No space left on device|ENOSPC)"#,
+        "no space left on device",
+    ),
+    Rule::error(
+        CATEGORY,
+        r"build failure may have been caused by lack of free disk space",
+        "no space left on device",
+    ),
+    Rule::error(CATEGORY, r"Disk quota exceeded", "disk quota exceeded"),
+    Rule::error(
+        CATEGORY,
+        r"(?i)\bnot enough (?:free )?(?:disk )?space\b",
+        "not enough disk space",
+    ),
+];
+
+static RULE_SET: LazyLock<RuleSet> = LazyLock::new(|| RuleSet::new(RULES));
+
+#[derive(Default)]
+pub struct DiskSpace;
+
+impl Plugin for DiskSpace {
+    fn metadata() -> Metadata {
+        Metadata::new("disk-space", env!("CARGO_PKG_VERSION"))
+            .description("ENOSPC and inode exhaustion: garbage collection, temporary files, store optimisation")
+            .categories([CATEGORY])
+            .literals(["No space left", "ENOSPC", "lack of free disk space", "quota exceeded", "enough"])
+    }
+}
+
+impl Detector for DiskSpace {
+    fn feed(&mut self, events: &[Event]) -> Vec<Finding> {
+        events.iter().filter_map(|e| RULE_SET.check(e)).collect()
+    }
+}
+
+/// The filesystem that is short: out of inodes first, then the least free space among the
+/// real, writable ones.
+fn shortest(facts: &GuestFacts) -> Option<&Mount> {
+    let real = facts.mounts.iter().filter(|m| {
+        !m.read_only
+            && !matches!(
+                m.fs_type.as_str(),
+                "proc" | "sysfs" | "devtmpfs" | "squashfs" | "iso9660"
+            )
+    });
+    real.clone()
+        .find(|m| m.free_inodes == 0)
+        .or_else(|| real.min_by_key(|m| m.free_bytes * 1000 / m.size_bytes.max(1)))
+}
+
+impl Healer for DiskSpace {
+    fn heal(&mut self, finding: &Finding, cx: &HealContext) -> Vec<HealingAction> {
+        if finding.category != CATEGORY {
+            return Vec::new();
+        }
+        let phase = cx.phase.as_str();
+        let short = shortest(&cx.facts);
+        let path = short.map_or("/", |m| m.path.as_str());
+        let inodes = short.is_some_and(|m| m.free_inodes == 0);
+        let on_target = path.starts_with("/mnt");
+        // The store that fills up: the target's while installing, the installer's otherwise.
+        let store = if on_target { " --store /mnt" } else { "" };
+        let free = short.map_or(String::new(), |m| {
+            format!(" ({} MiB free)", m.free_bytes / MIB)
+        });
+        let mut actions = vec![
+            HealingAction::new(
+                "optimise-store",
+                format!("hard-link identical files in the Nix store on {path}{free}"),
+                if inodes { 0.3 } else { 0.7 },
+            )
+            .command(format!("nix-store{store} --optimise"))
+            .retry(phase),
+            HealingAction::new(
+                "collect-garbage",
+                format!("delete unreachable store paths on {path}{free}"),
+                if inodes { 0.5 } else { 0.6 },
+            )
+            .command(format!("nix-store{store} --gc"))
+            .retry(phase),
+        ];
+        let tmp = if on_target { "/mnt/tmp" } else { "/tmp" };
+        actions.push(
+            HealingAction::new(
+                "clear-temporary-files",
+                format!("remove leftover build directories under {tmp}"),
+                if inodes { 0.75 } else { 0.4 },
+            )
+            .command(format!(
+                "find {tmp} -mindepth 1 -maxdepth 1 -name 'nix-build-*' -exec rm -rf {{}} +"
+            ))
+            .retry(phase),
+        );
+        actions
+    }
+}
+
+nixtest_plugin_sdk::export_plugin!(DiskSpace);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nixtest_plugin_sdk::testing::{self, FactsBuilder};
+
+    #[test]
+    fn every_form_of_enospc() {
+        for line in [
+            "error: preallocating file of 18368 bytes: No space left on device",
+            "error: creating directory '/nix/var/nix/temproots': No space left on device",
+            "fatal error: error writing to /build/cc.s: No space left on device",
+            "note: build failure may have been caused by lack of free disk space",
+            "cp: error writing '/mnt/nix/store/x': No space left on device",
+            "xz: (stdout): Write error: No space left on device",
+        ] {
+            let f = testing::detect_str::<DiskSpace>(line);
+            assert_eq!(testing::errors(&f).len(), 1, "{line}");
+        }
+    }
+
+    #[test]
+    fn space_talk_is_not_a_failure() {
+        for line in [
+            "Filesystem  Size  Used Avail",
+            "checking if tmpfs in rescue system is large enough... yes: 32085 MB",
+            "copying 12 paths (30 MiB) to free space",
+        ] {
+            assert!(testing::detect_str::<DiskSpace>(line).is_empty(), "{line}");
+        }
+    }
+
+    #[test]
+    fn heal_targets_the_full_filesystem() {
+        let facts = FactsBuilder::new()
+            .mount("/", 4 << 30, 2 << 30)
+            .mount("/mnt", 1 << 30, 10 << 20)
+            .build();
+        let cx = testing::context(facts, "install", &[]);
+        let f = Finding::new(CATEGORY, Severity::Error, "no space");
+        let actions = testing::heal::<DiskSpace>(&f, &cx);
+        assert_eq!(actions[0].name, "optimise-store");
+        assert_eq!(
+            actions[0].commands,
+            vec!["nix-store --store /mnt --optimise"]
+        );
+        assert_eq!(actions[1].commands, vec!["nix-store --store /mnt --gc"]);
+    }
+
+    #[test]
+    fn out_of_inodes_clears_temporary_files_first() {
+        let mut facts = FactsBuilder::new().mount("/", 4 << 30, 2 << 30).build();
+        facts.mounts[0].free_inodes = 0;
+        let cx = testing::context(facts, "install", &[]);
+        let f = Finding::new(CATEGORY, Severity::Error, "no space");
+        assert_eq!(
+            testing::heal::<DiskSpace>(&f, &cx)[0].name,
+            "clear-temporary-files"
+        );
+    }
+}
