@@ -1,6 +1,7 @@
 //! Flags and dispatch.
 
 mod plugin_cmd;
+mod replay_cmd;
 mod scaffold;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the detectors and healers over a recorded log (no VM). Exit 1 if it shows a failure.
+    Replay {
+        /// The log file, or - for standard input.
+        log: PathBuf,
+        /// Print the findings and actions as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also load this plugin component (repeatable).
+        #[arg(long = "plugin", value_name = "FILE.wasm")]
+        plugins: Vec<PathBuf>,
+        /// The profile's configuration folder, for healers that rewrite it.
+        #[arg(long, value_name = "DIR")]
+        config: Option<PathBuf>,
+        /// Guest facts as JSON (disks, mounts, memory...), for healers.
+        #[arg(long, value_name = "FILE.json")]
+        facts: Option<PathBuf>,
+    },
     /// Install, list, inspect, remove and scaffold plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -104,6 +122,13 @@ pub fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
+        Command::Replay {
+            log,
+            json,
+            plugins,
+            config,
+            facts,
+        } => replay_cmd::run(&log, json, &plugins, config.as_deref(), facts.as_deref()),
     };
     match result {
         Ok(code) => code,

@@ -185,6 +185,12 @@ const RULES: &[Rule] = &[
         r"CalledProcessError: Command .*(?:bootctl|install-grub|efibootmgr|systemd-boot)",
         "installing the boot loader failed",
     ),
+    // A Python traceback through the boot loader installer: it failed, whatever the last line.
+    Rule::error(
+        "bootloader",
+        r#"File "[^"]*(?:systemd-boot-builder|install-grub|install-systemd-boot)[^"]*", line \d+"#,
+        "installing the boot loader failed",
+    ),
     Rule::error(
         "bootloader",
         r"File system .* is not a FAT EFI System Partition",
@@ -307,7 +313,7 @@ impl Plugin for NixErrors {
             .literals([
                 "hash", "recursion", "error:", "while evaluating", "while calling", "builder for",
                 "Cannot build", "dependencies", "unpack source", "full logs", "***", "EFI",
-                "Died at", "grub", "GRUB", "bootctl", "efibootmgr", "CalledProcessError",
+                "Died at", "grub", "GRUB", "bootctl", "systemd-boot", "install-grub", "efibootmgr", "CalledProcessError",
                 "Failed", "mount", "modprobe", "VFS:", "fsck", "ead-only", "ssh", "Permission denied",
                 "Host key", "HOST IDENTIFICATION", "PRIVATE KEY", "Load key", "_identification",
                 "Bus error", "Segmentation fault", "Illegal instruction", "Floating point",
@@ -494,5 +500,11 @@ mod tests {
         let f = testing::detect_str::<NixErrors>(log);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].lines, vec![3, 1]);
+    }
+
+    #[test]
+    fn a_traceback_through_the_boot_loader_installer_is_enough() {
+        let log = "Failed to test system token validity: No data available\nTraceback (most recent call last):\n  File \"/nix/store/x-systemd-boot-builder.py\", line 256, in <module>\n    main()\n";
+        assert_eq!(categories(log), vec!["bootloader".to_string()]);
     }
 }

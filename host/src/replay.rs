@@ -1,0 +1,115 @@
+//! `nixtest replay`: the monitor and the healers over a recorded log, no VM.
+
+use crate::actions::HealingAction;
+use crate::facts::GuestFacts;
+use crate::findings::Finding;
+use crate::healing::Healers;
+use crate::monitor::{FaultRecord, Monitor, MonitorError};
+use crate::plugin::{HealRequest, Plugin, PluginFault};
+use nixtest_events::{EventParser, LineSplitter};
+use serde::Serialize;
+use std::io::Read;
+use std::path::Path;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ReplayError {
+    #[error("cannot read the log: {0}")]
+    Read(#[from] std::io::Error),
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+    #[error("healer {0} cannot start: {1}")]
+    Healer(String, PluginFault),
+    #[error("cannot read the configuration folder {path}: {reason}")]
+    Config { path: String, reason: String },
+}
+
+/// What a replay found, in the JSON shape of shared/DESIGN.md.
+#[derive(Debug, Serialize)]
+pub struct ReplayReport {
+    pub findings: Vec<Finding>,
+    pub actions: Vec<HealingAction>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultRecord>,
+    pub lines: u32,
+}
+
+impl ReplayReport {
+    pub fn failed(&self) -> bool {
+        self.findings.iter().any(|f| f.severity.is_failure())
+    }
+}
+
+/// Files of a profile's configuration folder, for healers that rewrite them.
+pub fn read_config(dir: &Path) -> Result<Vec<(String, String)>, ReplayError> {
+    let err = |reason: String| ReplayError::Config {
+        path: dir.display().to_string(),
+        reason,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| err(e.to_string()))? {
+        let entry = entry.map_err(|e| err(e.to_string()))?;
+        let path = entry.path();
+        if path.is_file() && path.extension().is_some_and(|e| e == "nix") {
+            let content = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+            files.push((entry.file_name().to_string_lossy().into_owned(), content));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+pub fn replay(
+    mut log: impl Read,
+    plugins: &[Plugin],
+    facts: &GuestFacts,
+    config: &[(String, String)],
+) -> Result<ReplayReport, ReplayError> {
+    let mut monitor = Monitor::new(plugins)?;
+    let mut splitter = LineSplitter::default();
+    let mut parser = EventParser::default();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = log.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        splitter.push(&buf[..n], |line| {
+            monitor.observe(parser.parse(line));
+        });
+    }
+    if let Some(line) = splitter.finish() {
+        let e = parser.parse(line);
+        monitor.observe(e);
+    }
+    monitor.finish();
+
+    let mut healers = Healers::new(plugins).map_err(|(n, f)| ReplayError::Healer(n, f))?;
+    let mut actions = Vec::new();
+    for (i, f) in monitor.findings().iter().enumerate() {
+        if !(f.permanent && f.severity.is_failure()) {
+            continue;
+        }
+        let evidence: Vec<String> = f
+            .lines
+            .iter()
+            .filter_map(|l| monitor.line_text(*l).map(str::to_string))
+            .collect();
+        let request = HealRequest {
+            facts,
+            phase: "",
+            config,
+            evidence: &evidence,
+            attempt: 0,
+        };
+        actions.extend(healers.propose(i, f, &request, |_| 1.0));
+    }
+    let mut faults = monitor.faults().to_vec();
+    faults.extend(healers.faults().iter().cloned());
+    Ok(ReplayReport {
+        findings: monitor.findings().to_vec(),
+        actions,
+        faults,
+        lines: parser.lines(),
+    })
+}
