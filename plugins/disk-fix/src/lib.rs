@@ -48,6 +48,24 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
     }
 });
 
+/// The detection patterns, for native baselines and documentation.
+pub fn patterns() -> Vec<String> {
+    let r = &*RULES;
+    [
+        &r.tool_missing,
+        &r.sgdisk_problem,
+        &r.could_not_stat,
+        &r.special_device,
+        &r.no_device_passed,
+        &r.nonexistent_disk,
+        &r.waiting,
+        &r.timed_out,
+    ]
+    .iter()
+    .map(|re| re.as_str().to_string())
+    .collect()
+}
+
 #[derive(Default)]
 pub struct DiskFix {
     /// Lines of `waiting for device` not yet resolved, and the devices named.

@@ -76,6 +76,11 @@ const RULES: &[Rule] = &[
 
 static RULE_SET: LazyLock<RuleSet> = LazyLock::new(|| RuleSet::new(RULES));
 
+/// The detection patterns, for native baselines and documentation.
+pub fn patterns() -> Vec<String> {
+    RULES.iter().map(|r| r.pattern.to_string()).collect()
+}
+
 #[derive(Default)]
 pub struct MemoryPressure;
 

@@ -62,6 +62,15 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
 }
 });
 
+/// The detection patterns, for native baselines and documentation.
+pub fn patterns() -> Vec<String> {
+    let r = &*RULES;
+    [&r.nix_download, &r.tool, &r.fallback_hint]
+        .iter()
+        .map(|re| re.as_str().to_string())
+        .collect()
+}
+
 fn cause(reason: &str) -> Option<Cause> {
     let r = reason.to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| r.contains(w));
