@@ -148,7 +148,12 @@ impl Event {
 /// characters removed. Borrowed when the line is already clean (the common case).
 fn to_text(bytes: &[u8]) -> Cow<'_, str> {
     let text = String::from_utf8_lossy(bytes);
-    if !text.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+    // C0 controls, DEL, and 0xC2 (the lead byte of the C1 controls U+0080..U+009F) send the
+    // line down the slow path; plain lines are borrowed as they are.
+    if !text
+        .bytes()
+        .any(|b| b < 0x20 && b != b'\t' || b == 0x7f || b == 0xc2)
+    {
         return text;
     }
     let stripped = strip_ansi_escapes::strip(text.as_bytes());
@@ -228,6 +233,12 @@ mod tests {
         let e = one("\x1b[1m::ERROR::\x1b[0mdisk");
         assert_eq!(e.kind, EventKind::Error);
         assert_eq!(e.message, "disk");
+    }
+
+    #[test]
+    fn c1_controls_are_removed() {
+        assert_eq!(one("a\u{9c}b\u{85}c").message, "abc");
+        assert_eq!(one("caf\u{e9} \u{a0}ok").message, "caf\u{e9} \u{a0}ok");
     }
 
     #[test]

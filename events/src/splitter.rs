@@ -19,9 +19,13 @@ pub struct Line<'a> {
 /// `max_line` bytes and counts the rest in [`Line::truncated`].
 #[derive(Debug)]
 pub struct LineSplitter {
+    /// The visible part of the unfinished line: never holds a `\r`.
     buf: Vec<u8>,
     max_line: usize,
+    /// Bytes of the unfinished line dropped over the cap.
     dropped: usize,
+    /// The last chunk ended in `\r`: either half of `\r\n`, or a redraw.
+    pending_cr: bool,
 }
 
 impl Default for LineSplitter {
@@ -36,6 +40,7 @@ impl LineSplitter {
             buf: Vec::new(),
             max_line: max_line.max(1),
             dropped: 0,
+            pending_cr: false,
         }
     }
 
@@ -44,15 +49,17 @@ impl LineSplitter {
         while let Some(nl) = memchr::memchr(b'\n', chunk) {
             let (head, rest) = chunk.split_at(nl);
             chunk = &rest[1..];
-            if self.buf.is_empty() && self.dropped == 0 {
+            if self.buf.is_empty() && self.dropped == 0 && !self.pending_cr {
                 // Fast path: the whole line is inside this chunk, no copy needed.
-                let (bytes, truncated) = self.finish_line(head);
+                let (bytes, truncated) = redraw_and_cap(head, self.max_line);
                 emit(Line { bytes, truncated });
             } else {
                 self.append(head);
+                // A `\r` right before the `\n` was a CRLF, not a redraw.
+                self.pending_cr = false;
                 let buf = std::mem::take(&mut self.buf);
                 let dropped = std::mem::take(&mut self.dropped);
-                let (bytes, truncated) = self.finish_line(&buf);
+                let (bytes, truncated) = redraw_and_cap(&buf, self.max_line);
                 emit(Line {
                     bytes,
                     truncated: truncated + dropped,
@@ -66,45 +73,45 @@ impl LineSplitter {
 
     /// The stream ended: the last line, if it had no terminator.
     pub fn finish(&mut self) -> Option<Line<'_>> {
+        self.pending_cr = false;
         if self.buf.is_empty() && self.dropped == 0 {
             return None;
         }
         let dropped = std::mem::take(&mut self.dropped);
-        let max = self.max_line;
-        let (bytes, truncated) = redraw_and_cap(&self.buf, max);
+        let (bytes, truncated) = redraw_and_cap(&self.buf, self.max_line);
         Some(Line {
             bytes,
             truncated: truncated + dropped,
         })
     }
 
-    fn finish_line<'a>(&self, line: &'a [u8]) -> (&'a [u8], usize) {
-        redraw_and_cap(line, self.max_line)
-    }
-
     fn append(&mut self, bytes: &[u8]) {
-        // Keep a partial line bounded: a redraw can only shorten what is shown, but bytes past
-        // the cap after the last `\r` are never shown, so they are only counted.
-        if let Some(cr) = memchr::memrchr(b'\r', bytes) {
-            if cr + 1 < bytes.len() {
+        if bytes.is_empty() {
+            return;
+        }
+        if std::mem::take(&mut self.pending_cr) {
+            // More text after a `\r`: the tool redrew the line.
+            self.buf.clear();
+            self.dropped = 0;
+        }
+        let (bytes, trailing_cr) = match bytes.strip_suffix(b"\r") {
+            Some(b) => (b, true),
+            None => (bytes, false),
+        };
+        let visible = match memchr::memrchr(b'\r', bytes) {
+            Some(cr) => {
                 self.buf.clear();
                 self.dropped = 0;
-                self.append_capped(&bytes[cr + 1..]);
-            } else {
-                // A trailing `\r` may be the first half of `\r\n`: keep it for now.
-                self.append_capped(bytes);
+                &bytes[cr + 1..]
             }
-        } else {
-            self.append_capped(bytes);
-        }
-    }
-
-    fn append_capped(&mut self, bytes: &[u8]) {
-        // Leave room for one trailing `\r` beyond the cap so `\r\n` is still recognised.
-        let room = (self.max_line + 1).saturating_sub(self.buf.len());
-        let take = room.min(bytes.len());
-        self.buf.extend_from_slice(&bytes[..take]);
-        self.dropped += bytes.len() - take;
+            None => bytes,
+        };
+        // Only the first `max_line` bytes are ever shown; the rest is counted.
+        let room = self.max_line.saturating_sub(self.buf.len());
+        let take = room.min(visible.len());
+        self.buf.extend_from_slice(&visible[..take]);
+        self.dropped += visible.len() - take;
+        self.pending_cr = trailing_cr;
     }
 }
 
@@ -178,6 +185,15 @@ mod tests {
         data.push(b'\n');
         let got = split(&[&data], 10);
         assert_eq!(got, vec![("y".repeat(10), 90)]);
+    }
+
+    #[test]
+    fn redraw_of_an_overlong_line_split_across_chunks() {
+        let long = "z".repeat(40);
+        let whole = split(&[format!("{long}\rabc\n").as_bytes()], 16);
+        let chunked = split(&[format!("{long}\r").as_bytes(), b"abc\n"], 16);
+        assert_eq!(whole, vec![("abc".into(), 0)]);
+        assert_eq!(chunked, whole);
     }
 
     #[test]
