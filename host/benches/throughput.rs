@@ -153,7 +153,7 @@ fn make_log(lines: usize) -> (Vec<u8>, usize) {
     let mut n = 0;
     let mut injected = 0;
     while n < lines {
-        if !cases.is_empty() && rng.next() % 5000 == 0 {
+        if !cases.is_empty() && rng.next().is_multiple_of(5000) {
             let case = &cases[(rng.next() % cases.len() as u64) as usize];
             out.push_str(case);
             if !case.ends_with('\n') {

@@ -55,7 +55,7 @@ pub enum PluginError {
     #[error("{what}: not a valid component: {reason}")]
     Invalid { what: String, reason: String },
     #[error(transparent)]
-    Contract(#[from] ContractError),
+    Contract(Box<ContractError>),
     #[error("{what}: the component cannot be linked in the sandbox: {reason}")]
     Link { what: String, reason: String },
     #[error("{what}: {fault}")]
@@ -64,6 +64,12 @@ pub enum PluginError {
     Metadata { what: String, reason: String },
     #[error("cannot start the WebAssembly engine: {0}")]
     Engine(String),
+}
+
+impl From<ContractError> for PluginError {
+    fn from(e: ContractError) -> Self {
+        PluginError::Contract(Box::new(e))
+    }
 }
 
 /// Why a plugin call was stopped. The instance that caused it is disabled for the run.
@@ -189,23 +195,13 @@ pub struct PluginHost {
 }
 
 /// Options for the engine.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HostOptions {
     pub limits: Limits,
     /// Where compiled code is kept; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
     /// Use wasmtime's pooling allocator (faster instantiation, reserved address space).
     pub pooling: bool,
-}
-
-impl Default for HostOptions {
-    fn default() -> Self {
-        HostOptions {
-            limits: Limits::default(),
-            cache_dir: None,
-            pooling: false,
-        }
-    }
 }
 
 impl PluginHost {
@@ -281,7 +277,7 @@ impl PluginHost {
             what: what.to_string(),
             reason,
         })?;
-        self.from_component(component, sha256, what, origin)
+        self.finish_load(component, sha256, what, origin)
     }
 
     /// Compiles a component without the cache: the cold path the benchmark measures.
@@ -289,7 +285,7 @@ impl PluginHost {
         Component::new(&self.shared.engine, bytes).map_err(|e| e.to_string())
     }
 
-    fn from_component(
+    fn finish_load(
         &self,
         component: Component,
         sha256: String,

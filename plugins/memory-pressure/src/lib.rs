@@ -147,34 +147,34 @@ impl Healer for MemoryPressure {
         // As much swap as there is memory, at least 1 GiB, at most 4 GiB: the build step that
         // was killed needed more than the guest had.
         let wanted = (facts.memory_total_bytes / MIB).clamp(1024, 4096);
-        if let Some(home) = swap_home(facts) {
-            if let Some(mib) = facts.swap_size_mib_at(&home.path, wanted) {
-                let dir = home.path.trim_end_matches('/');
-                let file = format!("{dir}/.nixtest-swap");
-                let confidence = if facts.swap_total_bytes == 0 {
-                    0.85
-                } else {
-                    0.6
-                };
-                actions.push(
-                    HealingAction::new(
-                        "add-swap-file",
-                        format!(
-                            "add a {mib} MiB swap file at {file} ({} MiB free there)",
-                            home.free_bytes / MIB
-                        ),
-                        confidence,
-                    )
-                    .command(format!("swapoff {file} 2>/dev/null; rm -f {file}"))
-                    .command(format!(
-                        "dd if=/dev/zero of={file} bs=1M count={mib} status=none"
-                    ))
-                    .command(format!("chmod 600 {file}"))
-                    .command(format!("mkswap {file}"))
-                    .command(format!("swapon {file}"))
-                    .retry(phase),
-                );
-            }
+        if let Some(home) = swap_home(facts)
+            && let Some(mib) = facts.swap_size_mib_at(&home.path, wanted)
+        {
+            let dir = home.path.trim_end_matches('/');
+            let file = format!("{dir}/.nixtest-swap");
+            let confidence = if facts.swap_total_bytes == 0 {
+                0.85
+            } else {
+                0.6
+            };
+            actions.push(
+                HealingAction::new(
+                    "add-swap-file",
+                    format!(
+                        "add a {mib} MiB swap file at {file} ({} MiB free there)",
+                        home.free_bytes / MIB
+                    ),
+                    confidence,
+                )
+                .command(format!("swapoff {file} 2>/dev/null; rm -f {file}"))
+                .command(format!(
+                    "dd if=/dev/zero of={file} bs=1M count={mib} status=none"
+                ))
+                .command(format!("chmod 600 {file}"))
+                .command(format!("mkswap {file}"))
+                .command(format!("swapon {file}"))
+                .retry(phase),
+            );
         }
         if facts.cpus > 1 || cx.attempt > 0 {
             actions.push(

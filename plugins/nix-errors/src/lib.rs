@@ -334,22 +334,21 @@ impl Detector for NixErrors {
             let msg = e.message.as_str();
             // The items of a `Failed assertions:` list follow it directly; only the ones about
             // the boot loader reach this plugin (prefilter), so nearness is the test.
-            if let Some(start) = self.in_assertions.filter(|s| e.line - s <= 8) {
-                if let Some(item) = msg
+            if let Some(start) = self.in_assertions.filter(|s| e.line - s <= 8)
+                && let Some(item) = msg
                     .trim_start()
                     .strip_prefix("- ")
                     .filter(|i| i.contains("boot.loader"))
-                {
-                    found.push(
-                        Finding::new(
-                            "bootloader",
-                            Severity::Error,
-                            format!("failed assertion: {}", item.trim()),
-                        )
-                        .lines([start, e.line]),
-                    );
-                    continue;
-                }
+            {
+                found.push(
+                    Finding::new(
+                        "bootloader",
+                        Severity::Error,
+                        format!("failed assertion: {}", item.trim()),
+                    )
+                    .lines([start, e.line]),
+                );
+                continue;
             }
             if msg.trim_end() == "Failed assertions:" {
                 self.in_assertions = Some(e.line);
@@ -367,10 +366,10 @@ impl Detector for NixErrors {
                 self.boot_failed_line = Some(e.line);
             }
             if let Some(mut f) = RULE_SET.check(e) {
-                if f.category == "bootloader" {
-                    if let Some(l) = self.boot_failed_line.take().filter(|l| e.line - l <= 20) {
-                        f = f.line(l);
-                    }
+                if f.category == "bootloader"
+                    && let Some(l) = self.boot_failed_line.take().filter(|l| e.line - l <= 20)
+                {
+                    f = f.line(l);
                 }
                 found.push(f);
             }
