@@ -15,3 +15,5 @@ pub mod plugin;
 pub mod plugins;
 pub mod registry;
 pub mod replay;
+pub mod ssh;
+pub mod vm;

@@ -3,6 +3,7 @@
 mod plugin_cmd;
 mod replay_cmd;
 mod scaffold;
+mod vm_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -64,9 +65,35 @@ enum Command {
         #[arg(long, value_name = "FILE.json")]
         facts: Option<PathBuf>,
     },
+    /// Build the test guest image, define the base VM, boot it once, take the pristine snapshot.
+    Setup {
+        /// Build the image and the base VM again even if they are current.
+        #[arg(long)]
+        rebuild: bool,
+    },
+    /// The base VM: status, address, a shell, revert, remove.
+    #[command(subcommand)]
+    Vm(VmCommand),
     /// Install, list, inspect, remove and scaffold plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum VmCommand {
+    /// The base VM, its snapshots, and run VMs.
+    Status,
+    /// The base VM's SSH address on the host.
+    Ip,
+    /// A shell in the base VM (started if needed), or one command after `--`.
+    Ssh {
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Revert the base VM to its pristine snapshot.
+    Clean,
+    /// Remove every VM and disk nixtest defined (the image stays cached).
+    Destroy,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +149,14 @@ pub fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
+        Command::Setup { rebuild } => vm_cmd::setup(rebuild),
+        Command::Vm(cmd) => match cmd {
+            VmCommand::Status => vm_cmd::status(),
+            VmCommand::Ip => vm_cmd::ip(),
+            VmCommand::Ssh { command } => vm_cmd::ssh(command),
+            VmCommand::Clean => vm_cmd::clean(),
+            VmCommand::Destroy => vm_cmd::destroy(),
+        },
         Command::Replay {
             log,
             json,

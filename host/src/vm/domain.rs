@@ -1,0 +1,208 @@
+//! The libvirt domain of a VM, built as a typed value and written as XML with escaping.
+//!
+//! Networking is QEMU user networking with `restrict=on`: the guest reaches nothing but what
+//! is forwarded. SSH is forwarded from 127.0.0.1 on the host; host services reach the guest
+//! only through `guestfwd` to 127.0.0.1. No libvirt network is used.
+
+use quick_xml::Writer;
+use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
+use std::io::Cursor;
+use std::path::PathBuf;
+
+/// A guest address that is forwarded to a service on the host's loopback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestForward {
+    /// Address the guest connects to, in the user network (10.0.2.0/24).
+    pub guest_addr: String,
+    pub guest_port: u16,
+    /// Port on 127.0.0.1 of the host.
+    pub host_port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct DomainSpec {
+    pub name: String,
+    /// Set when redefining an existing domain (libvirt matches definitions by UUID).
+    pub uuid: Option<String>,
+    /// `kvm` or `qemu`.
+    pub domain_type: String,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    /// qcow2 disks in order: vda, vdb, ...
+    pub disks: Vec<PathBuf>,
+    pub console_log: PathBuf,
+    pub ssh_port: u16,
+    pub forwards: Vec<GuestForward>,
+}
+
+impl DomainSpec {
+    /// The `-netdev` value: user networking, restricted, SSH and service forwards on loopback.
+    pub fn netdev(&self) -> String {
+        let mut s = format!(
+            "user,id=nixtest0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22",
+            self.ssh_port
+        );
+        for f in &self.forwards {
+            s.push_str(&format!(
+                ",guestfwd=tcp:{}:{}-tcp:127.0.0.1:{}",
+                f.guest_addr, f.guest_port, f.host_port
+            ));
+        }
+        s
+    }
+
+    pub fn to_xml(&self) -> String {
+        let mut w = Writer::new_with_indent(Cursor::new(Vec::new()), b' ', 2);
+        let mut root = BytesStart::new("domain");
+        root.push_attribute(("type", self.domain_type.as_str()));
+        root.push_attribute(("xmlns:qemu", "http://libvirt.org/schemas/domain/qemu/1.0"));
+        w.write_event(Event::Start(root)).unwrap();
+        text(&mut w, "name", &[], &self.name);
+        if let Some(uuid) = &self.uuid {
+            text(&mut w, "uuid", &[], uuid);
+        }
+        text(
+            &mut w,
+            "memory",
+            &[("unit", "MiB")],
+            &self.memory_mib.to_string(),
+        );
+        text(&mut w, "vcpu", &[], &self.vcpus.to_string());
+        open(&mut w, "os", &[]);
+        text(
+            &mut w,
+            "type",
+            &[("arch", "x86_64"), ("machine", "pc")],
+            "hvm",
+        );
+        text(&mut w, "kernel", &[], &self.kernel.display().to_string());
+        text(&mut w, "initrd", &[], &self.initrd.display().to_string());
+        text(&mut w, "cmdline", &[], &self.cmdline);
+        close(&mut w, "os");
+        open(&mut w, "features", &[]);
+        empty(&mut w, "acpi", &[]);
+        close(&mut w, "features");
+        text(&mut w, "on_poweroff", &[], "destroy");
+        text(&mut w, "on_reboot", &[], "restart");
+        text(&mut w, "on_crash", &[], "destroy");
+        open(&mut w, "devices", &[]);
+        for (i, disk) in self.disks.iter().enumerate() {
+            let dev = format!("vd{}", (b'a' + i as u8) as char);
+            open(&mut w, "disk", &[("type", "file"), ("device", "disk")]);
+            empty(
+                &mut w,
+                "driver",
+                &[("name", "qemu"), ("type", "qcow2"), ("cache", "unsafe")],
+            );
+            empty(&mut w, "source", &[("file", &disk.display().to_string())]);
+            empty(&mut w, "target", &[("dev", &dev), ("bus", "virtio")]);
+            close(&mut w, "disk");
+        }
+        open(&mut w, "serial", &[("type", "pty")]);
+        empty(
+            &mut w,
+            "log",
+            &[
+                ("file", &self.console_log.display().to_string()),
+                ("append", "on"),
+            ],
+        );
+        empty(&mut w, "target", &[("port", "0")]);
+        close(&mut w, "serial");
+        open(&mut w, "console", &[("type", "pty")]);
+        empty(&mut w, "target", &[("type", "serial"), ("port", "0")]);
+        close(&mut w, "console");
+        empty(&mut w, "memballoon", &[("model", "none")]);
+        close(&mut w, "devices");
+        open(&mut w, "qemu:commandline", &[]);
+        let netdev = self.netdev();
+        // An explicit slot: libvirt places its own devices from slot 2 up and knows nothing of this one.
+        for arg in [
+            "-netdev",
+            &netdev,
+            "-device",
+            "virtio-net-pci,netdev=nixtest0,bus=pci.0,addr=0x1e",
+        ] {
+            empty(&mut w, "qemu:arg", &[("value", arg)]);
+        }
+        close(&mut w, "qemu:commandline");
+        w.write_event(Event::End(BytesEnd::new("domain"))).unwrap();
+        String::from_utf8(w.into_inner().into_inner()).expect("the writer writes UTF-8")
+    }
+}
+
+type W = Writer<Cursor<Vec<u8>>>;
+
+fn start<'a>(name: &'a str, attrs: &[(&str, &str)]) -> BytesStart<'a> {
+    let mut e = BytesStart::new(name);
+    for a in attrs {
+        e.push_attribute(*a);
+    }
+    e
+}
+
+fn open(w: &mut W, name: &str, attrs: &[(&str, &str)]) {
+    w.write_event(Event::Start(start(name, attrs))).unwrap();
+}
+
+fn close(w: &mut W, name: &str) {
+    w.write_event(Event::End(BytesEnd::new(name))).unwrap();
+}
+
+fn empty(w: &mut W, name: &str, attrs: &[(&str, &str)]) {
+    w.write_event(Event::Empty(start(name, attrs))).unwrap();
+}
+
+fn text(w: &mut W, name: &str, attrs: &[(&str, &str)], value: &str) {
+    open(w, name, attrs);
+    w.write_event(Event::Text(BytesText::new(value))).unwrap();
+    close(w, name);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> DomainSpec {
+        DomainSpec {
+            name: "nixtest-run-<&\"x\">".into(),
+            uuid: None,
+            domain_type: "qemu".into(),
+            memory_mib: 512,
+            vcpus: 1,
+            kernel: "/v/vmlinuz".into(),
+            initrd: "/v/initrd.img".into(),
+            cmdline: "console=ttyS0 nixtest.root=/dev/vda".into(),
+            disks: vec!["/v/root.qcow2".into(), "/v/target.qcow2".into()],
+            console_log: "/v/console.log".into(),
+            ssh_port: 2222,
+            forwards: vec![GuestForward {
+                guest_addr: "10.0.2.100".into(),
+                guest_port: 8080,
+                host_port: 40000,
+            }],
+        }
+    }
+
+    #[test]
+    fn names_are_escaped() {
+        let xml = spec().to_xml();
+        assert!(
+            xml.contains("<name>nixtest-run-&lt;&amp;&quot;x&quot;&gt;</name>"),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn user_networking_is_restricted_and_on_loopback() {
+        let xml = spec().to_xml();
+        assert!(xml.contains(
+            "user,id=nixtest0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22,guestfwd=tcp:10.0.2.100:8080-tcp:127.0.0.1:40000"
+        ), "{xml}");
+        assert!(!xml.contains("<interface"), "no libvirt network: {xml}");
+        assert!(xml.contains("<target dev=\"vdb\" bus=\"virtio\"/>"));
+    }
+}
