@@ -112,7 +112,7 @@ pub fn setup(rebuild: bool) -> CliResult {
         println!("ready");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("      defined {}", nixtest::vm::manager::BASE);
+    println!("      defined {}", m.base_name());
 
     step(4, total, "boot once and check SSH");
     let t = Instant::now();
@@ -147,7 +147,7 @@ pub fn setup(rebuild: bool) -> CliResult {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    m.wait_shutoff(nixtest::vm::manager::BASE, Duration::from_secs(30))
+    m.wait_shutoff(&m.base_name(), Duration::from_secs(30))
         .map_err(vm_failure)?;
 
     step(5, total, "pristine snapshot");
@@ -179,7 +179,7 @@ pub fn status() -> CliResult {
     } else {
         println!(
             "base VM:      {} ({})",
-            nixtest::vm::manager::BASE,
+            cx.manager.base_name(),
             if s.active { "running" } else { "shut off" }
         );
         println!(
@@ -279,7 +279,7 @@ pub fn clean() -> CliResult {
     let took = cx.manager.revert_pristine().map_err(vm_failure)?;
     println!(
         "reverted {} to pristine in {} ms",
-        nixtest::vm::manager::BASE,
+        cx.manager.base_name(),
         took.as_millis()
     );
     Ok(ExitCode::SUCCESS)

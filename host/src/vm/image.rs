@@ -27,6 +27,21 @@ const GUEST_FILES: &[(&str, &str, u32)] = &[
         0o755,
     ),
     (
+        "rootfs/usr/local/bin/disko",
+        include_str!("../../../guest/rootfs/usr/local/bin/disko"),
+        0o755,
+    ),
+    (
+        "rootfs/usr/local/bin/nixos-generate-config",
+        include_str!("../../../guest/rootfs/usr/local/bin/nixos-generate-config"),
+        0o755,
+    ),
+    (
+        "rootfs/usr/local/bin/nixos-install",
+        include_str!("../../../guest/rootfs/usr/local/bin/nixos-install"),
+        0o755,
+    ),
+    (
         "rootfs/usr/local/bin/nixtest-poweroff",
         include_str!("../../../guest/rootfs/usr/local/bin/nixtest-poweroff"),
         0o755,

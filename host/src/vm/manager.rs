@@ -13,8 +13,6 @@ use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::domain_snapshot::DomainSnapshot;
 
-pub const BASE: &str = "nixtest-base";
-pub const RUN_PREFIX: &str = "nixtest-run-";
 pub const PRISTINE: &str = "pristine";
 const CMDLINE: &str = "console=ttyS0 nixtest.root=/dev/vda quiet";
 
@@ -67,6 +65,15 @@ impl VmManager {
         })
     }
 
+    /// The base VM's domain name.
+    pub fn base_name(&self) -> String {
+        format!("{}-base", self.settings.prefix)
+    }
+
+    fn run_prefix(&self) -> String {
+        format!("{}-run-", self.settings.prefix)
+    }
+
     fn lookup(&self, name: &str) -> Option<Domain> {
         Domain::lookup_by_name(&self.conn, name).ok()
     }
@@ -108,7 +115,7 @@ impl VmManager {
     pub fn define_base(&self, image: &GuestImage) -> Result<bool, VmError> {
         let dir = self.base_dir();
         let key_file = dir.join("image-key");
-        let existing = self.lookup(BASE);
+        let existing = self.lookup(&self.base_name());
         let current = existing.is_some()
             && std::fs::read_to_string(&key_file).ok().as_deref() == Some(image.key.as_str())
             && dir.join("root.qcow2").exists()
@@ -132,7 +139,7 @@ impl VmManager {
             None => free_port()?,
         };
         let mut spec = self.spec(
-            BASE,
+            &self.base_name(),
             image,
             vec![dir.join("root.qcow2"), dir.join("target.qcow2")],
             dir.join("console.log"),
@@ -149,11 +156,11 @@ impl VmManager {
     }
 
     fn base(&self) -> Result<Domain, VmError> {
-        self.lookup(BASE).ok_or(VmError::NoBase)
+        self.lookup(&self.base_name()).ok_or(VmError::NoBase)
     }
 
     pub fn status(&self) -> BaseStatus {
-        let base = self.lookup(BASE);
+        let base = self.lookup(&self.base_name());
         BaseStatus {
             defined: base.is_some(),
             active: base
@@ -243,7 +250,7 @@ impl VmManager {
     }
 
     pub fn has_pristine(&self) -> bool {
-        self.lookup(BASE)
+        self.lookup(&self.base_name())
             .is_some_and(|b| DomainSnapshot::lookup_by_name(&b, PRISTINE, 0).is_ok())
     }
 
@@ -286,7 +293,8 @@ impl VmManager {
             })
             .collect();
         let name = format!(
-            "{RUN_PREFIX}{}-{safe}-{:04x}",
+            "{}{}-{safe}-{:04x}",
+            self.run_prefix(),
             std::process::id(),
             rand_u16()
         );
@@ -351,7 +359,7 @@ impl VmManager {
             .unwrap_or_default()
             .iter()
             .filter_map(|d| d.get_name().ok())
-            .filter(|n| n.starts_with(RUN_PREFIX))
+            .filter(|n| n.starts_with(&self.run_prefix()))
             .collect()
     }
 
@@ -359,7 +367,7 @@ impl VmManager {
     pub fn sweep_stale(&self) -> Vec<String> {
         let mut swept = Vec::new();
         for name in self.run_domains() {
-            let pid = name[RUN_PREFIX.len()..].split('-').next().unwrap_or("");
+            let pid = name[self.run_prefix().len()..].split('-').next().unwrap_or("");
             let alive = pid
                 .parse::<u32>()
                 .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
@@ -376,7 +384,7 @@ impl VmManager {
     }
 
     fn remove_base(&self) -> Result<(), VmError> {
-        if let Some(base) = self.lookup(BASE) {
+        if let Some(base) = self.lookup(&self.base_name()) {
             if base.is_active().unwrap_or(false) {
                 base.destroy().map_err(lv("stopping the base VM"))?;
             }
@@ -402,8 +410,8 @@ impl VmManager {
             });
             removed.push(name);
         }
-        if self.lookup(BASE).is_some() {
-            removed.push(BASE.to_string());
+        if self.lookup(&self.base_name()).is_some() {
+            removed.push(self.base_name());
         }
         self.remove_base()?;
         let runs = self.settings.dir.join("runs");

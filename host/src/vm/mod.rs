@@ -68,6 +68,9 @@ pub struct VmSettings {
     pub vcpus: u32,
     /// Where images, base disks and run disks live.
     pub dir: PathBuf,
+    /// Names of domains start with it (`NIXTEST_VM_PREFIX`, default `nixtest`), so separate
+    /// installations (or test suites) never touch each other's VMs.
+    pub prefix: String,
 }
 
 impl VmSettings {
@@ -117,12 +120,20 @@ impl VmSettings {
                 reason: format!("{memory_mib} MiB is too little to boot the guest (128 at least)"),
             });
         }
+        let prefix = var("NIXTEST_VM_PREFIX").unwrap_or_else(|| "nixtest".into());
+        if !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(VmError::Setting {
+                setting: "NIXTEST_VM_PREFIX".into(),
+                reason: format!("{prefix:?}: use letters, digits and -"),
+            });
+        }
         Ok(VmSettings {
             uri,
             memory_mib,
             disk_bytes,
             vcpus,
             dir,
+            prefix,
         })
     }
 }

@@ -49,6 +49,11 @@ const RULES: &[Rule] = &[
     ),
     Rule::error(
         CATEGORY,
+        r"failed due to signal 9 \(Killed\)",
+        "a build was killed with SIGKILL (out of memory?)",
+    ),
+    Rule::error(
+        CATEGORY,
         r"died with <Signals\.SIGKILL: 9>",
         "the build was killed with SIGKILL (out of memory)",
     ),
@@ -93,6 +98,7 @@ impl Plugin for MemoryPressure {
             .categories([CATEGORY])
             .literals([
                 "Out of memory",
+                "signal 9",
                 "out of memory",
                 "oom",
                 "Killed",
@@ -202,6 +208,7 @@ mod tests {
             "Killed",
             "/nix/store/x-stdenv/setup: line 1: 4242 Killed   cc1plus -O2 x.c",
             "Command 'nix build' died with <Signals.SIGKILL: 9>.",
+            "error: builder for '/nix/store/x-system.drv' failed due to signal 9 (Killed)",
             "Exception: std::bad_alloc: std::bad_alloc",
             "GC Warning: Out of Memory! Heap size: 3072 MiB. Returning NULL!",
             "virtual memory exhausted: Cannot allocate memory",
