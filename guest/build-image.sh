@@ -34,7 +34,7 @@ cp "$work/kernel/boot/vmlinuz-$kver" "$out/vmlinuz.tmp"
 
 # Modules the guest needs, with their dependencies, in load order.
 moddir="$work/kernel/lib/modules/$kver"
-want="virtio_pci virtio_blk virtio_net crc32c_generic ext4 vfat nls_cp437 nls_iso8859_1 nls_utf8 loop"
+want="virtio_pci virtio_blk virtio_net crc32c_generic ext4 vfat nls_cp437 nls_iso8859_1 nls_utf8 nls_ascii loop"
 resolve() {
   local m=$1 path deps
   path=$(awk -F: -v m="/$m.ko" 'index($1, m) && substr($1, length($1) - length(m) + 1) == m {print $1; exit}' "$moddir/modules.dep")

@@ -79,7 +79,7 @@ impl VmManager {
     }
 
     pub fn base_dir(&self) -> PathBuf {
-        self.settings.dir.join("base")
+        self.settings.dir.join(self.base_name())
     }
 
     fn spec(
@@ -367,7 +367,10 @@ impl VmManager {
     pub fn sweep_stale(&self) -> Vec<String> {
         let mut swept = Vec::new();
         for name in self.run_domains() {
-            let pid = name[self.run_prefix().len()..].split('-').next().unwrap_or("");
+            let pid = name[self.run_prefix().len()..]
+                .split('-')
+                .next()
+                .unwrap_or("");
             let alive = pid
                 .parse::<u32>()
                 .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());

@@ -121,7 +121,10 @@ impl VmSettings {
             });
         }
         let prefix = var("NIXTEST_VM_PREFIX").unwrap_or_else(|| "nixtest".into());
-        if !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
             return Err(VmError::Setting {
                 setting: "NIXTEST_VM_PREFIX".into(),
                 reason: format!("{prefix:?}: use letters, digits and -"),
