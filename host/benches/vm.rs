@@ -34,13 +34,19 @@ fn main() {
     if cold || !image.exists() {
         let t = Instant::now();
         image.build(&public, |_| {}).unwrap();
-        println!("image build (cold):      {:.1} s", t.elapsed().as_secs_f64());
+        println!(
+            "image build (cold):      {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
     }
     let t = Instant::now();
     let cached = GuestImage::locate(&settings.dir, &public);
     assert!(cached.exists());
     cached.verify().unwrap();
-    println!("image lookup (cached):   {:.0} ms (key + verify)", t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "image lookup (cached):   {:.0} ms (key + verify)",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     println!(
         "image size:              root.qcow2 {:.0} MiB, vmlinuz {:.1} MiB, initrd {:.1} MiB",
         mib(&image.root()),
@@ -49,20 +55,35 @@ fn main() {
     );
 
     let m = VmManager::connect(settings).unwrap();
-    println!("accelerator:             {} ({})", m.accel.accel.domain_type(), m.accel.reason);
+    println!(
+        "accelerator:             {} ({})",
+        m.accel.accel.domain_type(),
+        m.accel.reason
+    );
     m.define_base(&image).unwrap();
     if !m.has_pristine() {
         m.snapshot_pristine().unwrap();
     }
     let reverts: Vec<Duration> = (0..10).map(|_| m.revert_pristine().unwrap()).collect();
-    println!("revert to pristine:      {:.0} ms (median of 10, shut-off base)", median(reverts).as_secs_f64() * 1e3);
+    println!(
+        "revert to pristine:      {:.0} ms (median of 10, shut-off base)",
+        median(reverts).as_secs_f64() * 1e3
+    );
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut boots = Vec::new();
     for i in 0..3 {
         let t = Instant::now();
         let vm = m
-            .create_run_vm(&image, &format!("boot{i}"), &RunOverrides::default(), Vec::new())
+            .create_run_vm(
+                &image,
+                &format!("boot{i}"),
+                &RunOverrides::default(),
+                Vec::new(),
+            )
             .unwrap();
         m.start(&vm.name).unwrap();
         let target = SshTarget {
@@ -71,7 +92,9 @@ fn main() {
             key: key.clone(),
         };
         rt.block_on(async {
-            let mut s = SshSession::wait_ready(&target, Duration::from_secs(120)).await.unwrap();
+            let mut s = SshSession::wait_ready(&target, Duration::from_secs(120))
+                .await
+                .unwrap();
             s.exec("true").await.unwrap();
             s.close().await;
         });
@@ -81,6 +104,10 @@ fn main() {
     println!(
         "start to SSH-ready:      {:.1} s median of 3 ({}), overlay + define + boot + first command",
         median(boots.clone()).as_secs_f64(),
-        boots.iter().map(|b| format!("{:.1}", b.as_secs_f64())).collect::<Vec<_>>().join(", ")
+        boots
+            .iter()
+            .map(|b| format!("{:.1}", b.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }

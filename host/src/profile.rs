@@ -1,0 +1,206 @@
+//! Test profiles: what to install and how to check it. A profile is a folder with a
+//! `profile.toml` (phases, VM overrides, verification checks) and the configuration files the
+//! install uses (`configuration.nix`, `disko-config.nix`, ...). The built-in profiles (`vm`,
+//! `workstation`, `server`) are carried in the binary; a path to a folder works the same.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ProfileError {
+    #[error("no profile named {0:?}: use vm, workstation, server, or a path to a profile folder")]
+    Unknown(String),
+    #[error("profile {path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    pub name: String,
+    /// A shell command run as root in the guest.
+    pub run: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    pub name: String,
+    /// Passes when it exits 0 on the installed system.
+    pub run: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmOverrides {
+    pub memory_mib: Option<u64>,
+    pub disk: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    vm: VmOverrides,
+    phases: Vec<Phase>,
+    #[serde(default)]
+    checks: Vec<Check>,
+}
+
+/// A loaded profile with its configuration files.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub description: String,
+    pub vm: VmOverrides,
+    pub phases: Vec<Phase>,
+    pub checks: Vec<Check>,
+    /// (relative path, content) of every configuration file.
+    pub config: Vec<(String, String)>,
+}
+
+macro_rules! builtin {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!("../../profiles/", $name, "/profile.toml")),
+            &[
+                (
+                    "configuration.nix",
+                    include_str!(concat!("../../profiles/", $name, "/configuration.nix")),
+                ),
+                (
+                    "disko-config.nix",
+                    include_str!(concat!("../../profiles/", $name, "/disko-config.nix")),
+                ),
+            ] as &[(&str, &str)],
+        )
+    };
+}
+
+const BUILTIN: &[(&str, &str, &[(&str, &str)])] =
+    &[builtin!("vm"), builtin!("workstation"), builtin!("server")];
+
+pub fn builtin_names() -> Vec<&'static str> {
+    BUILTIN.iter().map(|(n, _, _)| *n).collect()
+}
+
+impl Profile {
+    /// A built-in profile by name, or a profile folder by path.
+    pub fn load(spec: &str) -> Result<Profile, ProfileError> {
+        if let Some((_, toml_text, files)) = BUILTIN.iter().find(|(n, _, _)| *n == spec) {
+            let config = files
+                .iter()
+                .map(|(p, c)| (p.to_string(), c.to_string()))
+                .collect();
+            return Self::parse(spec, toml_text, config);
+        }
+        let dir = Path::new(spec);
+        if !dir.join("profile.toml").is_file() {
+            return Err(ProfileError::Unknown(spec.to_string()));
+        }
+        Self::load_dir(dir)
+    }
+
+    pub fn load_dir(dir: &Path) -> Result<Profile, ProfileError> {
+        let invalid = |reason: String| ProfileError::Invalid {
+            path: dir.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(dir.join("profile.toml"))
+            .map_err(|e| invalid(format!("profile.toml: {e}")))?;
+        let mut config = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| invalid(e.to_string()))? {
+            let entry = entry.map_err(|e| invalid(e.to_string()))?;
+            let path: PathBuf = entry.path();
+            if path.is_file() && path.extension().is_some_and(|e| e == "nix") {
+                let content = std::fs::read_to_string(&path)
+                    .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+                config.push((entry.file_name().to_string_lossy().into_owned(), content));
+            }
+        }
+        config.sort();
+        Self::parse(&dir.display().to_string(), &text, config)
+    }
+
+    fn parse(
+        where_: &str,
+        text: &str,
+        config: Vec<(String, String)>,
+    ) -> Result<Profile, ProfileError> {
+        let invalid = |reason: String| ProfileError::Invalid {
+            path: where_.to_string(),
+            reason,
+        };
+        let f: ProfileFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if f.phases.is_empty() {
+            return Err(invalid("a profile needs at least one [[phases]]".into()));
+        }
+        for p in &f.phases {
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(invalid(format!(
+                    "phase name {:?}: use letters, digits, _ and -",
+                    p.name
+                )));
+            }
+        }
+        if let Some(d) = &f.vm.disk {
+            if crate::vm::parse_size(d).is_none() {
+                return Err(invalid(format!("vm.disk {d:?} is not a size like 4G")));
+            }
+        }
+        Ok(Profile {
+            name: f.name,
+            description: f.description,
+            vm: f.vm,
+            phases: f.phases,
+            checks: f.checks,
+            config,
+        })
+    }
+
+    pub fn phase_index(&self, name: &str) -> Option<usize> {
+        self.phases.iter().position(|p| p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_load() {
+        for name in builtin_names() {
+            let p = Profile::load(name).unwrap();
+            assert_eq!(p.name, name);
+            assert_eq!(p.phases[0].name, "disk_partitioning");
+            assert!(p.config.iter().any(|(f, _)| f == "disko-config.nix"));
+            assert!(!p.checks.is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_and_invalid_profiles_say_why() {
+        assert!(matches!(
+            Profile::load("nope"),
+            Err(ProfileError::Unknown(_))
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("profile.toml"),
+            "name = \"x\"\nphases = []\n",
+        )
+        .unwrap();
+        let err = Profile::load(dir.path().to_str().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("at least one"), "{err}");
+    }
+}

@@ -1,0 +1,492 @@
+//! Reports of a run (shared/DESIGN.md, "Reports"): `report.json` (a contract: fields may be
+//! added, never renamed), `junit.xml` (one case per profile and phase), `report.html` (one
+//! self-contained page), `logs/PROFILE.log` and `events/PROFILE.jsonl`. Every file is written
+//! whole or not at all (write, then rename). This module only consumes what the run produced.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Passed,
+    Failed,
+    /// The infrastructure failed (libvirt, SSH, image).
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Healed,
+    Failed,
+    /// Unsafe, or below the minimum confidence.
+    Refused,
+    /// Healing is disabled.
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseReport {
+    pub name: String,
+    pub status: Status,
+    pub started_ms: u64,
+    pub duration_ms: u64,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingRef {
+    pub category: String,
+    pub summary: String,
+    pub lines: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealingRecord {
+    pub finding: FindingRef,
+    pub action: String,
+    pub plugin: String,
+    pub confidence: f32,
+    pub outcome: Outcome,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_diff: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// From the failing line reaching the host to the finding, and to the action applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detected_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub check: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub output: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileReport {
+    pub name: String,
+    pub status: Status,
+    pub injected_fault: Option<String>,
+    pub phases: Vec<PhaseReport>,
+    pub errors: BTreeMap<String, u32>,
+    pub healing: Vec<HealingRecord>,
+    pub verification: Vec<CheckReport>,
+    pub metrics: BTreeMap<String, f64>,
+    pub detection_latency_ms: Vec<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plugin_faults: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub passed: u32,
+    pub failed: u32,
+    pub errors: u32,
+    pub healing_attempts: u32,
+    pub healing_success_rate: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub run_id: String,
+    pub started: String,
+    pub duration_ms: u64,
+    pub profiles: Vec<ProfileReport>,
+    pub summary: Summary,
+}
+
+impl Report {
+    pub fn new(
+        run_id: String,
+        started: String,
+        duration_ms: u64,
+        profiles: Vec<ProfileReport>,
+    ) -> Self {
+        let count = |s: Status| profiles.iter().filter(|p| p.status == s).count() as u32;
+        let attempts: Vec<&HealingRecord> = profiles
+            .iter()
+            .flat_map(|p| &p.healing)
+            .filter(|h| matches!(h.outcome, Outcome::Healed | Outcome::Failed))
+            .collect();
+        let healed = attempts
+            .iter()
+            .filter(|h| h.outcome == Outcome::Healed)
+            .count();
+        let summary = Summary {
+            passed: count(Status::Passed),
+            failed: count(Status::Failed),
+            errors: count(Status::Error),
+            healing_attempts: attempts.len() as u32,
+            healing_success_rate: if attempts.is_empty() {
+                0.0
+            } else {
+                healed as f64 / attempts.len() as f64
+            },
+        };
+        Report {
+            run_id,
+            started,
+            duration_ms,
+            profiles,
+            summary,
+        }
+    }
+
+    /// Writes report.json, junit.xml and report.html into `dir`.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let json = serde_json::to_vec_pretty(self).expect("the report serialises");
+        write_atomic(&dir.join("report.json"), &json)?;
+        write_atomic(&dir.join("junit.xml"), self.junit().as_bytes())?;
+        write_atomic(&dir.join("report.html"), self.html().as_bytes())?;
+        Ok(())
+    }
+
+    pub fn junit(&self) -> String {
+        use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
+        let mut report = quick_junit::Report::new(format!("nixtest {}", self.run_id));
+        for p in &self.profiles {
+            let mut suite = TestSuite::new(p.name.clone());
+            for ph in &p.phases {
+                let status = match ph.status {
+                    Status::Passed => TestCaseStatus::success(),
+                    Status::Failed => {
+                        let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                        s.set_message(format!(
+                            "phase {} failed after {} attempt(s)",
+                            ph.name, ph.attempts
+                        ));
+                        s
+                    }
+                    Status::Error => TestCaseStatus::non_success(NonSuccessKind::Error),
+                };
+                let mut case = TestCase::new(ph.name.clone(), status);
+                case.set_classname(format!("{}.phases", p.name));
+                case.set_time(std::time::Duration::from_millis(ph.duration_ms));
+                suite.add_test_case(case);
+            }
+            for c in &p.verification {
+                let status = if c.status == Status::Passed {
+                    TestCaseStatus::success()
+                } else {
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    s.set_message(c.output.clone());
+                    s
+                };
+                let mut case = TestCase::new(format!("verify {}", c.check), status);
+                case.set_classname(format!("{}.verification", p.name));
+                suite.add_test_case(case);
+            }
+            let overall = match p.status {
+                Status::Passed => TestCaseStatus::success(),
+                Status::Failed => {
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    s.set_message(
+                        p.error
+                            .clone()
+                            .unwrap_or_else(|| "the profile failed".into()),
+                    );
+                    s
+                }
+                Status::Error => {
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+                    s.set_message(p.error.clone().unwrap_or_default());
+                    s
+                }
+            };
+            let mut case = TestCase::new(format!("profile {}", p.name), overall);
+            case.set_classname(p.name.clone());
+            case.set_time(std::time::Duration::from_millis(p.duration_ms));
+            suite.add_test_case(case);
+            report.add_test_suite(suite);
+        }
+        report.to_string().expect("JUnit serialises")
+    }
+
+    /// One page, no scripts or external resources: a timeline of phases and healings per
+    /// profile, the healing attempts, and errors by category.
+    pub fn html(&self) -> String {
+        let mut h = String::new();
+        h.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
+        h.push_str(&format!("<title>nixtest {}</title>", esc(&self.run_id)));
+        h.push_str("<style>body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.passed{color:#17702f}.failed{color:#b3261e}.error{color:#8a5a00}.healed{color:#17702f}.refused,.skipped{color:#666}svg{background:#fafafa;border:1px solid #ddd}pre{background:#f4f4f4;padding:.5em;overflow:auto;max-height:20em}</style></head><body>");
+        h.push_str(&format!(
+            "<h1>nixtest run {}</h1><p>started {} · {:.1} s · {} passed, {} failed, {} errors · {} healing attempts, success rate {:.0}%</p>",
+            esc(&self.run_id),
+            esc(&self.started),
+            self.duration_ms as f64 / 1000.0,
+            self.summary.passed,
+            self.summary.failed,
+            self.summary.errors,
+            self.summary.healing_attempts,
+            self.summary.healing_success_rate * 100.0
+        ));
+        for p in &self.profiles {
+            let status = format!("{:?}", p.status).to_lowercase();
+            h.push_str(&format!(
+                "<h2>{} <span class=\"{status}\">{status}</span></h2>",
+                esc(&p.name)
+            ));
+            if let Some(f) = &p.injected_fault {
+                h.push_str(&format!("<p>injected fault: <b>{}</b></p>", esc(f)));
+            }
+            if let Some(e) = &p.error {
+                h.push_str(&format!("<p class=\"error\">{}</p>", esc(e)));
+            }
+            h.push_str(&timeline(p));
+            h.push_str("<table><tr><th>phase</th><th>status</th><th>start</th><th>duration</th><th>attempts</th></tr>");
+            for ph in &p.phases {
+                let s = format!("{:?}", ph.status).to_lowercase();
+                h.push_str(&format!(
+                    "<tr><td>{}</td><td class=\"{s}\">{s}</td><td>{:.1} s</td><td>{:.1} s</td><td>{}</td></tr>",
+                    esc(&ph.name),
+                    ph.started_ms as f64 / 1000.0,
+                    ph.duration_ms as f64 / 1000.0,
+                    ph.attempts
+                ));
+            }
+            h.push_str("</table>");
+            if !p.healing.is_empty() {
+                h.push_str("<h3>Healing</h3><table><tr><th>finding</th><th>action</th><th>plugin</th><th>confidence</th><th>outcome</th><th>time</th></tr>");
+                for r in &p.healing {
+                    let o = format!("{:?}", r.outcome).to_lowercase();
+                    h.push_str(&format!(
+                        "<tr><td>{}: {} (lines {:?})</td><td>{}</td><td>{}</td><td>{:.2}</td><td class=\"{o}\">{o}{}</td><td>{:.1} s</td></tr>",
+                        esc(&r.finding.category),
+                        esc(&r.finding.summary),
+                        r.finding.lines,
+                        esc(&r.action),
+                        esc(&r.plugin),
+                        r.confidence,
+                        r.reason.as_ref().map(|x| format!(": {}", esc(x))).unwrap_or_default(),
+                        r.duration_ms as f64 / 1000.0
+                    ));
+                }
+                h.push_str("</table>");
+                for r in p.healing.iter().filter(|r| r.config_diff.is_some()) {
+                    h.push_str(&format!(
+                        "<p>config change of {}:</p><pre>{}</pre>",
+                        esc(&r.action),
+                        esc(r.config_diff.as_deref().unwrap_or(""))
+                    ));
+                }
+            }
+            h.push_str("<h3>Errors by category</h3>");
+            if p.errors.is_empty() {
+                h.push_str("<p>none</p>");
+            } else {
+                h.push_str("<table><tr><th>category</th><th>count</th></tr>");
+                for (c, n) in &p.errors {
+                    h.push_str(&format!("<tr><td>{}</td><td>{n}</td></tr>", esc(c)));
+                }
+                h.push_str("</table>");
+            }
+            if !p.verification.is_empty() {
+                h.push_str("<h3>Verification after the reboot</h3><table><tr><th>check</th><th>status</th></tr>");
+                for c in &p.verification {
+                    let s = format!("{:?}", c.status).to_lowercase();
+                    h.push_str(&format!(
+                        "<tr><td>{}</td><td class=\"{s}\">{s}</td></tr>",
+                        esc(&c.check)
+                    ));
+                }
+                h.push_str("</table>");
+            }
+        }
+        h.push_str("</body></html>\n");
+        h
+    }
+}
+
+/// Phases as bars on a time axis, healing attempts as marks under them.
+fn timeline(p: &ProfileReport) -> String {
+    let end = p
+        .phases
+        .iter()
+        .map(|ph| ph.started_ms + ph.duration_ms)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let width = 900.0;
+    let row = 26.0;
+    let height = row * (p.phases.len() as f64 + 1.0) + 20.0;
+    let mut s = format!(
+        "<svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"timeline of {}\">",
+        esc(&p.name)
+    );
+    for (i, ph) in p.phases.iter().enumerate() {
+        let x = 160.0 + ph.started_ms as f64 / end * (width - 180.0);
+        let w = (ph.duration_ms as f64 / end * (width - 180.0)).max(2.0);
+        let y = 10.0 + i as f64 * row;
+        let color = match ph.status {
+            Status::Passed => "#4caf50",
+            Status::Failed => "#e53935",
+            Status::Error => "#fb8c00",
+        };
+        s.push_str(&format!(
+            "<text x=\"4\" y=\"{}\" font-size=\"12\">{}</text><rect x=\"{x:.1}\" y=\"{y}\" width=\"{w:.1}\" height=\"18\" fill=\"{color}\"><title>{} {:.1} s, {} attempt(s)</title></rect>",
+            y + 13.0,
+            esc(&ph.name),
+            esc(&ph.name),
+            ph.duration_ms as f64 / 1000.0,
+            ph.attempts
+        ));
+    }
+    let y = 10.0 + p.phases.len() as f64 * row;
+    s.push_str(&format!(
+        "<text x=\"4\" y=\"{}\" font-size=\"12\">healing</text>",
+        y + 13.0
+    ));
+    let mut at = 0.0;
+    for r in &p.healing {
+        at += 1.0;
+        let x = 160.0 + (at / (p.healing.len() as f64 + 1.0)) * (width - 180.0);
+        let color = if r.outcome == Outcome::Healed {
+            "#1e88e5"
+        } else {
+            "#9e9e9e"
+        };
+        s.push_str(&format!(
+            "<circle cx=\"{x:.1}\" cy=\"{}\" r=\"7\" fill=\"{color}\"><title>{} ({}, {:.2}): {:?}</title></circle>",
+            y + 9.0,
+            esc(&r.action),
+            esc(&r.plugin),
+            r.confidence,
+            r.outcome
+        ));
+    }
+    s.push_str("</svg>");
+    s
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Writes a file whole or not at all.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// `REPORT_DIR/RUN_ID`.
+pub fn run_dir(report_dir: &Path, run_id: &str) -> PathBuf {
+    report_dir.join(run_id)
+}
+
+/// A unified diff of a configuration file, for the report.
+pub fn config_diff(path: &str, old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .header(&format!("a/{path}"), &format!("b/{path}"))
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        let p = ProfileReport {
+            name: "vm".into(),
+            status: Status::Passed,
+            injected_fault: Some("disk".into()),
+            phases: vec![PhaseReport {
+                name: "disk_partitioning".into(),
+                status: Status::Passed,
+                started_ms: 1200,
+                duration_ms: 5400,
+                attempts: 2,
+            }],
+            errors: [("disk-device".to_string(), 1)].into(),
+            healing: vec![HealingRecord {
+                finding: FindingRef {
+                    category: "disk-device".into(),
+                    summary: "disk /dev/sdz <not> found".into(),
+                    lines: vec![41],
+                },
+                action: "retarget-disko-device".into(),
+                plugin: "disk-fix".into(),
+                confidence: 0.9,
+                outcome: Outcome::Healed,
+                duration_ms: 6100,
+                config_diff: Some(config_diff(
+                    "disko-config.nix",
+                    "device = \"/dev/sdz\";\n",
+                    "device = \"/dev/vdb\";\n",
+                )),
+                commands: vec![],
+                reason: None,
+                detected_ms: Some(38),
+                applied_ms: Some(120),
+            }],
+            verification: vec![CheckReport {
+                check: "hostname".into(),
+                status: Status::Passed,
+                output: String::new(),
+            }],
+            metrics: [("memory_peak_mb".to_string(), 412.0)].into(),
+            detection_latency_ms: vec![38],
+            error: None,
+            duration_ms: 9000,
+            plugin_faults: vec![],
+        };
+        Report::new(
+            "20261123-231500-ab12".into(),
+            "2026-11-23T23:15:00Z".into(),
+            123456,
+            vec![p],
+        )
+    }
+
+    #[test]
+    fn json_has_the_contract_fields() {
+        let v: serde_json::Value = serde_json::to_value(sample()).unwrap();
+        let p = &v["profiles"][0];
+        assert_eq!(p["status"], "passed");
+        assert_eq!(p["phases"][0]["attempts"], 2);
+        assert_eq!(p["healing"][0]["outcome"], "healed");
+        assert_eq!(p["healing"][0]["plugin"], "disk-fix");
+        assert!(
+            p["healing"][0]["config_diff"]
+                .as_str()
+                .unwrap()
+                .contains("-device = \"/dev/sdz\";")
+        );
+        assert_eq!(v["summary"]["healing_success_rate"], 1.0);
+        assert_eq!(v["summary"]["passed"], 1);
+    }
+
+    #[test]
+    fn junit_and_html_are_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        sample().write(dir.path()).unwrap();
+        let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+        assert!(junit.contains("disk_partitioning"));
+        let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+        assert!(html.contains("&lt;not&gt;"), "escaped");
+        assert!(html.contains("<svg") && !html.contains("<script"));
+    }
+}

@@ -1,0 +1,166 @@
+//! The stream runner: puts the guest-side runner in the VM, runs a phase detached from the SSH
+//! session, and streams what it prints as it is printed. The guest keeps the whole output in
+//! `/var/log/nixtest/run.log`; when SSH drops, the runner reconnects and follows again from
+//! the last byte it received, so nothing is lost or doubled. Knows nothing of markers.
+
+use crate::ssh::{ExecOutput, SshError, SshSession, SshTarget, shell_quote};
+use std::time::Duration;
+
+pub const RUNNER_PATH: &str = "/usr/local/bin/nixtest-runner";
+pub const GUEST_LOG: &str = "/var/log/nixtest/run.log";
+const RUNNER: &str = include_str!("../../guest/runner/nixtest-runner");
+/// How long a lost connection may take to come back before the run gives up.
+const RECONNECT_DEADLINE: Duration = Duration::from_secs(90);
+
+pub struct StreamRunner {
+    target: SshTarget,
+    session: Option<SshSession>,
+    /// Bytes of the guest's run log received so far.
+    offset: u64,
+    pub reconnects: u32,
+}
+
+impl StreamRunner {
+    /// Waits for the guest's SSH and puts the runner in place.
+    pub async fn connect(target: SshTarget, deadline: Duration) -> Result<Self, SshError> {
+        let mut session = SshSession::wait_ready(&target, deadline).await?;
+        session
+            .upload(RUNNER_PATH, RUNNER.as_bytes(), 0o755)
+            .await?;
+        Ok(StreamRunner {
+            target,
+            session: Some(session),
+            offset: 0,
+            reconnects: 0,
+        })
+    }
+
+    pub fn bytes_received(&self) -> u64 {
+        self.offset
+    }
+
+    async fn session(&mut self) -> Result<&mut SshSession, SshError> {
+        if self.session.is_none() {
+            self.reconnects += 1;
+            tracing::info!("reconnecting to {}", self.target.addr);
+            let s = SshSession::wait_ready(&self.target, RECONNECT_DEADLINE).await?;
+            self.session = Some(s);
+        }
+        Ok(self.session.as_mut().expect("just set"))
+    }
+
+    /// Runs a command; a lost connection is re-established once and the command run again
+    /// (callers use this for idempotent commands only).
+    pub async fn exec(&mut self, command: &str) -> Result<ExecOutput, SshError> {
+        for attempt in 0..2 {
+            match self.session().await?.exec(command).await {
+                Ok(out) => return Ok(out),
+                Err(SshError::Lost { .. }) if attempt == 0 => self.session = None,
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    pub async fn upload(&mut self, path: &str, bytes: &[u8], mode: u32) -> Result<(), SshError> {
+        for attempt in 0..2 {
+            match self.session().await?.upload(path, bytes, mode).await {
+                Ok(()) => return Ok(()),
+                Err(SshError::Lost { .. }) if attempt == 0 => self.session = None,
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Runs one phase and feeds every chunk of its output to `on_chunk` as it arrives.
+    /// Returns the phase's exit status.
+    pub async fn run_phase(
+        &mut self,
+        phase: &str,
+        command: &str,
+        mut on_chunk: impl FnMut(&[u8]),
+    ) -> Result<i32, SshError> {
+        let start = format!(
+            "{RUNNER_PATH} start {} {}",
+            shell_quote(phase),
+            shell_quote(command)
+        );
+        let out = self.exec(&start).await?;
+        if out.status != 0 {
+            return Err(SshError::Lost {
+                addr: self.target.addr,
+                reason: format!(
+                    "the guest runner did not start: {}",
+                    out.stderr_text().trim()
+                ),
+            });
+        }
+        loop {
+            let follow = format!("{RUNNER_PATH} follow {}", self.offset);
+            let offset = &mut self.offset;
+            let session = match self.session.as_mut() {
+                Some(s) => s,
+                None => {
+                    self.reconnects += 1;
+                    let s = SshSession::wait_ready(&self.target, RECONNECT_DEADLINE).await?;
+                    self.session.insert(s)
+                }
+            };
+            let result = session
+                .exec_streaming(
+                    &follow,
+                    None,
+                    |d| {
+                        *offset += d.len() as u64;
+                        on_chunk(d);
+                    },
+                    |_| {},
+                )
+                .await;
+            match result {
+                Ok(_) => break,
+                Err(SshError::Lost { reason, .. }) => {
+                    tracing::warn!(
+                        "SSH dropped during {phase} ({reason}); resuming at byte {}",
+                        self.offset
+                    );
+                    self.session = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for _ in 0..50 {
+            let out = self
+                .exec(&format!("{RUNNER_PATH} status {}", shell_quote(phase)))
+                .await?;
+            let text = out.stdout_text();
+            if let Ok(status) = text.trim().parse::<i32>() {
+                return Ok(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(SshError::Lost {
+            addr: self.target.addr,
+            reason: format!("phase {phase} ended without an exit status"),
+        })
+    }
+
+    /// The guest's own copy of the run log.
+    pub async fn guest_log(&mut self) -> Result<Vec<u8>, SshError> {
+        Ok(self.exec(&format!("cat {GUEST_LOG}")).await?.stdout)
+    }
+
+    pub async fn close(mut self) {
+        if let Some(s) = self.session.take() {
+            s.close().await;
+        }
+    }
+
+    /// Drops the connection (the next call reconnects); after a reboot, the run log starts
+    /// anew on the new root.
+    pub fn reset_after_reboot(&mut self) {
+        self.session = None;
+        self.offset = 0;
+    }
+}
