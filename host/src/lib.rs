@@ -6,10 +6,13 @@
 
 pub mod actions;
 pub mod builtin;
+pub mod display;
 pub mod facts;
 pub mod findings;
 pub mod healing;
+pub mod history;
 pub mod monitor;
+pub mod orchestrator;
 pub mod paths;
 pub mod plugin;
 pub mod plugins;

@@ -203,6 +203,11 @@ impl Monitor {
         &self.latencies
     }
 
+    /// When a line that was sent to a detector reached the host.
+    pub fn arrival(&self, line: u32) -> Option<Instant> {
+        self.arrived.get(&line).copied()
+    }
+
     /// The text of a line that was sent to a detector.
     pub fn line_text(&self, line: u32) -> Option<&str> {
         self.texts.get(&line).map(String::as_str)

@@ -3,6 +3,7 @@
 mod plugin_cmd;
 mod replay_cmd;
 mod scaffold;
+mod test_cmd;
 mod vm_cmd;
 
 use clap::{Parser, Subcommand};
@@ -64,6 +65,30 @@ enum Command {
         /// Guest facts as JSON (disks, mounts, memory...), for healers.
         #[arg(long, value_name = "FILE.json")]
         facts: Option<PathBuf>,
+    },
+    /// Install each profile in a pristine VM, heal what fails, verify after a reboot, report.
+    Test {
+        /// Profiles to run: built-in names (vm, workstation, server) or profile folders.
+        #[arg(long, value_name = "A,B", env = "NIXTEST_PROFILES")]
+        profiles: Option<String>,
+        /// Make a fault real for the run: disk, memory, space or network.
+        #[arg(long, value_name = "FAULT")]
+        inject: Option<String>,
+        /// Report failures without healing them (also HEALING_ENABLED=false).
+        #[arg(long)]
+        no_heal: bool,
+        /// Healing actions to try per profile (also MAX_HEALING_ATTEMPTS; default 3).
+        #[arg(long, value_name = "N")]
+        max_heal_attempts: Option<u32>,
+        /// Where reports go (REPORT_DIR/RUN_ID/).
+        #[arg(long, value_name = "DIR", default_value = "nixtest-reports")]
+        report_dir: PathBuf,
+        /// Output: text (live display) or json (the report at the end).
+        #[arg(long, value_name = "text|json", default_value = "text")]
+        format: String,
+        /// Also load this plugin component (repeatable).
+        #[arg(long = "plugin", value_name = "FILE.wasm")]
+        plugins: Vec<PathBuf>,
     },
     /// Build the test guest image, define the base VM, boot it once, take the pristine snapshot.
     Setup {
@@ -150,6 +175,29 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
         Command::Setup { rebuild } => vm_cmd::setup(rebuild),
+        Command::Test {
+            profiles,
+            inject,
+            no_heal,
+            max_heal_attempts,
+            report_dir,
+            format,
+            plugins,
+        } => match format.as_str() {
+            "text" | "json" => test_cmd::run(test_cmd::TestArgs {
+                profiles,
+                inject,
+                no_heal,
+                max_heal_attempts,
+                report_dir,
+                json: format == "json",
+                plugins,
+                verbose: cli.verbose > 0,
+            }),
+            other => Err(Failure::usage(anyhow::anyhow!(
+                "--format {other:?}: use text or json"
+            ))),
+        },
         Command::Vm(cmd) => match cmd {
             VmCommand::Status => vm_cmd::status(),
             VmCommand::Ip => vm_cmd::ip(),

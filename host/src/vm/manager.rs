@@ -344,6 +344,31 @@ impl VmManager {
         dom.create().map(drop).map_err(lv("starting the VM"))
     }
 
+    /// Boots the VM again with its root on `root_device` (the installed system): the new
+    /// definition takes effect on the power cycle.
+    pub fn reboot_into(&self, name: &str, root_device: &str) -> Result<(), VmError> {
+        let dom = self.lookup(name).ok_or_else(|| VmError::Libvirt {
+            action: format!("rebooting {name}"),
+            reason: "no such domain".into(),
+        })?;
+        let xml = dom
+            .get_xml_desc(0)
+            .map_err(lv("reading the VM definition"))?;
+        let from = "nixtest.root=/dev/vda";
+        if !xml.contains(from) {
+            return Err(VmError::Libvirt {
+                action: format!("rebooting {name}"),
+                reason: "its definition does not boot the installer root".into(),
+            });
+        }
+        let xml = xml.replace(from, &format!("nixtest.root={root_device}"));
+        if dom.is_active().unwrap_or(false) {
+            dom.destroy().map_err(lv("stopping the VM"))?;
+        }
+        Domain::define_xml(&self.conn, &xml).map_err(lv("redefining the VM"))?;
+        dom.create().map(drop).map_err(lv("starting the VM"))
+    }
+
     /// Power-cycles a running VM (a reboot into the installed system).
     pub fn reset(&self, name: &str) -> Result<(), VmError> {
         let dom = self.lookup(name).ok_or_else(|| VmError::Libvirt {

@@ -1,0 +1,720 @@
+//! `nixtest test`: one profile in one pristine VM, phase by phase, watched line by line,
+//! healed while it runs, verified after a reboot into the installed system, reported.
+
+use crate::actions::HealingAction;
+use crate::display::Display;
+use crate::facts::{self, GuestFacts};
+use crate::findings::Finding;
+use crate::healing::Healers;
+use crate::history::History;
+use crate::monitor::{Monitor, Update};
+use crate::plugin::{HealRequest, Plugin};
+use crate::profile::Profile;
+use crate::report::{
+    self, CheckReport, FindingRef, HealingRecord, Outcome, PhaseReport, ProfileReport, Status,
+};
+use crate::ssh::SshTarget;
+use crate::stream::StreamRunner;
+use crate::vm::manager::RunOverrides;
+use crate::vm::{GuestImage, VmManager};
+use nixtest_events::{Event, EventKind, EventParser, LineSplitter};
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where the run's configuration copy lives in the guest.
+pub const GUEST_CONFIG: &str = "/etc/nixtest/config";
+const BOOT_DEADLINE: Duration = Duration::from_secs(120);
+
+/// A fault `--inject` makes real for a run (shared/DESIGN.md, "The test guest").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The disko config names a disk the VM does not have.
+    Disk,
+    /// The VM's memory is too small for the build step.
+    Memory,
+    /// The target disk is too small for the closure.
+    Space,
+    /// The binary cache's name does not resolve.
+    Network,
+}
+
+impl FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "disk" => Ok(Fault::Disk),
+            "memory" => Ok(Fault::Memory),
+            "space" => Ok(Fault::Space),
+            "network" => Ok(Fault::Network),
+            _ => Err(format!(
+                "unknown fault {s:?}: use disk, memory, space or network"
+            )),
+        }
+    }
+}
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Disk => "disk",
+            Fault::Memory => "memory",
+            Fault::Space => "space",
+            Fault::Network => "network",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    pub inject: Option<Fault>,
+    pub heal: bool,
+    pub max_heal_attempts: u32,
+    /// Actions below it are reported, not applied.
+    pub min_confidence: f32,
+}
+
+/// What a profile run needs from the outside.
+pub struct RunContext<'a> {
+    pub vm: &'a VmManager,
+    pub image: &'a GuestImage,
+    pub key: Arc<russh::keys::PrivateKey>,
+    pub plugins: &'a [Plugin],
+    pub history: &'a mut History,
+    pub display: &'a mut dyn Display,
+}
+
+/// The run's copy of the profile's configuration: changes stay inside it.
+struct ConfigCopy {
+    dir: PathBuf,
+    files: Vec<(String, String)>,
+}
+
+impl ConfigCopy {
+    fn content(&self, path: &str) -> Option<&str> {
+        self.files
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, c)| c.as_str())
+    }
+
+    fn set(&mut self, path: &str, content: String) -> std::io::Result<()> {
+        report::write_atomic(&self.dir.join(path), content.as_bytes())?;
+        match self.files.iter_mut().find(|(p, _)| p == path) {
+            Some(f) => f.1 = content,
+            None => self.files.push((path.to_string(), content)),
+        }
+        Ok(())
+    }
+
+    /// A change may only name a relative path inside the copy: no absolute path, no `..`, and
+    /// nothing that leads out through a link.
+    fn check_path(&self, path: &str) -> Result<(), String> {
+        let p = Path::new(path);
+        if path.is_empty() || p.is_absolute() {
+            return Err(format!(
+                "{path:?} is not a relative path inside the configuration copy"
+            ));
+        }
+        if p.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(format!("{path:?} leaves the configuration copy"));
+        }
+        let mut at = self.dir.clone();
+        for c in p.components() {
+            at.push(c);
+            if at.is_symlink() {
+                return Err(format!("{path:?} goes through a link"));
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Live<'a> {
+    profile: String,
+    splitter: LineSplitter,
+    parser: EventParser,
+    monitor: Monitor,
+    raw: Vec<u8>,
+    events: Vec<Event>,
+    metrics: BTreeMap<String, f64>,
+    display: &'a mut dyn Display,
+    /// When each new finding was made (for the time from finding to action).
+    found_at: Vec<Instant>,
+}
+
+impl Live<'_> {
+    fn take(&mut self, chunk: &[u8]) {
+        let now = Instant::now();
+        self.raw.extend_from_slice(chunk);
+        let mut lines = Vec::new();
+        self.splitter
+            .push(chunk, |l| lines.push(self.parser.parse(l)));
+        let mut updates = Vec::new();
+        for e in lines {
+            self.display.event(&self.profile, &e);
+            if e.kind == EventKind::Metric {
+                if let (Some(n), Some(v)) = (e.field("name"), e.field("value")) {
+                    if let Ok(v) = v.parse() {
+                        self.metrics.insert(n.to_string(), v);
+                    }
+                }
+            }
+            self.events.push(e.clone());
+            updates.extend(self.monitor.observe_at(e, now));
+        }
+        updates.extend(self.monitor.flush());
+        self.show(updates);
+    }
+
+    fn finish(&mut self) {
+        if let Some(l) = self.splitter.finish() {
+            let e = self.parser.parse(l);
+            self.events.push(e.clone());
+            self.monitor.observe(e);
+        }
+        let updates = self.monitor.finish();
+        self.show(updates);
+    }
+
+    fn show(&mut self, updates: Vec<Update>) {
+        for u in updates {
+            match u {
+                Update::New(i) => {
+                    self.found_at.push(Instant::now());
+                    let f = self.monitor.findings()[i].clone();
+                    self.display.finding(&self.profile, &f);
+                }
+                Update::Fault(i) => {
+                    let m = self.monitor.faults()[i].message.clone();
+                    self.display.note(&self.profile, &format!("⛔ {m}"));
+                }
+                Update::Evidence(_) => {}
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// Applies the fault to the run's VM and configuration.
+fn inject(
+    fault: Option<Fault>,
+    overrides: &mut RunOverrides,
+    config: &mut ConfigCopy,
+) -> std::io::Result<()> {
+    match fault {
+        None | Some(Fault::Network) => {}
+        Some(Fault::Disk) => {
+            if let Some(c) = config.content("disko-config.nix") {
+                let bad = c.replace("\"/dev/vdb\"", "\"/dev/sdz\"");
+                config.set("disko-config.nix", bad)?;
+            }
+        }
+        Some(Fault::Memory) => {
+            overrides.memory_mib = Some(192);
+            if let Some(c) = config.content("configuration.nix") {
+                let hungry = c.replacen("{\n", "{\n  nixtest.buildMemoryMB = 400;\n", 2);
+                config.set("configuration.nix", hungry)?;
+            }
+        }
+        Some(Fault::Space) => overrides.disk_bytes = Some(160 << 20),
+    }
+    Ok(())
+}
+
+/// Runs one profile; never panics on a failing VM: infrastructure trouble is `Status::Error`.
+pub async fn run_profile(
+    cx: &mut RunContext<'_>,
+    profile: &Profile,
+    opts: &TestOptions,
+    run_dir: &Path,
+) -> ProfileReport {
+    let started = Instant::now();
+    let mut report = ProfileReport {
+        name: profile.name.clone(),
+        status: Status::Error,
+        injected_fault: opts.inject.map(|f| f.name().to_string()),
+        phases: Vec::new(),
+        errors: BTreeMap::new(),
+        healing: Vec::new(),
+        verification: Vec::new(),
+        metrics: BTreeMap::new(),
+        detection_latency_ms: Vec::new(),
+        error: None,
+        duration_ms: 0,
+        plugin_faults: Vec::new(),
+    };
+    let result = run_inner(cx, profile, opts, run_dir, &mut report).await;
+    if let Err(e) = result {
+        report.status = Status::Error;
+        report.error = Some(e);
+    }
+    report.duration_ms = ms(started.elapsed());
+    for (healer, action, healed) in report.healing.iter().filter_map(|h| match h.outcome {
+        Outcome::Healed => Some((&h.plugin, &h.action, true)),
+        Outcome::Failed => Some((&h.plugin, &h.action, false)),
+        _ => None,
+    }) {
+        cx.history.record(healer, action, healed);
+    }
+    if let Err(e) = cx.history.save() {
+        tracing::warn!("cannot save the healing history: {e}");
+    }
+    report
+}
+
+async fn run_inner(
+    cx: &mut RunContext<'_>,
+    profile: &Profile,
+    opts: &TestOptions,
+    run_dir: &Path,
+    report: &mut ProfileReport,
+) -> Result<(), String> {
+    let run_start = Instant::now();
+    let name = profile.name.clone();
+    let mut config = ConfigCopy {
+        dir: run_dir.join("config").join(&name),
+        files: Vec::new(),
+    };
+    for (p, c) in &profile.config {
+        config
+            .set(p, c.clone())
+            .map_err(|e| format!("writing the configuration copy: {e}"))?;
+    }
+    let mut overrides = RunOverrides {
+        memory_mib: profile.vm.memory_mib,
+        disk_bytes: profile.vm.disk.as_deref().and_then(crate::vm::parse_size),
+    };
+    inject(opts.inject, &mut overrides, &mut config)
+        .map_err(|e| format!("injecting the fault: {e}"))?;
+
+    cx.display.note(&name, "🖥  starting a pristine VM");
+    let vm = cx
+        .vm
+        .create_run_vm(cx.image, &name, &overrides, Vec::new())
+        .map_err(|e| e.to_string())?;
+    cx.vm.start(&vm.name).map_err(|e| e.to_string())?;
+    let target = SshTarget {
+        addr: vm.ssh_addr(),
+        user: "root".into(),
+        key: cx.key.clone(),
+    };
+    let mut runner = StreamRunner::connect(target, BOOT_DEADLINE)
+        .await
+        .map_err(|e| format!("{e}; console log: {}", vm.console_log().display()))?;
+    let boot_ms = ms(run_start.elapsed());
+    report
+        .metrics
+        .insert("boot_to_ssh_ms".into(), boot_ms as f64);
+
+    let nix_conf = match opts.inject {
+        Some(Fault::Network) => "substituters = http://cache.nixtest.internal:8080\n",
+        // No binary cache is reachable here: build locally.
+        _ => "substituters =\n",
+    };
+    runner
+        .upload("/etc/nix/nix.conf", nix_conf.as_bytes(), 0o644)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (p, c) in &config.files {
+        runner
+            .upload(&format!("{GUEST_CONFIG}/{p}"), c.as_bytes(), 0o644)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+
+    let monitor = Monitor::new(cx.plugins).map_err(|e| e.to_string())?;
+    let mut healers = Healers::new(cx.plugins).map_err(|(n, f)| format!("healer {n}: {f}"))?;
+    let mut live = Live {
+        profile: name.clone(),
+        splitter: LineSplitter::default(),
+        parser: EventParser::default(),
+        monitor,
+        raw: Vec::new(),
+        events: Vec::new(),
+        metrics: BTreeMap::new(),
+        display: &mut *cx.display,
+        found_at: Vec::new(),
+    };
+
+    let mut phase_reports: Vec<Option<PhaseReport>> = vec![None; profile.phases.len()];
+    let mut tried: Vec<(String, String)> = Vec::new();
+    let mut pending: Option<usize> = None;
+    let mut attempts_used = 0u32;
+    let mut idx = 0;
+    let mut failed = false;
+    let substituters: Vec<String> = profile_substituters(&config);
+    while idx < profile.phases.len() {
+        let phase = &profile.phases[idx];
+        let t0 = run_start.elapsed();
+        let first_new = live.monitor.findings().len();
+        let status = runner
+            .run_phase(&phase.name, &phase.run, |chunk| live.take(chunk))
+            .await
+            .map_err(|e| e.to_string())?;
+        let failures: Vec<usize> = (first_new..live.monitor.findings().len())
+            .filter(|&i| {
+                let f = &live.monitor.findings()[i];
+                f.permanent && f.severity.is_failure()
+            })
+            .collect();
+        let passed = status == 0 && failures.is_empty();
+        let entry = phase_reports[idx].get_or_insert(PhaseReport {
+            name: phase.name.clone(),
+            status: Status::Failed,
+            started_ms: ms(t0),
+            duration_ms: 0,
+            attempts: 0,
+        });
+        entry.attempts += 1;
+        entry.duration_ms = ms(run_start.elapsed()) - entry.started_ms;
+        entry.status = if passed {
+            Status::Passed
+        } else {
+            Status::Failed
+        };
+        if let Some(r) = pending.take() {
+            report.healing[r].outcome = if passed {
+                Outcome::Healed
+            } else {
+                Outcome::Failed
+            };
+            report.healing[r].duration_ms = ms(run_start.elapsed()) - report.healing[r].duration_ms;
+        }
+        if passed {
+            idx += 1;
+            continue;
+        }
+        // Heal the earliest failure of this attempt (the cause, not its echoes).
+        let Some(&fi) = failures.first() else {
+            live.display.note(
+                &name,
+                &format!(
+                    "❌ phase {} failed with exit code {status}; no detector recognised why",
+                    phase.name
+                ),
+            );
+            failed = true;
+            break;
+        };
+        let finding = live.monitor.findings()[fi].clone();
+        if !opts.heal {
+            report.healing.push(record(
+                &finding,
+                None,
+                Outcome::Skipped,
+                Some("healing is disabled".into()),
+            ));
+            failed = true;
+            break;
+        }
+        if attempts_used >= opts.max_heal_attempts {
+            live.display.note(
+                &name,
+                &format!("❌ {} healing attempt(s) used; giving up", attempts_used),
+            );
+            failed = true;
+            break;
+        }
+        let gathered = runner
+            .exec(facts::GATHER_COMMAND)
+            .await
+            .map_err(|e| e.to_string())?;
+        let facts: GuestFacts = facts::parse_gathered(&gathered.stdout_text(), &substituters);
+        let evidence: Vec<String> = finding
+            .lines
+            .iter()
+            .filter_map(|l| live.monitor.line_text(*l).map(str::to_string))
+            .collect();
+        let history = &*cx.history;
+        let request = HealRequest {
+            facts: &facts,
+            phase: &phase.name,
+            config: &config.files,
+            evidence: &evidence,
+            attempt: attempts_used,
+        };
+        let actions = healers.propose(fi, &finding, &request, |a| {
+            history.weight(&a.healer, &a.name)
+        });
+        let mut chosen: Option<HealingAction> = None;
+        for a in actions {
+            if tried.contains(&(a.healer.clone(), a.name.clone())) {
+                continue;
+            }
+            if a.confidence.get() < opts.min_confidence {
+                report.healing.push(record(
+                    &finding,
+                    Some(&a),
+                    Outcome::Refused,
+                    Some(format!(
+                        "confidence {} is below the minimum {:.2}",
+                        a.confidence, opts.min_confidence
+                    )),
+                ));
+                continue;
+            }
+            if let Some(why) = a
+                .config_changes
+                .iter()
+                .find_map(|c| config.check_path(&c.path).err())
+            {
+                live.display
+                    .healing(&name, &a, &format!(" — refused: {why}"));
+                report
+                    .healing
+                    .push(record(&finding, Some(&a), Outcome::Refused, Some(why)));
+                tried.push((a.healer.clone(), a.name.clone()));
+                continue;
+            }
+            chosen = Some(a);
+            break;
+        }
+        let Some(action) = chosen else {
+            live.display.note(
+                &name,
+                &format!("❌ no applicable healing action for: {}", finding.summary),
+            );
+            failed = true;
+            break;
+        };
+        tried.push((action.healer.clone(), action.name.clone()));
+        attempts_used += 1;
+        live.display.healing(&name, &action, "");
+        let mut diffs = Vec::new();
+        for c in &action.config_changes {
+            let old = config.content(&c.path).unwrap_or("").to_string();
+            diffs.push(report::config_diff(&c.path, &old, &c.content));
+            config
+                .set(&c.path, c.content.clone())
+                .map_err(|e| format!("changing {}: {e}", c.path))?;
+            runner
+                .upload(
+                    &format!("{GUEST_CONFIG}/{}", c.path),
+                    c.content.as_bytes(),
+                    0o644,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        for c in &action.commands {
+            let out = runner.exec(c).await.map_err(|e| e.to_string())?;
+            if out.status != 0 {
+                live.display.note(
+                    &name,
+                    &format!(
+                        "⚠️  `{c}` exited with {}: {}",
+                        out.status,
+                        out.stderr_text().trim()
+                    ),
+                );
+            }
+        }
+        let mut rec = record(&finding, Some(&action), Outcome::Failed, None);
+        rec.config_diff = (!diffs.is_empty()).then(|| diffs.join(""));
+        rec.commands = action.commands.clone();
+        rec.duration_ms = ms(run_start.elapsed());
+        let applied_at = Instant::now();
+        let arrived = finding
+            .lines
+            .iter()
+            .filter_map(|l| live.monitor.arrival(*l))
+            .min();
+        if let Some(a) = arrived {
+            rec.detected_ms = live.found_at.get(fi).map(|f| ms(f.duration_since(a)));
+            rec.applied_ms = Some(ms(applied_at.duration_since(a)));
+        }
+        report.healing.push(rec);
+        pending = Some(report.healing.len() - 1);
+        idx = action
+            .retry_phase
+            .as_deref()
+            .and_then(|p| profile.phase_index(p))
+            .unwrap_or(idx);
+    }
+    live.finish();
+
+    let guest_log = runner.guest_log().await.map_err(|e| e.to_string())?;
+    report::write_atomic(
+        &run_dir.join("logs").join(format!("{name}.guest.log")),
+        &guest_log,
+    )
+    .map_err(|e| e.to_string())?;
+
+    if !failed {
+        cx_note(
+            &mut *live.display,
+            &name,
+            "🔁 rebooting into the installed system",
+        );
+        let t = Instant::now();
+        // The guest's page cache must reach the disk before the power cycle.
+        runner
+            .exec("sync; umount -R /mnt 2>/dev/null; sync")
+            .await
+            .map_err(|e| e.to_string())?;
+        cx.vm
+            .reboot_into(&vm.name, "/dev/vdb2")
+            .map_err(|e| e.to_string())?;
+        runner.reset_after_reboot();
+        for c in &profile.checks {
+            let out = runner
+                .exec(&c.run)
+                .await
+                .map_err(|e| format!("verification: {e}"))?;
+            let status = if out.status == 0 {
+                Status::Passed
+            } else {
+                Status::Failed
+            };
+            let icon = if status == Status::Passed {
+                "✅"
+            } else {
+                "❌"
+            };
+            live.display
+                .note(&name, &format!("{icon} verify {}", c.name));
+            report.verification.push(CheckReport {
+                check: c.name.clone(),
+                status,
+                output: format!("{}{}", out.stdout_text(), out.stderr_text())
+                    .trim()
+                    .to_string(),
+            });
+        }
+        report
+            .metrics
+            .insert("reboot_to_ssh_ms".into(), ms(t.elapsed()) as f64);
+    }
+    runner.close().await;
+
+    report.phases = phase_reports.into_iter().flatten().collect();
+    for f in live
+        .monitor
+        .findings()
+        .iter()
+        .filter(|f| f.severity.is_failure())
+    {
+        *report.errors.entry(f.category.clone()).or_default() += 1;
+    }
+    report.detection_latency_ms = live.monitor.latencies().iter().map(|d| ms(*d)).collect();
+    report.metrics.extend(live.metrics.clone());
+    report.plugin_faults = live
+        .monitor
+        .faults()
+        .iter()
+        .chain(healers.faults())
+        .map(|f| f.message.clone())
+        .collect();
+    let verified = report
+        .verification
+        .iter()
+        .all(|c| c.status == Status::Passed);
+    report.status = if !failed && verified {
+        Status::Passed
+    } else {
+        Status::Failed
+    };
+
+    report::write_atomic(&run_dir.join("logs").join(format!("{name}.log")), &live.raw)
+        .map_err(|e| e.to_string())?;
+    let mut jsonl = Vec::new();
+    for e in &live.events {
+        serde_json::to_writer(&mut jsonl, e).expect("events serialise");
+        jsonl.push(b'\n');
+    }
+    report::write_atomic(
+        &run_dir.join("events").join(format!("{name}.jsonl")),
+        &jsonl,
+    )
+    .map_err(|e| e.to_string())?;
+    vm.remove();
+    Ok(())
+}
+
+fn cx_note(display: &mut dyn Display, profile: &str, text: &str) {
+    display.note(profile, text);
+}
+
+fn profile_substituters(config: &ConfigCopy) -> Vec<String> {
+    let Some(c) = config.content("configuration.nix") else {
+        return Vec::new();
+    };
+    let Some(start) = c.find("substituters") else {
+        return Vec::new();
+    };
+    let rest = &c[start..];
+    let end = rest.find(';').unwrap_or(rest.len());
+    rest[..end]
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+fn record(
+    f: &Finding,
+    a: Option<&HealingAction>,
+    outcome: Outcome,
+    reason: Option<String>,
+) -> HealingRecord {
+    HealingRecord {
+        finding: FindingRef {
+            category: f.category.clone(),
+            summary: f.summary.clone(),
+            lines: f.lines.clone(),
+        },
+        action: a.map_or_else(String::new, |a| a.name.clone()),
+        plugin: a.map_or_else(|| f.detector.clone(), |a| a.healer.clone()),
+        confidence: a.map_or(0.0, |a| a.confidence.get()),
+        outcome,
+        duration_ms: 0,
+        config_diff: None,
+        commands: Vec::new(),
+        reason,
+        detected_ms: None,
+        applied_ms: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_changes_stay_inside_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = ConfigCopy {
+            dir: dir.path().to_path_buf(),
+            files: Vec::new(),
+        };
+        assert!(copy.check_path("disko-config.nix").is_ok());
+        assert!(copy.check_path("modules/net.nix").is_ok());
+        for bad in ["/etc/passwd", "../x.nix", "a/../../x", "", "./x"] {
+            assert!(copy.check_path(bad).is_err(), "{bad}");
+        }
+        std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
+        assert!(copy.check_path("link/passwd").is_err());
+    }
+
+    #[test]
+    fn substituters_from_the_configuration() {
+        let copy = ConfigCopy {
+            dir: PathBuf::new(),
+            files: vec![(
+                "configuration.nix".into(),
+                "{ nix.settings.substituters = [ \"http://a:1\" \"http://b:2\" ]; }".into(),
+            )],
+        };
+        assert_eq!(
+            profile_substituters(&copy),
+            vec!["http://a:1", "http://b:2"]
+        );
+    }
+}
