@@ -222,7 +222,8 @@ fn inject(
                 config.set("configuration.nix", hungry)?;
             }
         }
-        Some(Fault::Space) => overrides.disk_bytes = Some(160 << 20),
+        // Big enough for the system only without the profile's generous ESP.
+        Some(Fault::Space) => overrides.disk_bytes = Some(280 << 20),
     }
     Ok(())
 }

@@ -130,9 +130,13 @@ impl DiskFix {
             self.waits.push((e.line, c["dev"].to_string()));
             return None;
         }
-        for rule in [&r.sgdisk_problem, &r.could_not_stat, &r.special_device] {
+        for (rule, tool) in [
+            (&r.sgdisk_problem, "sgdisk"),
+            (&r.could_not_stat, "parted"),
+            (&r.special_device, "mount"),
+        ] {
             if let Some(c) = rule.captures(msg) {
-                return self.report(&c["dev"], tool_of(msg), e.line);
+                return self.report(&c["dev"], tool, e.line);
             }
         }
         if let Some(c) = r.tool_missing.captures(msg) {

@@ -89,18 +89,25 @@ impl Healer for DiskSpace {
             HealingAction::new(
                 "optimise-store",
                 format!("hard-link identical files in the Nix store on {path}{free}"),
-                if inodes { 0.3 } else { 0.7 },
+                // A fresh install target holds nothing old to deduplicate or collect.
+                if inodes || on_target { 0.3 } else { 0.7 },
             )
             .command(format!("nix-store{store} --optimise"))
             .retry(phase),
             HealingAction::new(
                 "collect-garbage",
                 format!("delete unreachable store paths on {path}{free}"),
-                if inodes { 0.5 } else { 0.6 },
+                if on_target { 0.25 } else if inodes { 0.5 } else { 0.6 },
             )
             .command(format!("nix-store{store} --gc"))
             .retry(phase),
         ];
+        // A small target disk: a generous ESP leaves the system too little room.
+        if on_target {
+            if let Some(action) = shrink_esp(cx) {
+                actions.push(action);
+            }
+        }
         let tmp = if on_target { "/mnt/tmp" } else { "/tmp" };
         actions.push(
             HealingAction::new(
@@ -115,6 +122,33 @@ impl Healer for DiskSpace {
         );
         actions
     }
+}
+
+/// `ESP = { size = "64M"; ...` in a disko config.
+static ESP_SIZE: LazyLock<nixtest_plugin_sdk::regex::Regex> = LazyLock::new(|| {
+    nixtest_plugin_sdk::regex::Regex::new(r#"(ESP\s*=\s*\{[^}]*?size\s*=\s*")(\d+)M(")"#).unwrap()
+});
+const SMALL_ESP_MIB: u64 = 16;
+
+fn shrink_esp(cx: &HealContext) -> Option<HealingAction> {
+    let config = cx.config("disko-config.nix")?;
+    let caps = ESP_SIZE.captures(config)?;
+    let size: u64 = caps[2].parse().ok()?;
+    if size <= SMALL_ESP_MIB * 2 {
+        return None;
+    }
+    let rewritten = ESP_SIZE.replace(config, |c: &nixtest_plugin_sdk::regex::Captures<'_>| {
+        format!("{}{SMALL_ESP_MIB}M{}", &c[1], &c[3])
+    });
+    Some(
+        HealingAction::new(
+            "shrink-esp",
+            format!("give the system {} MiB more of the target disk: ESP {size}M -> {SMALL_ESP_MIB}M", size - SMALL_ESP_MIB),
+            0.65,
+        )
+        .config_change("disko-config.nix", rewritten.into_owned())
+        .retry("disk_partitioning"),
+    )
 }
 
 nixtest_plugin_sdk::export_plugin!(DiskSpace);
@@ -165,6 +199,18 @@ mod tests {
             vec!["nix-store --store /mnt --optimise"]
         );
         assert_eq!(actions[1].commands, vec!["nix-store --store /mnt --gc"]);
+    }
+
+    #[test]
+    fn a_small_target_gets_the_esp_back() {
+        let facts = FactsBuilder::new().mount("/mnt", 200 << 20, 0).build();
+        let disko = "ESP = { size = \"64M\"; type = \"EF00\"; };\nroot = { size = \"100%\"; };\n";
+        let cx = testing::context(facts, "install", &[("disko-config.nix", disko)]);
+        let f = Finding::new(CATEGORY, Severity::Error, "no space");
+        let actions = testing::heal::<DiskSpace>(&f, &cx);
+        let shrink = actions.iter().find(|a| a.name == "shrink-esp").unwrap();
+        assert_eq!(shrink.config_changes[0].content, disko.replace("64M", "16M"));
+        assert_eq!(shrink.retry_phase.as_deref(), Some("disk_partitioning"));
     }
 
     #[test]

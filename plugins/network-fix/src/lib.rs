@@ -302,6 +302,21 @@ impl Healer for NetworkFix {
             }
         }
 
+        // No cache that answers: build everything locally (slower, but needs no network).
+        if !alternatives.iter().any(|s| reachable(s)) {
+            actions.push(
+                HealingAction::new(
+                    "build-without-substituters",
+                    format!("{failing} cannot be reached and no other cache answers; build locally"),
+                    0.6,
+                )
+                .command(
+                    "mkdir -p /etc/nix && touch /etc/nix/nix.conf && sed -i '/^substituters *=/d' /etc/nix/nix.conf && echo 'substituters =' >> /etc/nix/nix.conf",
+                )
+                .retry(phase),
+            );
+        }
+
         // Waiting helps with timeouts and flaky links, rarely with DNS.
         let wait = 5 + 5 * cx.attempt.min(5);
         let confidence = if finding.summary.contains(Cause::Dns.describe()) {
