@@ -117,7 +117,8 @@ pub fn parse_gathered(text: &str, substituters: &[String]) -> GuestFacts {
             fs_type: f[2].to_string(),
             size_bytes: f[3].parse().unwrap_or(0),
             free_bytes: f[4].parse().unwrap_or(0),
-            free_inodes: f[5].parse().unwrap_or(0),
+            // Filesystems without inodes (vfat) print "-": never "out of inodes".
+            free_inodes: f[5].parse().unwrap_or(u64::MAX),
             read_only: read_only.contains(&f[0]),
         });
     }

@@ -353,17 +353,23 @@ async fn run_inner(
     while idx < profile.phases.len() {
         let phase = &profile.phases[idx];
         let t0 = run_start.elapsed();
-        let first_new = live.monitor.findings().len();
+        let first_line = live.parser.lines();
         let status = runner
             .run_phase(&phase.name, &phase.run, |chunk| live.take(chunk))
             .await
             .map_err(|e| e.to_string())?;
-        let failures: Vec<usize> = (first_new..live.monitor.findings().len())
+        // Failures with evidence from this attempt (a known problem seen again counts too),
+        // earliest first: the cause before its echoes.
+        let mut failures: Vec<usize> = (0..live.monitor.findings().len())
             .filter(|&i| {
                 let f = &live.monitor.findings()[i];
-                f.permanent && f.severity.is_failure()
+                f.permanent && f.severity.is_failure() && f.lines.iter().any(|l| *l > first_line)
             })
             .collect();
+        failures.sort_by_key(|&i| {
+            let f = &live.monitor.findings()[i];
+            f.lines.iter().copied().filter(|l| *l > first_line).min()
+        });
         let passed = status == 0 && failures.is_empty();
         let entry = phase_reports[idx].get_or_insert(PhaseReport {
             name: phase.name.clone(),
