@@ -143,11 +143,18 @@ struct Live<'a> {
     display: &'a mut dyn Display,
     /// When each new finding was made (for the time from finding to action).
     found_at: Vec<Instant>,
+    /// Time spent parsing, monitoring and in detector plugins (the monitoring overhead).
+    busy: Duration,
 }
 
 impl Live<'_> {
     fn take(&mut self, chunk: &[u8]) {
         let now = Instant::now();
+        self.take_timed(chunk, now);
+        self.busy += now.elapsed();
+    }
+
+    fn take_timed(&mut self, chunk: &[u8], now: Instant) {
         self.raw.extend_from_slice(chunk);
         let mut lines = Vec::new();
         self.splitter
@@ -341,6 +348,7 @@ async fn run_inner(
         metrics: BTreeMap::new(),
         display: &mut *cx.display,
         found_at: Vec::new(),
+        busy: Duration::ZERO,
     };
 
     let mut phase_reports: Vec<Option<PhaseReport>> = vec![None; profile.phases.len()];
@@ -379,7 +387,8 @@ async fn run_inner(
             attempts: 0,
         });
         entry.attempts += 1;
-        entry.duration_ms = ms(run_start.elapsed()) - entry.started_ms;
+        // The phase's own time: its attempts, not the healing between them.
+        entry.duration_ms += ms(run_start.elapsed() - t0);
         entry.status = if passed {
             Status::Passed
         } else {
@@ -449,21 +458,12 @@ async fn run_inner(
         let actions = healers.propose(fi, &finding, &request, |a| {
             history.weight(&a.healer, &a.name)
         });
+        // Every proposal is vetted: unsafe ones and weak ones are recorded as refused whatever
+        // their rank; the best remaining untried one is applied.
         let mut chosen: Option<HealingAction> = None;
         for a in actions {
-            if tried.contains(&(a.healer.clone(), a.name.clone())) {
-                continue;
-            }
-            if a.confidence.get() < opts.min_confidence {
-                report.healing.push(record(
-                    &finding,
-                    Some(&a),
-                    Outcome::Refused,
-                    Some(format!(
-                        "confidence {} is below the minimum {:.2}",
-                        a.confidence, opts.min_confidence
-                    )),
-                ));
+            let key = (a.healer.clone(), a.name.clone());
+            if tried.contains(&key) {
                 continue;
             }
             if let Some(why) = a
@@ -476,11 +476,25 @@ async fn run_inner(
                 report
                     .healing
                     .push(record(&finding, Some(&a), Outcome::Refused, Some(why)));
-                tried.push((a.healer.clone(), a.name.clone()));
+                tried.push(key);
                 continue;
             }
-            chosen = Some(a);
-            break;
+            if a.confidence.get() < opts.min_confidence {
+                report.healing.push(record(
+                    &finding,
+                    Some(&a),
+                    Outcome::Refused,
+                    Some(format!(
+                        "confidence {} is below the minimum {:.2}",
+                        a.confidence, opts.min_confidence
+                    )),
+                ));
+                tried.push(key);
+                continue;
+            }
+            if chosen.is_none() {
+                chosen = Some(a);
+            }
         }
         let Some(action) = chosen else {
             live.display.note(
@@ -611,6 +625,12 @@ async fn run_inner(
     }
     report.detection_latency_ms = live.monitor.latencies().iter().map(|d| ms(*d)).collect();
     report.metrics.extend(live.metrics.clone());
+    report
+        .metrics
+        .insert("monitor_ms".into(), live.busy.as_secs_f64() * 1e3);
+    report
+        .metrics
+        .insert("log_lines".into(), live.parser.lines() as f64);
     report.plugin_faults = live
         .monitor
         .faults()

@@ -1,0 +1,190 @@
+//! `nixtest test` end to end: real installs in real VMs, each fault healed live (and failing
+//! without healing), verification after the reboot, an SSH connection cut mid-phase, and an
+//! unsafe healing action refused. Needs root and libvirtd, like tests/vm.rs.
+
+use nixtest_tests::{e2e_env, nixtest_bin, plugin_wasm, vm_lock, workspace_root};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn nixtest_test(args: &[&str], report_dir: &Path) -> (Output, Value, PathBuf) {
+    let mut cmd = Command::new(nixtest_bin());
+    e2e_env(&mut cmd)
+        .arg("test")
+        .args(args)
+        .arg("--report-dir")
+        .arg(report_dir)
+        .stdin(Stdio::null());
+    let out = cmd.output().unwrap();
+    let run = std::fs::read_dir(report_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| panic!("no run folder:\n{}", text(&out)));
+    let json = std::fs::read(run.join("report.json")).unwrap();
+    (out, serde_json::from_slice(&json).unwrap(), run)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn heals(fault: &str, category: &str) {
+    let _lock = vm_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report, _) = nixtest_test(&["--inject", fault], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let p = &report["profiles"][0];
+    assert_eq!(p["status"], "passed");
+    assert_eq!(p["injected_fault"], fault);
+    let healed: Vec<&Value> = p["healing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["outcome"] == "healed")
+        .collect();
+    assert_eq!(healed.len(), 1, "{p:#}");
+    let h = healed[0];
+    assert_eq!(h["finding"]["category"], category);
+    assert!(!h["action"].as_str().unwrap().is_empty());
+    assert!(!h["plugin"].as_str().unwrap().is_empty());
+    assert!(h["confidence"].as_f64().unwrap() >= 0.3);
+    assert!(p["errors"][category].as_u64().unwrap() >= 1);
+    assert!(
+        p["verification"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "passed")
+    );
+    assert!(report["summary"]["healing_success_rate"].as_f64().unwrap() > 0.0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report, _) = nixtest_test(&["--inject", fault, "--no-heal"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let p = &report["profiles"][0];
+    assert_eq!(p["status"], "failed");
+    assert!(p["errors"][category].as_u64().unwrap() >= 1, "{p:#}");
+    assert_eq!(p["healing"][0]["outcome"], "skipped");
+    assert_eq!(p["healing"][0]["finding"]["category"], category);
+}
+
+#[test]
+fn disk_fault_heals_and_fails_without_healing() {
+    heals("disk", "disk-device");
+}
+
+#[test]
+fn memory_fault_heals_and_fails_without_healing() {
+    heals("memory", "oom");
+}
+
+#[test]
+fn space_fault_heals_and_fails_without_healing() {
+    heals("space", "disk-full");
+}
+
+#[test]
+fn network_fault_heals_and_fails_without_healing() {
+    heals("network", "network");
+}
+
+#[test]
+fn no_fault_passes_and_verifies_after_the_reboot() {
+    let _lock = vm_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report, run) = nixtest_test(&[], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let p = &report["profiles"][0];
+    assert_eq!(p["status"], "passed");
+    assert!(p["healing"].as_array().unwrap().is_empty());
+    let checks = p["verification"].as_array().unwrap();
+    assert!(
+        checks.len() >= 4 && checks.iter().all(|c| c["status"] == "passed"),
+        "{checks:?}"
+    );
+    let phases: Vec<&str> = p["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["disk_partitioning", "generate_config", "install"]);
+    for f in ["junit.xml", "report.html", "logs/vm.log", "events/vm.jsonl"] {
+        assert!(
+            run.join(f).metadata().map(|m| m.len() > 0).unwrap_or(false),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn ssh_cut_mid_phase_loses_and_doubles_nothing() {
+    let _lock = vm_lock();
+    let profile = tempfile::tempdir().unwrap();
+    for f in ["configuration.nix", "disko-config.nix"] {
+        std::fs::copy(
+            workspace_root().join("profiles/vm").join(f),
+            profile.path().join(f),
+        )
+        .unwrap();
+    }
+    let toml = std::fs::read_to_string(workspace_root().join("profiles/vm/profile.toml")).unwrap();
+    let cut = r#"
+[[phases]]
+name = "chatter"
+run = "for i in $(seq 1 40); do echo before-$i; done; pkill -f 'sshd: roo[t]@notty'; sleep 3; for i in $(seq 1 40); do echo after-$i; sleep 0.05; done"
+"#;
+    // The chatter phase goes first; the rest of the profile as it is.
+    let toml = toml.replacen("[[phases]]", &format!("{}\n[[phases]]", cut.trim()), 1);
+    std::fs::write(profile.path().join("profile.toml"), toml).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report, run) = nixtest_test(
+        &["--profiles", profile.path().to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(report["profiles"][0]["status"], "passed");
+    let host = std::fs::read(run.join("logs/vm.log")).unwrap();
+    let guest = std::fs::read(run.join("logs/vm.guest.log")).unwrap();
+    assert!(String::from_utf8_lossy(&host).contains("after-40"));
+    assert_eq!(
+        host, guest,
+        "the report's log equals the guest's own, byte for byte"
+    );
+}
+
+#[test]
+fn unsafe_config_change_is_refused_and_recorded() {
+    let _lock = vm_lock();
+    let wasm = plugin_wasm("escaping-healer");
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report, run) = nixtest_test(
+        &["--inject", "disk", "--plugin", wasm.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let healing = report["profiles"][0]["healing"].as_array().unwrap();
+    let refused = healing
+        .iter()
+        .find(|h| h["plugin"] == "escaping-healer")
+        .expect("the escaping action is recorded");
+    assert_eq!(refused["outcome"], "refused");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("leaves the configuration copy")
+    );
+    assert!(
+        healing
+            .iter()
+            .any(|h| h["plugin"] == "disk-fix" && h["outcome"] == "healed")
+    );
+    assert!(!run.join("escaped.nix").exists() && !dir.path().join("escaped.nix").exists());
+}
