@@ -11,9 +11,10 @@ export DEBIAN_FRONTEND=noninteractive
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
 
 # Build: libvirt's C library for the virt crate. VMs: QEMU, libvirt, qemu-img. Guest image:
-# mmdebstrap, busybox, cpio, mke2fs, depmod. `nixtest vm ssh`: the ssh client.
+# mmdebstrap, busybox, cpio, mke2fs, depmod. `nixtest vm ssh`: the ssh client. The report test:
+# headless Chromium.
 packages=(ca-certificates pkg-config libvirt-dev libvirt-daemon-system qemu-system-x86 qemu-utils
-          mmdebstrap busybox-static cpio e2fsprogs kmod openssh-client grep)
+          mmdebstrap busybox-static cpio e2fsprogs kmod openssh-client grep chromium)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # qemu-system-x86 comes from the release; a newer qemu-utils (backports) would block it, so

@@ -162,12 +162,11 @@ impl Live<'_> {
         let mut updates = Vec::new();
         for e in lines {
             self.display.event(&self.profile, &e);
-            if e.kind == EventKind::Metric {
-                if let (Some(n), Some(v)) = (e.field("name"), e.field("value")) {
-                    if let Ok(v) = v.parse() {
-                        self.metrics.insert(n.to_string(), v);
-                    }
-                }
+            if e.kind == EventKind::Metric
+                && let (Some(n), Some(v)) = (e.field("name"), e.field("value"))
+                && let Ok(v) = v.parse()
+            {
+                self.metrics.insert(n.to_string(), v);
             }
             self.events.push(e.clone());
             updates.extend(self.monitor.observe_at(e, now));

@@ -82,7 +82,10 @@ macro_rules! builtin {
     };
 }
 
-const BUILTIN: &[(&str, &str, &[(&str, &str)])] =
+/// (relative path, content) of a built-in profile's configuration files.
+type ConfigFiles = &'static [(&'static str, &'static str)];
+
+const BUILTIN: &[(&str, &str, ConfigFiles)] =
     &[builtin!("vm"), builtin!("workstation"), builtin!("server")];
 
 pub fn builtin_names() -> Vec<&'static str> {
@@ -153,10 +156,10 @@ impl Profile {
                 )));
             }
         }
-        if let Some(d) = &f.vm.disk {
-            if crate::vm::parse_size(d).is_none() {
-                return Err(invalid(format!("vm.disk {d:?} is not a size like 4G")));
-            }
+        if let Some(d) = &f.vm.disk
+            && crate::vm::parse_size(d).is_none()
+        {
+            return Err(invalid(format!("vm.disk {d:?} is not a size like 4G")));
         }
         Ok(Profile {
             name: f.name,

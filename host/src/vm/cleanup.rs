@@ -41,10 +41,10 @@ pub fn remove(r: &Resource) {
         }
         Err(e) => tracing::warn!("cannot reach libvirt to remove {}: {e}", r.domain),
     }
-    if let Err(e) = std::fs::remove_dir_all(&r.dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!("cannot remove {}: {e}", r.dir.display());
-        }
+    if let Err(e) = std::fs::remove_dir_all(&r.dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("cannot remove {}: {e}", r.dir.display());
     }
 }
 

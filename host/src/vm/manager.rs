@@ -90,7 +90,6 @@ impl VmManager {
         console_log: PathBuf,
         ssh_port: u16,
         memory_mib: u64,
-        forwards: Vec<GuestForward>,
     ) -> DomainSpec {
         DomainSpec {
             name: name.to_string(),
@@ -104,7 +103,7 @@ impl VmManager {
             disks,
             console_log,
             ssh_port,
-            forwards,
+            forwards: Vec::new(),
         }
     }
 
@@ -145,7 +144,6 @@ impl VmManager {
             dir.join("console.log"),
             port,
             self.settings.memory_mib,
-            Vec::new(),
         );
         if current {
             spec.uuid = existing.as_ref().and_then(|d| d.get_uuid_string().ok());
@@ -323,15 +321,15 @@ impl VmManager {
             None,
         )?;
         vm.ssh_port = free_port()?;
-        let spec = self.spec(
+        let mut spec = self.spec(
             &name,
             image,
             vec![root, target],
             vm.console_log(),
             vm.ssh_port,
             overrides.memory_mib.unwrap_or(self.settings.memory_mib),
-            forwards,
         );
+        spec.forwards = forwards;
         Domain::define_xml(&self.conn, &spec.to_xml()).map_err(lv("defining the run VM"))?;
         Ok(vm)
     }

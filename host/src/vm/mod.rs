@@ -91,15 +91,15 @@ impl VmSettings {
             })?,
             None => 4 << 30,
         };
-        if let Some(net) = var("VM_NETWORK") {
-            if net != "user" {
-                return Err(VmError::Setting {
-                    setting: "VM_NETWORK".into(),
-                    reason: format!(
-                        "{net:?}: only QEMU user networking (`user`) is supported; nixtest never starts a libvirt network"
-                    ),
-                });
-            }
+        if let Some(net) = var("VM_NETWORK")
+            && net != "user"
+        {
+            return Err(VmError::Setting {
+                setting: "VM_NETWORK".into(),
+                reason: format!(
+                    "{net:?}: only QEMU user networking (`user`) is supported; nixtest never starts a libvirt network"
+                ),
+            });
         }
         let vcpus = match var("VM_VCPUS") {
             Some(v) => v.parse().map_err(|_| VmError::Setting {

@@ -109,10 +109,8 @@ impl Healer for DiskSpace {
             .retry(phase),
         ];
         // A small target disk: a generous ESP leaves the system too little room.
-        if on_target {
-            if let Some(action) = shrink_esp(cx) {
-                actions.push(action);
-            }
+        if on_target && let Some(action) = shrink_esp(cx) {
+            actions.push(action);
         }
         let tmp = if on_target { "/mnt/tmp" } else { "/tmp" };
         actions.push(
