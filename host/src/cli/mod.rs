@@ -33,6 +33,18 @@ impl Failure {
 
 pub type CliResult = Result<ExitCode, Failure>;
 
+/// The user's paths and a plugin host whose compiled code is cached under them.
+pub fn plugin_host() -> Result<(nixtest::paths::Paths, nixtest::plugin::PluginHost), Failure> {
+    let paths =
+        nixtest::paths::Paths::from_env().map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
+    let host = nixtest::plugin::PluginHost::new(nixtest::plugin::HostOptions {
+        cache_dir: Some(paths.compiled_plugins()),
+        ..Default::default()
+    })
+    .map_err(Failure::infra)?;
+    Ok((paths, host))
+}
+
 #[derive(Parser)]
 #[command(
     name = "nixtest",

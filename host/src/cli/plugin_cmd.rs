@@ -2,8 +2,7 @@
 
 use super::{CliResult, Failure, PluginCommand};
 use anyhow::Context;
-use nixtest::paths::Paths;
-use nixtest::plugin::{HostOptions, Plugin, PluginHost};
+use nixtest::plugin::{Plugin, PluginHost};
 use nixtest::plugins;
 use nixtest::registry::{Candidate, Outcome, Registry, RegistryError};
 use std::io::{BufRead, IsTerminal, Write};
@@ -13,12 +12,7 @@ pub fn run(cmd: PluginCommand) -> CliResult {
     if let PluginCommand::New { name, path, sdk } = cmd {
         return super::scaffold::run(&name, path, sdk);
     }
-    let paths = Paths::from_env().map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
-    let host = PluginHost::new(HostOptions {
-        cache_dir: Some(paths.compiled_plugins()),
-        ..HostOptions::default()
-    })
-    .map_err(Failure::infra)?;
+    let (paths, host) = super::plugin_host()?;
     let registry = Registry::new(&paths.data);
     match cmd {
         PluginCommand::Add { path, yes } => add(&host, &registry, &path, yes),

@@ -3,8 +3,6 @@
 use super::{CliResult, Failure};
 use anyhow::Context;
 use nixtest::facts::GuestFacts;
-use nixtest::paths::Paths;
-use nixtest::plugin::{HostOptions, PluginHost};
 use nixtest::registry::{Registry, RegistryError};
 use nixtest::replay::{self, ReplayReport};
 use std::io::Read;
@@ -18,12 +16,7 @@ pub fn run(
     config: Option<&Path>,
     facts: Option<&Path>,
 ) -> CliResult {
-    let paths = Paths::from_env().map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
-    let host = PluginHost::new(HostOptions {
-        cache_dir: Some(paths.compiled_plugins()),
-        ..HostOptions::default()
-    })
-    .map_err(Failure::infra)?;
+    let (paths, host) = super::plugin_host()?;
     let registry = Registry::new(&paths.data);
     let plugins =
         nixtest::plugins::load_set(&host, Some(&registry), extra).map_err(|e| match e {

@@ -6,8 +6,6 @@ use anyhow::anyhow;
 use nixtest::display::{Console, Display, Quiet};
 use nixtest::history::History;
 use nixtest::orchestrator::{self, Fault, RunContext, TestOptions};
-use nixtest::paths::Paths;
-use nixtest::plugin::{HostOptions, PluginHost};
 use nixtest::profile::Profile;
 use nixtest::registry::Registry;
 use nixtest::report::{self, Report, Status};
@@ -82,12 +80,7 @@ pub fn run(args: TestArgs) -> CliResult {
     let cx = VmContext::open()?;
     cx.image.verify().map_err(vm_failure)?;
 
-    let paths = Paths::from_env().map_err(|e| Failure::usage(anyhow!(e)))?;
-    let host = PluginHost::new(HostOptions {
-        cache_dir: Some(paths.compiled_plugins()),
-        ..HostOptions::default()
-    })
-    .map_err(Failure::infra)?;
+    let (paths, host) = super::plugin_host()?;
     let plugins =
         nixtest::plugins::load_set(&host, Some(&Registry::new(&paths.data)), &args.plugins)
             .map_err(Failure::usage)?;
