@@ -68,7 +68,8 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Runs `script` in a fresh run VM with `overrides`; returns each command's output.
+/// Runs `commands` in a fresh run VM with `overrides`, one after another; returns each
+/// command's output.
 fn in_run_vm(
     label: &str,
     overrides: RunOverrides,
@@ -81,22 +82,73 @@ fn in_run_vm(
         .create_run_vm(&g.image, label, &overrides, Vec::new())
         .unwrap();
     g.manager.start(&vm.name).unwrap();
+    let target = target(&g, vm.ssh_addr());
     let outs = rt().block_on(async {
-        let mut s = SshSession::wait_ready(&target(&g, vm.ssh_addr()), Duration::from_secs(120))
+        let mut s = SshSession::wait_ready(&target, Duration::from_secs(120))
             .await
             .unwrap();
         for (path, content) in files {
             s.upload(path, content.as_bytes(), 0o644).await.unwrap();
         }
         let mut outs = Vec::new();
-        for c in commands {
-            outs.push(s.exec(c).await.unwrap());
+        for (i, c) in commands.iter().enumerate() {
+            outs.push(run_detached(&target, &mut s, i, c).await);
         }
         s.close().await;
         outs
     });
     vm.remove();
     outs
+}
+
+/// Runs `command` detached from the SSH session and collects its output and exit status,
+/// reconnecting when the session drops. A guest under memory pressure can stall past the
+/// keepalive window under TCG (or the OOM killer can pick the session's sshd); a command tied
+/// to its session would lose its exit status with it.
+async fn run_detached(
+    target: &SshTarget,
+    s: &mut SshSession,
+    i: usize,
+    command: &str,
+) -> ssh::ExecOutput {
+    let base = format!("/tmp/nixtest-test-{i}");
+    let start = format!(
+        "setsid bash -c {} < /dev/null > /dev/null 2>&1 &",
+        ssh::shell_quote(&format!(
+            "bash -c {} > {base}.out 2> {base}.err; echo $? > {base}.rc.part && mv {base}.rc.part {base}.rc",
+            ssh::shell_quote(command)
+        ))
+    );
+    let started = s.exec(&start).await.unwrap();
+    assert_eq!(started.status, 0, "{}", started.stderr_text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    let status = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`{command}` did not end within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match s.exec(&format!("cat {base}.rc 2>/dev/null")).await {
+            Ok(out) => {
+                if let Ok(rc) = out.stdout_text().trim().parse::<u32>() {
+                    break rc;
+                }
+            }
+            Err(e) => {
+                eprintln!("SSH dropped while `{command}` runs ({e}); reconnecting");
+                *s = SshSession::wait_ready(target, Duration::from_secs(180))
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let stdout = s.exec(&format!("cat {base}.out")).await.unwrap().stdout;
+    let stderr = s.exec(&format!("cat {base}.err")).await.unwrap().stdout;
+    ssh::ExecOutput {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 fn categories_of(log: &str) -> Vec<String> {
