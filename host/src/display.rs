@@ -1,18 +1,22 @@
 //! The live display of a run, a consumer of what the run produces: 📍 PHASE, ⏳ PROGRESS,
 //! ✅ SUCCESS, ❌ ERROR, ⚠️ WARNING, ℹ️ CONTEXT, 🔍 findings and 🔧 AUTOMATED RESPONSE. Raw tool
-//! output shows only with --verbose. On a terminal each phase has a spinner with its elapsed
-//! time; without one (or with NO_COLOR) the lines are plain.
+//! output shows only with --verbose. On a terminal each running profile has a spinner with its
+//! phase and elapsed time; without one (or with NO_COLOR) the lines are plain.
 
 use crate::actions::HealingAction;
 use crate::findings::Finding;
 use nixtest_events::{Event, EventKind};
+use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex, PoisonError};
 
-pub trait Display {
+pub trait Display: Send {
     fn event(&mut self, profile: &str, event: &Event);
     fn finding(&mut self, profile: &str, finding: &Finding);
     fn healing(&mut self, profile: &str, action: &HealingAction, note: &str);
     fn note(&mut self, profile: &str, text: &str);
+    /// The profile's run has ended.
+    fn finished(&mut self, _profile: &str) {}
 }
 
 /// Prints nothing (JSON output, tests).
@@ -25,10 +29,46 @@ impl Display for Quiet {
     fn note(&mut self, _: &str, _: &str) {}
 }
 
+/// One display for profiles that run at the same time: each run holds a clone, and lines
+/// never interleave within one another.
+#[derive(Clone)]
+pub struct SharedDisplay(Arc<Mutex<Box<dyn Display>>>);
+
+impl SharedDisplay {
+    pub fn new(display: Box<dyn Display>) -> Self {
+        SharedDisplay(Arc::new(Mutex::new(display)))
+    }
+
+    fn with(&self, f: impl FnOnce(&mut dyn Display)) {
+        let mut d = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f(d.as_mut())
+    }
+}
+
+impl Display for SharedDisplay {
+    fn event(&mut self, profile: &str, event: &Event) {
+        self.with(|d| d.event(profile, event))
+    }
+    fn finding(&mut self, profile: &str, finding: &Finding) {
+        self.with(|d| d.finding(profile, finding))
+    }
+    fn healing(&mut self, profile: &str, action: &HealingAction, note: &str) {
+        self.with(|d| d.healing(profile, action, note))
+    }
+    fn note(&mut self, profile: &str, text: &str) {
+        self.with(|d| d.note(profile, text))
+    }
+    fn finished(&mut self, profile: &str) {
+        self.with(|d| d.finished(profile))
+    }
+}
+
+/// People's display: a spinner per running profile with its phase and elapsed time.
 pub struct Console {
     verbose: bool,
-    spinner: Option<indicatif::ProgressBar>,
     fancy: bool,
+    bars: indicatif::MultiProgress,
+    spinners: HashMap<String, indicatif::ProgressBar>,
 }
 
 impl Console {
@@ -36,38 +76,39 @@ impl Console {
         let fancy = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         Console {
             verbose,
-            spinner: None,
             fancy,
+            bars: indicatif::MultiProgress::new(),
+            spinners: HashMap::new(),
         }
     }
 
     fn line(&mut self, text: String) {
-        match &self.spinner {
-            Some(s) => s.println(text),
-            None => println!("{text}"),
+        if self.spinners.is_empty() || self.bars.println(&text).is_err() {
+            println!("{text}");
         }
     }
 
-    fn start_phase(&mut self, name: &str) {
-        if let Some(s) = self.spinner.take() {
+    fn start_phase(&mut self, profile: &str, name: &str) {
+        if let Some(s) = self.spinners.remove(profile) {
             s.finish_and_clear();
+            self.bars.remove(&s);
         }
         if self.fancy {
-            let s = indicatif::ProgressBar::new_spinner();
+            let s = self.bars.add(indicatif::ProgressBar::new_spinner());
             s.set_style(
                 indicatif::ProgressStyle::with_template("  {spinner} {msg} {elapsed}")
                     .expect("a valid template"),
             );
-            s.set_message(name.to_string());
+            s.set_message(format!("{profile}: {name}"));
             s.enable_steady_tick(std::time::Duration::from_millis(120));
-            self.spinner = Some(s);
+            self.spinners.insert(profile.to_string(), s);
         }
     }
 }
 
 impl Drop for Console {
     fn drop(&mut self) {
-        if let Some(s) = self.spinner.take() {
+        for (_, s) in self.spinners.drain() {
             s.finish_and_clear();
         }
     }
@@ -79,7 +120,7 @@ impl Display for Console {
             EventKind::Phase => {
                 let t = format!("[{profile}] 📍 PHASE {}", e.message);
                 self.line(t);
-                self.start_phase(&e.message);
+                self.start_phase(profile, &e.message);
                 return;
             }
             EventKind::Progress => format!("[{profile}] ⏳ {}", e.message),
@@ -122,5 +163,12 @@ impl Display for Console {
 
     fn note(&mut self, profile: &str, text: &str) {
         self.line(format!("[{profile}] {text}"));
+    }
+
+    fn finished(&mut self, profile: &str) {
+        if let Some(s) = self.spinners.remove(profile) {
+            s.finish_and_clear();
+            self.bars.remove(&s);
+        }
     }
 }

@@ -20,6 +20,7 @@ pub mod profile;
 pub mod registry;
 pub mod replay;
 pub mod report;
+pub mod settings;
 pub mod ssh;
 pub mod stream;
 pub mod vm;

@@ -21,7 +21,7 @@ use nixtest_events::{Event, EventKind, EventParser, LineSplitter};
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Where the run's configuration copy lives in the guest.
@@ -82,7 +82,8 @@ pub struct RunContext<'a> {
     pub image: &'a GuestImage,
     pub key: Arc<russh::keys::PrivateKey>,
     pub plugins: &'a [Plugin],
-    pub history: &'a mut History,
+    /// Shared by the profiles of a run that go at the same time.
+    pub history: &'a Mutex<History>,
     pub display: &'a mut dyn Display,
 }
 
@@ -262,16 +263,19 @@ pub async fn run_profile(
         report.error = Some(e);
     }
     report.duration_ms = ms(started.elapsed());
+    let mut history = cx.history.lock().unwrap_or_else(PoisonError::into_inner);
     for (healer, action, healed) in report.healing.iter().filter_map(|h| match h.outcome {
         Outcome::Healed => Some((&h.plugin, &h.action, true)),
         Outcome::Failed => Some((&h.plugin, &h.action, false)),
         _ => None,
     }) {
-        cx.history.record(healer, action, healed);
+        history.record(healer, action, healed);
     }
-    if let Err(e) = cx.history.save() {
+    if let Err(e) = history.save() {
         tracing::warn!("cannot save the healing history: {e}");
     }
+    drop(history);
+    cx.display.finished(&profile.name);
     report
 }
 
@@ -446,7 +450,7 @@ async fn run_inner(
             .iter()
             .filter_map(|l| live.monitor.line_text(*l).map(str::to_string))
             .collect();
-        let history = &*cx.history;
+        let history = cx.history;
         let request = HealRequest {
             facts: &facts,
             phase: &phase.name,
@@ -455,7 +459,10 @@ async fn run_inner(
             attempt: attempts_used,
         };
         let actions = healers.propose(fi, &finding, &request, |a| {
-            history.weight(&a.healer, &a.name)
+            history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .weight(&a.healer, &a.name)
         });
         // Every proposal is vetted: unsafe ones and weak ones are recorded as refused whatever
         // their rank; the best remaining untried one is applied.

@@ -3,12 +3,12 @@
 //! self-contained page), `logs/PROFILE.log` and `events/PROFILE.jsonl`. Every file is written
 //! whole or not at all (write, then rename). This module only consumes what the run produced.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Passed,
@@ -17,7 +17,7 @@ pub enum Status {
     Error,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Healed,
@@ -28,7 +28,7 @@ pub enum Outcome {
     Skipped,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PhaseReport {
     pub name: String,
     pub status: Status,
@@ -37,14 +37,14 @@ pub struct PhaseReport {
     pub attempts: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FindingRef {
     pub category: String,
     pub summary: String,
     pub lines: Vec<u32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealingRecord {
     pub finding: FindingRef,
     pub action: String,
@@ -54,7 +54,7 @@ pub struct HealingRecord {
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_diff: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -65,15 +65,15 @@ pub struct HealingRecord {
     pub applied_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckReport {
     pub check: String,
     pub status: Status,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub output: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProfileReport {
     pub name: String,
     pub status: Status,
@@ -87,11 +87,11 @@ pub struct ProfileReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub duration_ms: u64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugin_faults: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub passed: u32,
     pub failed: u32,
@@ -100,7 +100,7 @@ pub struct Summary {
     pub healing_success_rate: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub run_id: String,
     pub started: String,
@@ -380,6 +380,111 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+impl Report {
+    /// Reads a run's report.json back (`nixtest report show`).
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        let path = dir.join("report.json");
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            format!(
+                "{} is not a nixtest report ({e}); was it written by another program?",
+                path.display()
+            )
+        })
+    }
+
+    /// The report for people, in the terminal.
+    pub fn text(&self) -> String {
+        let secs = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
+        let mut t = format!(
+            "run {} started {} took {}: {} passed, {} failed, {} errors",
+            self.run_id,
+            self.started,
+            secs(self.duration_ms),
+            self.summary.passed,
+            self.summary.failed,
+            self.summary.errors
+        );
+        if self.summary.healing_attempts > 0 {
+            t.push_str(&format!(
+                "; healing {} of {} attempts ({:.0} %)",
+                (self.summary.healing_success_rate * self.summary.healing_attempts as f64).round(),
+                self.summary.healing_attempts,
+                self.summary.healing_success_rate * 100.0
+            ));
+        }
+        t.push('\n');
+        for p in &self.profiles {
+            t.push_str(&format!(
+                "\n{} {}: {:?} in {}{}\n",
+                status_icon(p.status),
+                p.name,
+                p.status,
+                secs(p.duration_ms),
+                p.injected_fault
+                    .as_ref()
+                    .map(|f| format!(" (fault injected: {f})"))
+                    .unwrap_or_default()
+            ));
+            if let Some(e) = &p.error {
+                t.push_str(&format!("  error: {e}\n"));
+            }
+            for ph in &p.phases {
+                let tries = if ph.attempts > 1 {
+                    format!(" ({} attempts)", ph.attempts)
+                } else {
+                    String::new()
+                };
+                t.push_str(&format!(
+                    "  {} phase {:<22} {:>8}{tries}\n",
+                    status_icon(ph.status),
+                    ph.name,
+                    secs(ph.duration_ms)
+                ));
+            }
+            if !p.errors.is_empty() {
+                let errors: Vec<String> =
+                    p.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
+                t.push_str(&format!("  errors: {}\n", errors.join(", ")));
+            }
+            for h in &p.healing {
+                t.push_str(&format!(
+                    "  🔧 {} by {} (confidence {:.2}) for {} \"{}\": {:?}{}\n",
+                    h.action,
+                    h.plugin,
+                    h.confidence,
+                    h.finding.category,
+                    h.finding.summary,
+                    h.outcome,
+                    h.reason
+                        .as_ref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                ));
+            }
+            for c in &p.verification {
+                t.push_str(&format!("  {} check {}\n", status_icon(c.status), c.check));
+            }
+            for (m, v) in &p.metrics {
+                t.push_str(&format!("  📈 {m} = {v}\n"));
+            }
+            for f in &p.plugin_faults {
+                t.push_str(&format!("  ⛔ plugin fault: {f}\n"));
+            }
+        }
+        t
+    }
+}
+
+fn status_icon(s: Status) -> &'static str {
+    match s {
+        Status::Passed => "✅",
+        Status::Failed => "❌",
+        Status::Error => "⛔",
+    }
+}
+
 /// Writes a file whole or not at all.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -488,5 +593,29 @@ mod tests {
         let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
         assert!(html.contains("&lt;not&gt;"), "escaped");
         assert!(html.contains("<svg") && !html.contains("<script"));
+    }
+
+    #[test]
+    fn a_written_report_reads_back_and_reads_well() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = sample();
+        r.write(dir.path()).unwrap();
+        let back = Report::load(dir.path()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&r).unwrap()
+        );
+        let t = back.text();
+        assert!(t.contains("1 passed, 0 failed, 0 errors"), "{t}");
+        assert!(t.contains("phase disk_partitioning"), "{t}");
+        assert!(t.contains("(2 attempts)"), "{t}");
+        assert!(
+            t.contains("retarget-disko-device by disk-fix (confidence 0.90)"),
+            "{t}"
+        );
+        assert!(t.contains("Healed"), "{t}");
+        std::fs::write(dir.path().join("report.json"), "{\"x\": 1}").unwrap();
+        let e = Report::load(dir.path()).unwrap_err();
+        assert!(e.contains("is not a nixtest report"), "{e}");
     }
 }

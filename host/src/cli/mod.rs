@@ -2,6 +2,7 @@
 
 mod plugin_cmd;
 mod replay_cmd;
+mod report_cmd;
 mod scaffold;
 mod test_cmd;
 mod vm_cmd;
@@ -83,6 +84,9 @@ enum Command {
         /// Profiles to run: built-in names (vm, workstation, server) or profile folders.
         #[arg(long, value_name = "A,B", env = "NIXTEST_PROFILES")]
         profiles: Option<String>,
+        /// Profiles to run at the same time, each in its own VM (also PARALLEL_TESTS; default 1).
+        #[arg(long, value_name = "N")]
+        parallel: Option<usize>,
         /// Make a fault real for the run: disk, memory, space or network.
         #[arg(long, value_name = "FAULT")]
         inject: Option<String>,
@@ -92,9 +96,10 @@ enum Command {
         /// Healing actions to try per profile (also MAX_HEALING_ATTEMPTS; default 3).
         #[arg(long, value_name = "N")]
         max_heal_attempts: Option<u32>,
-        /// Where reports go (REPORT_DIR/RUN_ID/).
-        #[arg(long, value_name = "DIR", default_value = "nixtest-reports")]
-        report_dir: PathBuf,
+        /// Where reports go (REPORT_DIR/RUN_ID/; also NIXTEST_REPORT_DIR; default
+        /// nixtest-reports).
+        #[arg(long, value_name = "DIR")]
+        report_dir: Option<PathBuf>,
         /// Output: text (live display) or json (the report at the end).
         #[arg(long, value_name = "text|json", default_value = "text")]
         format: String,
@@ -114,6 +119,29 @@ enum Command {
     /// Install, list, inspect, remove and scaffold plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Read back the reports `nixtest test` wrote.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// One run: profiles, phases and their durations, errors, healing attempts, checks.
+    Show {
+        /// A run id, `latest`, or the path of a run folder.
+        run: String,
+        /// The report folder (also NIXTEST_REPORT_DIR; default nixtest-reports).
+        #[arg(long, value_name = "DIR")]
+        report_dir: Option<PathBuf>,
+        /// Output: text or json (report.json as it is).
+        #[arg(long, value_name = "text|json", default_value = "text")]
+        format: String,
+    },
+    /// The runs in the report folder, oldest first.
+    List {
+        #[arg(long, value_name = "DIR")]
+        report_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -189,6 +217,7 @@ pub fn main() -> ExitCode {
         Command::Setup { rebuild } => vm_cmd::setup(rebuild),
         Command::Test {
             profiles,
+            parallel,
             inject,
             no_heal,
             max_heal_attempts,
@@ -198,6 +227,7 @@ pub fn main() -> ExitCode {
         } => match format.as_str() {
             "text" | "json" => test_cmd::run(test_cmd::TestArgs {
                 profiles,
+                parallel,
                 inject,
                 no_heal,
                 max_heal_attempts,
@@ -217,6 +247,17 @@ pub fn main() -> ExitCode {
             VmCommand::Clean => vm_cmd::clean(),
             VmCommand::Destroy => vm_cmd::destroy(),
         },
+        Command::Report(ReportCommand::Show {
+            run,
+            report_dir,
+            format,
+        }) => match format.as_str() {
+            "text" | "json" => report_cmd::show(&run, report_dir, format == "json"),
+            other => Err(Failure::usage(anyhow::anyhow!(
+                "--format {other:?}: use text or json"
+            ))),
+        },
+        Command::Report(ReportCommand::List { report_dir }) => report_cmd::list(report_dir),
         Command::Replay {
             log,
             json,

@@ -3,88 +3,174 @@
 use super::vm_cmd::{VmContext, runtime, vm_failure};
 use super::{CliResult, Failure};
 use anyhow::anyhow;
-use nixtest::display::{Console, Display, Quiet};
+use nixtest::display::{Console, Quiet, SharedDisplay};
 use nixtest::history::History;
 use nixtest::orchestrator::{self, Fault, RunContext, TestOptions};
 use nixtest::profile::Profile;
 use nixtest::registry::Registry;
-use nixtest::report::{self, Report, Status};
+use nixtest::report::{self, ProfileReport, Report, Status};
+use nixtest::settings::{Settings, SettingsError};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
 pub struct TestArgs {
     pub profiles: Option<String>,
+    pub parallel: Option<usize>,
     pub inject: Option<String>,
     pub no_heal: bool,
     pub max_heal_attempts: Option<u32>,
-    pub report_dir: PathBuf,
+    pub report_dir: Option<PathBuf>,
     pub json: bool,
     pub plugins: Vec<PathBuf>,
     pub verbose: bool,
 }
 
-fn env_bool(name: &str) -> Result<Option<bool>, Failure> {
-    match std::env::var(name) {
-        Ok(v) => match v.to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(Some(true)),
-            "0" | "false" | "no" | "off" => Ok(Some(false)),
-            _ => Err(Failure::usage(anyhow!("{name}={v:?}: use true or false"))),
-        },
-        Err(_) => Ok(None),
-    }
+/// What the run does, from flags, then the environment, then nixtest.toml, then defaults.
+struct Plan {
+    profiles: Vec<Profile>,
+    parallel: usize,
+    report_dir: PathBuf,
+    opts: TestOptions,
 }
 
-pub fn run(args: TestArgs) -> CliResult {
-    let names: Vec<String> = args
-        .profiles
-        .as_deref()
-        .unwrap_or("vm")
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+/// Where reports go: the flag, then NIXTEST_REPORT_DIR, then nixtest.toml, then
+/// `nixtest-reports`.
+pub fn report_dir(flag: Option<&PathBuf>, settings: &Settings) -> PathBuf {
+    if let Some(d) = flag {
+        return d.clone();
+    }
+    settings
+        .get(
+            "NIXTEST_REPORT_DIR",
+            "test.report_dir",
+            settings
+                .file
+                .test
+                .report_dir
+                .as_ref()
+                .map(|d| d.display().to_string()),
+        )
+        .map_or_else(
+            || PathBuf::from("nixtest-reports"),
+            |s| PathBuf::from(s.value),
+        )
+}
+
+fn plan(args: &TestArgs, settings: &Settings) -> Result<Plan, SettingsError> {
+    let file = &settings.file;
+    let names: Vec<String> = match &args.profiles {
+        Some(list) => list.split(',').map(str::to_string).collect(),
+        None => file
+            .test
+            .profiles
+            .clone()
+            .unwrap_or_else(|| vec!["vm".to_string()]),
+    };
+    let names: Vec<String> = names
+        .into_iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
         .collect();
-    let profiles: Vec<Profile> = names
+    let profiles = names
         .iter()
         .map(|n| Profile::load(n))
-        .collect::<Result<_, _>>()
-        .map_err(Failure::usage)?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SettingsError::Value {
+            origin: "--profiles".into(),
+            value: names.join(","),
+            expected: format!("cannot be loaded: {e:#}"),
+        })?;
+    let parallel = match args.parallel {
+        Some(n) => n,
+        None => match settings.get(
+            "PARALLEL_TESTS",
+            "test.parallel",
+            file.test.parallel.map(|n| n.to_string()),
+        ) {
+            Some(s) => s.parse("is not a number of VMs")?,
+            None => 1,
+        },
+    };
+    if parallel == 0 {
+        return Err(SettingsError::Value {
+            origin: "--parallel".into(),
+            value: "0".into(),
+            expected: "must be at least 1".into(),
+        });
+    }
+    let report_dir = report_dir(args.report_dir.as_ref(), settings);
     let inject = args
         .inject
         .as_deref()
         .map(str::parse::<Fault>)
         .transpose()
-        .map_err(|e| Failure::usage(anyhow!(e)))?;
-    let heal = !args.no_heal && env_bool("HEALING_ENABLED")?.unwrap_or(true);
+        .map_err(|e| SettingsError::Value {
+            origin: "--inject".into(),
+            value: args.inject.clone().unwrap_or_default(),
+            expected: e.to_string(),
+        })?;
+    let heal = !args.no_heal
+        && settings
+            .get_bool("HEALING_ENABLED", "healing.enabled", file.healing.enabled)?
+            .unwrap_or(true);
     let max_heal_attempts = match args.max_heal_attempts {
         Some(n) => n,
-        None => match std::env::var("MAX_HEALING_ATTEMPTS") {
-            Ok(v) => v.parse().map_err(|_| {
-                Failure::usage(anyhow!("MAX_HEALING_ATTEMPTS={v:?} is not a number"))
-            })?,
-            Err(_) => 3,
+        None => match settings.get(
+            "MAX_HEALING_ATTEMPTS",
+            "healing.max_attempts",
+            file.healing.max_attempts.map(|n| n.to_string()),
+        ) {
+            Some(s) => s.parse("is not a number")?,
+            None => 3,
         },
     };
-    let opts = TestOptions {
-        inject,
-        heal,
-        max_heal_attempts,
-        min_confidence: 0.3,
+    let min_confidence = match settings.get(
+        "NIXTEST_MIN_CONFIDENCE",
+        "healing.min_confidence",
+        file.healing.min_confidence.map(|c| c.to_string()),
+    ) {
+        Some(s) => {
+            let c: f32 = s.parse("is not a number between 0 and 1")?;
+            if !(0.0..=1.0).contains(&c) {
+                return Err(s.invalid("is not a number between 0 and 1"));
+            }
+            c
+        }
+        None => 0.3,
     };
+    Ok(Plan {
+        parallel: parallel.min(profiles.len().max(1)),
+        profiles,
+        report_dir,
+        opts: TestOptions {
+            inject,
+            heal,
+            max_heal_attempts,
+            min_confidence,
+        },
+    })
+}
+
+pub fn run(args: TestArgs) -> CliResult {
+    let settings = Settings::load().map_err(Failure::usage)?;
+    let plan = plan(&args, &settings).map_err(Failure::usage)?;
 
     // `nixtest test` on a fresh machine sets itself up first.
-    let cx = VmContext::open()?;
+    let cx = VmContext::open_with(&settings)?;
     if !cx.image.exists() || !cx.manager.has_pristine() {
         super::vm_cmd::setup(false)?;
     }
-    let cx = VmContext::open()?;
+    let cx = VmContext::open_with(&settings)?;
     cx.image.verify().map_err(vm_failure)?;
 
     let (paths, host) = super::plugin_host()?;
     let plugins =
         nixtest::plugins::load_set(&host, Some(&Registry::new(&paths.data)), &args.plugins)
             .map_err(Failure::usage)?;
-    let mut history = History::load(&paths.data);
+    let history = Mutex::new(History::load(&paths.data));
 
     let started = SystemTime::now();
     let clock = Instant::now();
@@ -97,26 +183,52 @@ pub fn run(args: TestArgs) -> CliResult {
             .trim_end_matches('Z'),
         std::process::id() & 0xffff
     );
-    let run_dir = report::run_dir(&args.report_dir, &run_id);
-    let mut console = Console::new(args.verbose);
-    let mut quiet = Quiet;
-    let display: &mut dyn Display = if args.json { &mut quiet } else { &mut console };
-    let rt = runtime()?;
-    let mut reports = Vec::new();
-    for profile in &profiles {
-        let mut rcx = RunContext {
-            vm: &cx.manager,
-            image: &cx.image,
-            key: cx.key.clone(),
-            plugins: &plugins,
-            history: &mut history,
-            display: &mut *display,
-        };
-        let r = rt.block_on(orchestrator::run_profile(
-            &mut rcx, profile, &opts, &run_dir,
-        ));
-        reports.push(r);
-    }
+    let run_dir = report::run_dir(&plan.report_dir, &run_id);
+    let display = SharedDisplay::new(if args.json {
+        Box::new(Quiet)
+    } else {
+        Box::new(Console::new(args.verbose))
+    });
+    // One thread (and runtime) per VM running at the same time; each takes the next profile.
+    let runtimes = (0..plan.parallel)
+        .map(|_| runtime())
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = AtomicUsize::new(0);
+    let slots: Mutex<Vec<Option<ProfileReport>>> = Mutex::new(vec![None; plan.profiles.len()]);
+    std::thread::scope(|scope| {
+        for rt in runtimes {
+            let mut display = display.clone();
+            let (cx, plan, plugins, history, next, slots, run_dir) =
+                (&cx, &plan, &plugins, &history, &next, &slots, &run_dir);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(profile) = plan.profiles.get(i) else {
+                        break;
+                    };
+                    let mut rcx = RunContext {
+                        vm: &cx.manager,
+                        image: &cx.image,
+                        key: cx.key.clone(),
+                        plugins,
+                        history,
+                        display: &mut display,
+                    };
+                    let r = rt.block_on(orchestrator::run_profile(
+                        &mut rcx, profile, &plan.opts, run_dir,
+                    ));
+                    slots.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(r);
+                }
+            });
+        }
+    });
+    drop(display);
+    let reports: Vec<ProfileReport> = slots
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .into_iter()
+        .map(|r| r.expect("every profile was run"))
+        .collect();
     let report = Report::new(
         run_id,
         humantime::format_rfc3339_seconds(started).to_string(),
@@ -129,7 +241,6 @@ pub fn run(args: TestArgs) -> CliResult {
             run_dir.display()
         ))
     })?;
-    drop(console);
     if args.json {
         println!(
             "{}",

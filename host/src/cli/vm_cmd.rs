@@ -2,6 +2,7 @@
 
 use super::{CliResult, Failure};
 use nixtest::paths::Paths;
+use nixtest::settings::Settings;
 use nixtest::ssh::{self, SshSession, SshTarget};
 use nixtest::vm::{GuestImage, VmError, VmManager, VmSettings};
 use std::process::ExitCode;
@@ -29,8 +30,12 @@ pub struct VmContext {
 
 impl VmContext {
     pub fn open() -> Result<Self, Failure> {
+        Self::open_with(&Settings::load().map_err(Failure::usage)?)
+    }
+
+    pub fn open_with(file: &Settings) -> Result<Self, Failure> {
         let paths = Paths::from_env().map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
-        let settings = VmSettings::from_env(&paths.cache).map_err(vm_failure)?;
+        let settings = VmSettings::resolve(&paths.cache, file).map_err(vm_failure)?;
         let (key, public_key) = ssh::load_or_create_key(&paths.data.join("ssh"))
             .map_err(|e| Failure::infra(VmError::from(e)))?;
         let image = GuestImage::locate(&settings.dir, &public_key);

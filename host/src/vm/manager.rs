@@ -14,6 +14,8 @@ use virt::domain::Domain;
 use virt::domain_snapshot::DomainSnapshot;
 
 pub const PRISTINE: &str = "pristine";
+/// The root disk's file name, in the base's folder and (as an overlay on it) in each run's.
+const ROOT_DISK: &str = "root.qcow2";
 const CMDLINE: &str = "console=ttyS0 nixtest.root=/dev/vda quiet";
 
 fn lv(action: &str) -> impl FnOnce(virt::error::Error) -> VmError + '_ {
@@ -117,14 +119,14 @@ impl VmManager {
         let existing = self.lookup(&self.base_name());
         let current = existing.is_some()
             && std::fs::read_to_string(&key_file).ok().as_deref() == Some(image.key.as_str())
-            && dir.join("root.qcow2").exists()
+            && dir.join(ROOT_DISK).exists()
             && dir.join("target.qcow2").exists();
         let port = existing.as_ref().and_then(ssh_port_of);
         if !current {
             self.remove_base()?;
             std::fs::create_dir_all(&dir)
                 .map_err(VmError::io(format!("creating {}", dir.display())))?;
-            std::fs::copy(image.root(), dir.join("root.qcow2"))
+            std::fs::copy(image.root(), dir.join(ROOT_DISK))
                 .map_err(VmError::io("copying the root disk"))?;
             create_disk(&dir.join("target.qcow2"), self.settings.disk_bytes, None)?;
         } else if existing
@@ -140,7 +142,7 @@ impl VmManager {
         let mut spec = self.spec(
             &self.base_name(),
             image,
-            vec![dir.join("root.qcow2"), dir.join("target.qcow2")],
+            vec![dir.join(ROOT_DISK), dir.join("target.qcow2")],
             dir.join("console.log"),
             port,
             self.settings.memory_mib,
@@ -187,12 +189,68 @@ impl VmManager {
         Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
     }
 
+    /// Boots the base VM (for `nixtest vm ip|ssh`). Its disk is the backing file of every run
+    /// VM's overlay, so it stays shut while runs are going.
     pub fn start_base(&self) -> Result<(), VmError> {
         let base = self.base()?;
         if !base.is_active().unwrap_or(false) {
+            let runs = self.active_runs();
+            if !runs.is_empty() {
+                return Err(VmError::BaseInUse { runs });
+            }
             base.create().map_err(lv("starting the base VM"))?;
         }
         Ok(())
+    }
+
+    /// Run VMs (of any nixtest process with this prefix) that are running now.
+    pub fn active_runs(&self) -> Vec<String> {
+        self.run_domains()
+            .into_iter()
+            .filter(|n| {
+                self.lookup(n)
+                    .is_some_and(|d| d.is_active().unwrap_or(false))
+            })
+            .collect()
+    }
+
+    /// Written after every revert and snapshot: the base disk is pristine while it is newer
+    /// than the disk (nothing but booting the base writes to the disk; run VMs only read it).
+    fn pristine_stamp(&self) -> PathBuf {
+        self.base_dir().join("pristine.stamp")
+    }
+
+    fn mark_pristine(&self) -> Result<(), VmError> {
+        let stamp = self.pristine_stamp();
+        std::fs::write(&stamp, b"").map_err(VmError::io(format!("writing {}", stamp.display())))
+    }
+
+    /// Whether the base disk may differ from `pristine`: the base is running, or its disk was
+    /// written after the last revert or snapshot.
+    pub fn base_touched(&self) -> bool {
+        if self
+            .lookup(&self.base_name())
+            .is_some_and(|b| b.is_active().unwrap_or(false))
+        {
+            return true;
+        }
+        let mtime = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        match (
+            mtime(self.base_dir().join(ROOT_DISK)),
+            mtime(self.pristine_stamp()),
+        ) {
+            (Some(disk), Some(stamp)) => disk > stamp,
+            _ => true,
+        }
+    }
+
+    /// Reverts the base to `pristine` when it may have changed since. Runs going on at the same
+    /// time share the base disk read-only, so a base that is already pristine is left alone.
+    pub fn ensure_pristine(&self) -> Result<(), VmError> {
+        if !self.base_touched() {
+            return Ok(());
+        }
+        self.revert_pristine().map(|_| ())
     }
 
     /// Waits for the domain to power itself off; destroys it after `grace`.
@@ -236,7 +294,7 @@ impl VmManager {
             "<domainsnapshot><name>{PRISTINE}</name><description>nixtest: the base VM as `nixtest setup` left it</description></domainsnapshot>"
         );
         DomainSnapshot::create_xml(&base, &xml, 0).map_err(lv("taking the pristine snapshot"))?;
-        Ok(())
+        self.mark_pristine()
     }
 
     /// Reverts to pristine when there is one; a base without one (first setup) is left as is.
@@ -255,6 +313,10 @@ impl VmManager {
     /// Puts the base VM back to `pristine` (stopping it first). Returns how long it took.
     pub fn revert_pristine(&self) -> Result<Duration, VmError> {
         let base = self.base()?;
+        let runs = self.active_runs();
+        if !runs.is_empty() {
+            return Err(VmError::BaseInUse { runs });
+        }
         let start = Instant::now();
         if base.is_active().unwrap_or(false) {
             base.destroy().map_err(lv("stopping the base VM"))?;
@@ -263,6 +325,7 @@ impl VmManager {
             DomainSnapshot::lookup_by_name(&base, PRISTINE, 0).map_err(|_| VmError::NoBase)?;
         snap.revert(virt::sys::VIR_DOMAIN_SNAPSHOT_REVERT_FORCE)
             .map_err(lv("reverting to pristine"))?;
+        self.mark_pristine()?;
         Ok(start.elapsed())
     }
 
@@ -279,7 +342,7 @@ impl VmManager {
         if !self.has_pristine() {
             return Err(VmError::NoBase);
         }
-        self.revert_pristine()?;
+        self.ensure_pristine()?;
         let safe: String = label
             .chars()
             .map(|c| {
@@ -312,8 +375,8 @@ impl VmManager {
             resource,
             removed: false,
         };
-        let root = dir.join("root.qcow2");
-        create_disk(&root, 0, Some(&self.base_dir().join("root.qcow2")))?;
+        let root = dir.join(ROOT_DISK);
+        create_disk(&root, 0, Some(&self.base_dir().join(ROOT_DISK)))?;
         let target = dir.join("target.qcow2");
         create_disk(
             &target,

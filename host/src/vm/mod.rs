@@ -14,6 +14,7 @@ pub use image::GuestImage;
 pub use kvm::{Accel, AccelChoice};
 pub use manager::{BaseStatus, RunVm, VmManager};
 
+use crate::settings::{Setting, Settings};
 use std::path::PathBuf;
 use thiserror::Error;
 
@@ -34,6 +35,12 @@ pub enum VmError {
     ImageBuild(String),
     #[error("the base VM is not set up; run `nixtest setup`")]
     NoBase,
+    #[error(
+        "the base VM's disk is in use by running run VMs ({}); wait for those runs to end, or \
+         remove them with `nixtest vm destroy`",
+        runs.join(", ")
+    )]
+    BaseInUse { runs: Vec<String> },
     #[error("{setting}: {reason}")]
     Setting { setting: String, reason: String },
     #[error("{what}: {source}")]
@@ -74,40 +81,57 @@ pub struct VmSettings {
 }
 
 impl VmSettings {
+    /// From the environment alone (no settings file).
     pub fn from_env(cache_dir: &std::path::Path) -> Result<Self, VmError> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let uri = var("NIXTEST_LIBVIRT_URI").unwrap_or_else(|| "qemu:///system".into());
-        let memory_mib = match var("VM_MEMORY") {
-            Some(v) => v.trim().parse::<u64>().map_err(|_| VmError::Setting {
-                setting: "VM_MEMORY".into(),
-                reason: format!("{v:?} is not a number of MiB"),
-            })?,
-            None => 1024,
+        Self::resolve(cache_dir, &Settings::default())
+    }
+
+    /// From the environment, then the settings file, then defaults.
+    pub fn resolve(cache_dir: &std::path::Path, settings: &Settings) -> Result<Self, VmError> {
+        let f = &settings.file.vm;
+        let bad = |s: &Setting, expected: &str| VmError::Setting {
+            setting: s.origin.clone(),
+            reason: format!("{:?} {expected}", s.value),
         };
-        let disk_bytes = match var("VM_DISK_SIZE") {
-            Some(v) => parse_size(&v).ok_or_else(|| VmError::Setting {
-                setting: "VM_DISK_SIZE".into(),
-                reason: format!("{v:?} is not a size like 4G or 800M"),
-            })?,
+        let uri = settings
+            .get(
+                "NIXTEST_LIBVIRT_URI",
+                "vm.libvirt_uri",
+                f.libvirt_uri.clone(),
+            )
+            .map_or_else(|| "qemu:///system".into(), |s| s.value);
+        let memory_mib =
+            match settings.get("VM_MEMORY", "vm.memory", f.memory.map(|m| m.to_string())) {
+                Some(s) => s
+                    .value
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| bad(&s, "is not a number of MiB"))?,
+                None => 1024,
+            };
+        let disk_bytes = match settings.get("VM_DISK_SIZE", "vm.disk_size", f.disk_size.clone()) {
+            Some(s) => {
+                parse_size(&s.value).ok_or_else(|| bad(&s, "is not a size like 4G or 800M"))?
+            }
             None => 4 << 30,
         };
-        if let Some(net) = var("VM_NETWORK")
-            && net != "user"
+        if let Some(s) = settings.get("VM_NETWORK", "vm.network", f.network.clone())
+            && s.value.trim() != "user"
         {
-            return Err(VmError::Setting {
-                setting: "VM_NETWORK".into(),
-                reason: format!(
-                    "{net:?}: only QEMU user networking (`user`) is supported; nixtest never starts a libvirt network"
-                ),
-            });
+            return Err(bad(
+                &s,
+                "is not supported: only QEMU user networking (`user`); nixtest never starts a libvirt network",
+            ));
         }
-        let vcpus = match var("VM_VCPUS") {
-            Some(v) => v.parse().map_err(|_| VmError::Setting {
-                setting: "VM_VCPUS".into(),
-                reason: format!("{v:?} is not a number"),
-            })?,
+        let vcpus = match settings.get("VM_VCPUS", "vm.vcpus", f.vcpus.map(|v| v.to_string())) {
+            Some(s) => s
+                .value
+                .trim()
+                .parse()
+                .map_err(|_| bad(&s, "is not a number"))?,
             None => 1,
         };
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let dir = match var("NIXTEST_VM_DIR") {
             Some(d) => PathBuf::from(d),
             // qemu:///system runs QEMU as another user, which cannot enter /root.
