@@ -124,6 +124,54 @@ fn no_fault_passes_and_verifies_after_the_reboot() {
 }
 
 #[test]
+fn two_profiles_in_parallel_share_the_pristine_base_and_both_heal() {
+    let _lock = vm_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report, _) = nixtest_test(
+        &[
+            "--profiles",
+            "vm,server",
+            "--parallel",
+            "2",
+            "--inject",
+            "disk",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let profiles = report["profiles"].as_array().unwrap();
+    let names: Vec<&str> = profiles
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["vm", "server"], "in the order asked for");
+    for p in profiles {
+        assert_eq!(p["status"], "passed", "{p:#}");
+        assert!(
+            p["healing"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["outcome"] == "healed" && h["finding"]["category"] == "disk-device"),
+            "{p:#}"
+        );
+    }
+    // They ran at the same time: the run took less than the two profiles one after the other.
+    let sum: u64 = profiles
+        .iter()
+        .map(|p| p["duration_ms"].as_u64().unwrap())
+        .sum();
+    let total = report["duration_ms"].as_u64().unwrap();
+    assert!(total < sum * 4 / 5, "run {total} ms vs profiles {sum} ms");
+    // Both lines streams were shown, each under its profile's name.
+    let shown = text(&out);
+    assert!(
+        shown.contains("[vm] 📍 PHASE") && shown.contains("[server] 📍 PHASE"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn ssh_cut_mid_phase_loses_and_doubles_nothing() {
     let _lock = vm_lock();
     let profile = tempfile::tempdir().unwrap();

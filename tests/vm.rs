@@ -308,6 +308,42 @@ fn space_fault_the_closure_does_not_fit() {
     );
 }
 
+#[test]
+fn runs_share_the_pristine_base_which_stays_shut_while_they_go() {
+    let _lock = vm_lock();
+    ensure_setup();
+    let g = guest();
+    let a = g
+        .manager
+        .create_run_vm(&g.image, "share-a", &RunOverrides::default(), Vec::new())
+        .unwrap();
+    g.manager.start(&a.name).unwrap();
+    // A second run while the first one's VM is up: the base is pristine, nothing to revert.
+    let b = g
+        .manager
+        .create_run_vm(&g.image, "share-b", &RunOverrides::default(), Vec::new())
+        .unwrap();
+    g.manager.start(&b.name).unwrap();
+    // Booting the base (`nixtest vm ssh`) would write under their overlays: refused.
+    let e = g.manager.start_base().unwrap_err();
+    assert!(matches!(e, VmError::BaseInUse { .. }), "{e}");
+    assert!(
+        e.to_string().contains(&a.name) && e.to_string().contains(&b.name),
+        "{e}"
+    );
+    assert!(matches!(
+        g.manager.revert_pristine(),
+        Err(VmError::BaseInUse { .. })
+    ));
+    a.remove();
+    b.remove();
+    // Once they are gone the base may boot; the next run puts it back first.
+    g.manager.start_base().unwrap();
+    assert!(g.manager.base_touched());
+    g.manager.ensure_pristine().unwrap();
+    assert!(!g.manager.base_touched());
+}
+
 /// Not a test on its own: the child process of `a_killed_run_leaves_nothing_behind`.
 #[test]
 #[ignore = "run by a_killed_run_leaves_nothing_behind"]
