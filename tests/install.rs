@@ -54,6 +54,11 @@ fn heals(fault: &str, category: &str) {
     assert!(!h["action"].as_str().unwrap().is_empty());
     assert!(!h["plugin"].as_str().unwrap().is_empty());
     assert!(h["confidence"].as_f64().unwrap() >= 0.3);
+    // Timed from the failing line in the guest (its clock paired with the host's).
+    let found = h["guest_line_to_finding_ms"].as_u64().expect("timed");
+    let applied = h["guest_line_to_applied_ms"].as_u64().expect("timed");
+    assert!(found <= applied, "{h:#}");
+    assert!(h["started_ms"].as_u64().unwrap() > 0);
     assert!(p["errors"][category].as_u64().unwrap() >= 1);
     assert!(
         p["verification"]

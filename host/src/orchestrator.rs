@@ -142,8 +142,9 @@ struct Live<'a> {
     events: Vec<Event>,
     metrics: BTreeMap<String, f64>,
     display: &'a mut dyn Display,
-    /// When each new finding was made (for the time from finding to action).
-    found_at: Vec<Instant>,
+    /// When each finding was first made or confirmed in the current phase attempt (for the
+    /// time from the failing line to the finding and to the action).
+    seen_in_attempt: BTreeMap<usize, Instant>,
     /// Time spent parsing, monitoring and in detector plugins (the monitoring overhead).
     busy: Duration,
 }
@@ -190,7 +191,7 @@ impl Live<'_> {
         for u in updates {
             match u {
                 Update::New(i) => {
-                    self.found_at.push(Instant::now());
+                    self.seen_in_attempt.entry(i).or_insert_with(Instant::now);
                     let f = self.monitor.findings()[i].clone();
                     self.display.finding(&self.profile, &f);
                 }
@@ -198,7 +199,9 @@ impl Live<'_> {
                     let m = self.monitor.faults()[i].message.clone();
                     self.display.note(&self.profile, &format!("⛔ {m}"));
                 }
-                Update::Evidence(_) => {}
+                Update::Evidence(i) => {
+                    self.seen_in_attempt.entry(i).or_insert_with(Instant::now);
+                }
             }
         }
     }
@@ -350,7 +353,7 @@ async fn run_inner(
         events: Vec::new(),
         metrics: BTreeMap::new(),
         display: &mut *cx.display,
-        found_at: Vec::new(),
+        seen_in_attempt: BTreeMap::new(),
         busy: Duration::ZERO,
     };
 
@@ -365,6 +368,9 @@ async fn run_inner(
         let phase = &profile.phases[idx];
         let t0 = run_start.elapsed();
         let first_line = live.parser.lines();
+        live.seen_in_attempt.clear();
+        // Pairs the guest's clock with ours, to time lines from when the guest printed them.
+        let clock = runner.guest_clock().await.ok();
         let status = runner
             .run_phase(&phase.name, &phase.run, |chunk| live.take(chunk))
             .await
@@ -428,6 +434,7 @@ async fn run_inner(
                 None,
                 Outcome::Skipped,
                 Some("healing is disabled".into()),
+                ms(run_start.elapsed()),
             ));
             failed = true;
             break;
@@ -479,9 +486,13 @@ async fn run_inner(
             {
                 live.display
                     .healing(&name, &a, &format!(" — refused: {why}"));
-                report
-                    .healing
-                    .push(record(&finding, Some(&a), Outcome::Refused, Some(why)));
+                report.healing.push(record(
+                    &finding,
+                    Some(&a),
+                    Outcome::Refused,
+                    Some(why),
+                    ms(run_start.elapsed()),
+                ));
                 tried.push(key);
                 continue;
             }
@@ -494,6 +505,7 @@ async fn run_inner(
                         "confidence {} is below the minimum {:.2}",
                         a.confidence, opts.min_confidence
                     )),
+                    ms(run_start.elapsed()),
                 ));
                 tried.push(key);
                 continue;
@@ -542,19 +554,38 @@ async fn run_inner(
                 );
             }
         }
-        let mut rec = record(&finding, Some(&action), Outcome::Failed, None);
+        let mut rec = record(
+            &finding,
+            Some(&action),
+            Outcome::Failed,
+            None,
+            ms(run_start.elapsed()),
+        );
         rec.config_diff = (!diffs.is_empty()).then(|| diffs.join(""));
         rec.commands = action.commands.clone();
         rec.duration_ms = ms(run_start.elapsed());
         let applied_at = Instant::now();
-        let arrived = finding
+        // Timed from the first line of this attempt's evidence.
+        let first_failing = finding
             .lines
             .iter()
-            .filter_map(|l| live.monitor.arrival(*l))
+            .copied()
+            .filter(|l| *l > first_line)
             .min();
-        if let Some(a) = arrived {
-            rec.detected_ms = live.found_at.get(fi).map(|f| ms(f.duration_since(a)));
-            rec.applied_ms = Some(ms(applied_at.duration_since(a)));
+        let found = live.seen_in_attempt.get(&fi).copied();
+        if let Some(a) = first_failing.and_then(|l| live.monitor.arrival(l)) {
+            rec.detected_ms = found.map(|f| ms(f.saturating_duration_since(a)));
+            rec.applied_ms = Some(ms(applied_at.saturating_duration_since(a)));
+        }
+        if let (Some(clock), Some(first)) = (clock, first_failing)
+            && let Ok(times) = runner.line_times().await
+            && let Some(printed) = times
+                .get(first.saturating_sub(1) as usize)
+                .and_then(|t| clock.to_host(*t))
+        {
+            rec.guest_line_to_finding_ms = found.map(|f| ms(f.saturating_duration_since(printed)));
+            rec.guest_line_to_applied_ms = Some(ms(applied_at.saturating_duration_since(printed)));
+            rec.guest_clock_error_ms = Some(clock.error.as_secs_f64() * 1e3);
         }
         report.healing.push(rec);
         pending = Some(report.healing.len() - 1);
@@ -691,13 +722,16 @@ fn profile_substituters(config: &ConfigCopy) -> Vec<String> {
         .collect()
 }
 
+/// `at`: when it was decided, in ms since the profile's run started.
 fn record(
     f: &Finding,
     a: Option<&HealingAction>,
     outcome: Outcome,
     reason: Option<String>,
+    at: u64,
 ) -> HealingRecord {
     HealingRecord {
+        started_ms: Some(at),
         finding: FindingRef {
             category: f.category.clone(),
             summary: f.summary.clone(),
@@ -713,6 +747,9 @@ fn record(
         reason,
         detected_ms: None,
         applied_ms: None,
+        guest_line_to_finding_ms: None,
+        guest_line_to_applied_ms: None,
+        guest_clock_error_ms: None,
     }
 }
 

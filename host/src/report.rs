@@ -46,6 +46,9 @@ pub struct FindingRef {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealingRecord {
+    /// When it was applied (or refused), in ms since the profile's run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
     pub finding: FindingRef,
     pub action: String,
     pub plugin: String,
@@ -63,6 +66,14 @@ pub struct HealingRecord {
     pub detected_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub applied_ms: Option<u64>,
+    /// The same two from the failing line being printed in the guest (its uptime clock paired
+    /// with the host's before the phase, within `guest_clock_error_ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_line_to_finding_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_line_to_applied_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_clock_error_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -351,10 +362,13 @@ fn timeline(p: &ProfileReport) -> String {
         "<text x=\"4\" y=\"{}\" font-size=\"12\">healing</text>",
         y + 13.0
     ));
-    let mut at = 0.0;
-    for r in &p.healing {
-        at += 1.0;
-        let x = 160.0 + (at / (p.healing.len() as f64 + 1.0)) * (width - 180.0);
+    for (i, r) in p.healing.iter().enumerate() {
+        // At its time; reports from before healing times were kept get evenly spaced marks.
+        let at = match r.started_ms {
+            Some(t) => (t as f64 / end).min(1.0),
+            None => (i + 1) as f64 / (p.healing.len() as f64 + 1.0),
+        };
+        let x = 160.0 + at * (width - 180.0);
         let color = if r.outcome == Outcome::Healed {
             "#1e88e5"
         } else {
@@ -527,6 +541,7 @@ mod tests {
             }],
             errors: [("disk-device".to_string(), 1)].into(),
             healing: vec![HealingRecord {
+                started_ms: Some(6600),
                 finding: FindingRef {
                     category: "disk-device".into(),
                     summary: "disk /dev/sdz <not> found".into(),
@@ -546,6 +561,9 @@ mod tests {
                 reason: None,
                 detected_ms: Some(38),
                 applied_ms: Some(120),
+                guest_line_to_finding_ms: Some(140),
+                guest_line_to_applied_ms: Some(222),
+                guest_clock_error_ms: Some(12.5),
             }],
             verification: vec![CheckReport {
                 check: "hostname".into(),

@@ -18,7 +18,10 @@ use tokio::io::AsyncWriteExt;
 pub enum SshError {
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: SocketAddr, reason: String },
-    #[error("{addr} refused nixtest's key for {user}")]
+    #[error(
+        "{addr} refused nixtest's key for {user}: the VM was set up with another key (another \
+         NIXTEST_DATA_DIR or user); run `nixtest setup` to set it up for this one"
+    )]
     Auth { addr: SocketAddr, user: String },
     #[error("the SSH connection to {addr} was lost: {reason}")]
     Lost { addr: SocketAddr, reason: String },

@@ -4,10 +4,36 @@
 //! the last byte it received, so nothing is lost or doubled. Knows nothing of markers.
 
 use crate::ssh::{ExecOutput, SshError, SshSession, SshTarget, shell_quote};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A moment on the guest's uptime clock and the host's clock at the same moment.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestClock {
+    pub host: Instant,
+    pub uptime: f64,
+    /// How far off the pairing can be: half the round trip.
+    pub error: Duration,
+}
+
+impl GuestClock {
+    /// The host instant of guest uptime `t` (seconds).
+    pub fn to_host(&self, t: f64) -> Option<Instant> {
+        if !t.is_finite() {
+            return None;
+        }
+        let d = t - self.uptime;
+        if d >= 0.0 {
+            self.host.checked_add(Duration::from_secs_f64(d))
+        } else {
+            self.host.checked_sub(Duration::from_secs_f64(-d))
+        }
+    }
+}
 
 pub const RUNNER_PATH: &str = "/usr/local/bin/nixtest-runner";
 pub const GUEST_LOG: &str = "/var/log/nixtest/run.log";
+/// The guest uptime at which each line of the run log was printed, one per line.
+pub const GUEST_TIMES: &str = "/var/log/nixtest/run.times";
 const RUNNER: &str = include_str!("../../guest/runner/nixtest-runner");
 /// How long a lost connection may take to come back before the run gives up.
 const RECONNECT_DEADLINE: Duration = Duration::from_secs(90);
@@ -149,6 +175,40 @@ impl StreamRunner {
     /// The guest's own copy of the run log.
     pub async fn guest_log(&mut self) -> Result<Vec<u8>, SshError> {
         Ok(self.exec(&format!("cat {GUEST_LOG}")).await?.stdout)
+    }
+
+    /// When each line of the run log was printed, in guest uptime seconds (line N of the log is
+    /// entry N-1). Lines still on their way may have no time yet.
+    pub async fn line_times(&mut self) -> Result<Vec<f64>, SshError> {
+        let out = self.exec(&format!("cat {GUEST_TIMES} 2>/dev/null")).await?;
+        Ok(out
+            .stdout_text()
+            .lines()
+            .map(|l| l.trim().parse().unwrap_or(f64::NAN))
+            .collect())
+    }
+
+    /// Reads the guest's uptime and pairs it with the host's clock at the middle of the round
+    /// trip; the pairing is off by at most half of it.
+    pub async fn guest_clock(&mut self) -> Result<GuestClock, SshError> {
+        let sent = Instant::now();
+        let out = self.exec("cat /proc/uptime").await?;
+        let back = Instant::now();
+        let uptime = out
+            .stdout_text()
+            .split_whitespace()
+            .next()
+            .and_then(|t| t.parse::<f64>().ok())
+            .ok_or_else(|| SshError::Lost {
+                addr: self.target.addr,
+                reason: format!("/proc/uptime read {:?}", out.stdout_text()),
+            })?;
+        let half = (back - sent) / 2;
+        Ok(GuestClock {
+            host: sent + half,
+            uptime,
+            error: half,
+        })
     }
 
     pub async fn close(mut self) {
