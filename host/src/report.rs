@@ -527,61 +527,10 @@ pub fn config_diff(path: &str, old: &str, new: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A real run's report (disk fault healed), with a refused action added; the tests of
+    /// report.html and `nixtest report` read the same file.
     fn sample() -> Report {
-        let p = ProfileReport {
-            name: "vm".into(),
-            status: Status::Passed,
-            injected_fault: Some("disk".into()),
-            phases: vec![PhaseReport {
-                name: "disk_partitioning".into(),
-                status: Status::Passed,
-                started_ms: 1200,
-                duration_ms: 5400,
-                attempts: 2,
-            }],
-            errors: [("disk-device".to_string(), 1)].into(),
-            healing: vec![HealingRecord {
-                started_ms: Some(6600),
-                finding: FindingRef {
-                    category: "disk-device".into(),
-                    summary: "disk /dev/sdz <not> found".into(),
-                    lines: vec![41],
-                },
-                action: "retarget-disko-device".into(),
-                plugin: "disk-fix".into(),
-                confidence: 0.9,
-                outcome: Outcome::Healed,
-                duration_ms: 6100,
-                config_diff: Some(config_diff(
-                    "disko-config.nix",
-                    "device = \"/dev/sdz\";\n",
-                    "device = \"/dev/vdb\";\n",
-                )),
-                commands: vec![],
-                reason: None,
-                detected_ms: Some(38),
-                applied_ms: Some(120),
-                guest_line_to_finding_ms: Some(140),
-                guest_line_to_applied_ms: Some(222),
-                guest_clock_error_ms: Some(12.5),
-            }],
-            verification: vec![CheckReport {
-                check: "hostname".into(),
-                status: Status::Passed,
-                output: String::new(),
-            }],
-            metrics: [("memory_peak_mb".to_string(), 412.0)].into(),
-            detection_latency_ms: vec![38],
-            error: None,
-            duration_ms: 9000,
-            plugin_faults: vec![],
-        };
-        Report::new(
-            "20261123-231500-ab12".into(),
-            "2026-11-23T23:15:00Z".into(),
-            123456,
-            vec![p],
-        )
+        serde_json::from_str(include_str!("../tests/fixtures/sample-report.json")).unwrap()
     }
 
     #[test]
@@ -590,13 +539,15 @@ mod tests {
         let p = &v["profiles"][0];
         assert_eq!(p["status"], "passed");
         assert_eq!(p["phases"][0]["attempts"], 2);
-        assert_eq!(p["healing"][0]["outcome"], "healed");
-        assert_eq!(p["healing"][0]["plugin"], "disk-fix");
+        assert_eq!(p["healing"][0]["outcome"], "refused");
+        assert_eq!(p["healing"][1]["outcome"], "healed");
+        assert_eq!(p["healing"][1]["plugin"], "disk-fix");
+        assert!(p["healing"][1]["guest_line_to_applied_ms"].is_u64());
         assert!(
-            p["healing"][0]["config_diff"]
+            p["healing"][1]["config_diff"]
                 .as_str()
                 .unwrap()
-                .contains("-device = \"/dev/sdz\";")
+                .contains("-    device = \"/dev/sdz\";")
         );
         assert_eq!(v["summary"]["healing_success_rate"], 1.0);
         assert_eq!(v["summary"]["passed"], 1);
@@ -609,7 +560,7 @@ mod tests {
         let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
         assert!(junit.contains("disk_partitioning"));
         let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
-        assert!(html.contains("&lt;not&gt;"), "escaped");
+        assert!(html.contains("&quot;../../etc/fstab&quot;"), "escaped");
         assert!(html.contains("<svg") && !html.contains("<script"));
     }
 

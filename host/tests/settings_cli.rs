@@ -78,27 +78,8 @@ fn bad_values_name_where_they_came_from() {
     assert!(err.contains("is not a size like 4G"), "{err}");
 }
 
-const REPORT: &str = r#"{
-  "run_id": "RUN", "started": "2026-11-24T10:00:00Z", "duration_ms": 61000,
-  "profiles": [{
-    "name": "vm", "status": "passed", "injected_fault": "disk",
-    "phases": [
-      {"name": "disk_partitioning", "status": "passed", "started_ms": 9000, "duration_ms": 6300, "attempts": 2},
-      {"name": "install", "status": "passed", "started_ms": 16000, "duration_ms": 14900, "attempts": 1}
-    ],
-    "errors": {"disk-device": 1},
-    "healing": [{
-      "finding": {"category": "disk-device", "summary": "disk /dev/sdz not found", "lines": [4]},
-      "action": "retarget-disko-device", "plugin": "disk-fix", "confidence": 0.9,
-      "outcome": "healed", "duration_ms": 6300
-    }],
-    "verification": [{"check": "hostname", "status": "passed"}],
-    "metrics": {"install_seconds": 14.9},
-    "detection_latency_ms": [1],
-    "duration_ms": 43000
-  }],
-  "summary": {"passed": 1, "failed": 0, "errors": 0, "healing_attempts": 1, "healing_success_rate": 1.0}
-}"#;
+/// A real run's report (disk fault healed), with a refused action added.
+const REPORT: &str = include_str!("fixtures/sample-report.json");
 
 #[test]
 fn report_show_and_list_read_back_a_run() {
@@ -106,7 +87,9 @@ fn report_show_and_list_read_back_a_run() {
     for run in ["20261124-100000-0001", "20261124-110000-0002"] {
         let d = dir.path().join("reports").join(run);
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("report.json"), REPORT.replace("RUN", run)).unwrap();
+        let mut report: serde_json::Value = serde_json::from_str(REPORT).unwrap();
+        report["run_id"] = run.into();
+        std::fs::write(d.join("report.json"), report.to_string()).unwrap();
     }
     let env = [("NIXTEST_REPORT_DIR", "reports")];
     let (code, out, err) = nixtest(dir.path(), &["report", "show", "latest"], &env);
@@ -135,7 +118,7 @@ fn report_show_and_list_read_back_a_run() {
     );
     assert_eq!(code, Some(0));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["profiles"][0]["healing"][0]["outcome"], "healed");
+    assert_eq!(v["profiles"][0]["healing"][1]["outcome"], "healed");
 
     // A run folder's path works too.
     let (code, out, _) = nixtest(
