@@ -5,6 +5,7 @@
 //! Needs root, libvirtd and the packages of scripts/setup.sh. VMs are named `nixtest-e2e-*`.
 
 use nixtest::facts::GuestFacts;
+use nixtest::plugin::GuestProbe;
 use nixtest::plugin::{HostOptions, PluginHost};
 use nixtest::ssh::{self, SshSession, SshTarget};
 use nixtest::vm::manager::RunOverrides;
@@ -324,6 +325,25 @@ fn runs_share_the_pristine_base_which_stays_shut_while_they_go() {
         .create_run_vm(&g.image, "share-b", &RunOverrides::default(), Vec::new())
         .unwrap();
     g.manager.start(&b.name).unwrap();
+    // A healer's probe reaches the run's guest through its own SSH session and thread.
+    let probe = nixtest::probe::SshProbe::start(target(&g, b.ssh_addr())).unwrap();
+    let started = std::time::Instant::now();
+    let out = loop {
+        match probe.run("cat /proc/sys/kernel/hostname") {
+            Ok(o) => break o,
+            Err(e) if started.elapsed() < Duration::from_secs(120) => {
+                eprintln!("probe not yet: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(!out.stdout.trim().is_empty(), "{out:?}");
+    let out = probe.run("ls /nonexistent").unwrap();
+    assert_ne!(out.status, 0);
+    assert!(out.stderr.contains("No such file"), "{out:?}");
+    drop(probe);
     // Booting the base (`nixtest vm ssh`) would write under their overlays: refused.
     let e = g.manager.start_base().unwrap_err();
     assert!(matches!(e, VmError::BaseInUse { .. }), "{e}");

@@ -2,10 +2,11 @@
 //! the guest image build cold and cached, and the image's size. Needs root and libvirtd, like
 //! `nixtest setup`. `cargo bench -p nixtest --bench vm` (`-- --cold` also times a cold build).
 
-use nixtest::ssh::{self, SshSession, SshTarget};
+mod common;
+
+use nixtest::ssh::{SshSession, SshTarget};
 use nixtest::vm::manager::RunOverrides;
-use nixtest::vm::{GuestImage, VmManager, VmSettings};
-use std::sync::Arc;
+use nixtest::vm::{GuestImage, VmManager};
 use std::time::{Duration, Instant};
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -19,17 +20,7 @@ fn mib(path: &std::path::Path) -> f64 {
 
 fn main() {
     let cold = std::env::args().any(|a| a == "--cold");
-    let home = std::path::PathBuf::from("/var/cache/nixtest-bench");
-    let (key, public) = ssh::load_or_create_key(&home.join("ssh")).unwrap();
-    let key = Arc::new(key);
-    let settings = VmSettings {
-        uri: std::env::var("NIXTEST_LIBVIRT_URI").unwrap_or_else(|_| "qemu:///system".into()),
-        memory_mib: 512,
-        disk_bytes: 4 << 30,
-        vcpus: 1,
-        dir: "/var/lib/nixtest".into(),
-        prefix: "nixtest-bench".into(),
-    };
+    let (settings, key, public) = common::bench_vm();
     let image = GuestImage::locate(&settings.dir, &public);
     if cold || !image.exists() {
         let t = Instant::now();

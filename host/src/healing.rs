@@ -5,7 +5,8 @@
 use crate::actions::HealingAction;
 use crate::findings::Finding;
 use crate::monitor::FaultRecord;
-use crate::plugin::{HealRequest, Plugin, PluginFault, PluginInstance};
+use crate::plugin::{GuestProbe, HealRequest, Plugin, PluginFault, PluginInstance};
+use std::sync::Arc;
 
 struct Slot {
     name: String,
@@ -34,6 +35,16 @@ impl Healers {
             slots,
             faults: Vec::new(),
         })
+    }
+
+    /// Lets healers that declared the `probe` capability run read-only commands in the guest
+    /// (the others are refused by their sandbox whatever is attached).
+    pub fn attach_probe(&mut self, probe: Arc<dyn GuestProbe>) {
+        for slot in &mut self.slots {
+            if let Some(instance) = &mut slot.instance {
+                instance.set_probe(Some(probe.clone()));
+            }
+        }
     }
 
     pub fn faults(&self) -> &[FaultRecord] {

@@ -16,6 +16,7 @@ pub mod orchestrator;
 pub mod paths;
 pub mod plugin;
 pub mod plugins;
+pub mod probe;
 pub mod profile;
 pub mod registry;
 pub mod replay;

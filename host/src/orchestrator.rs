@@ -318,7 +318,7 @@ async fn run_inner(
         user: "root".into(),
         key: cx.key.clone(),
     };
-    let mut runner = StreamRunner::connect(target, BOOT_DEADLINE)
+    let mut runner = StreamRunner::connect(target.clone(), BOOT_DEADLINE)
         .await
         .map_err(|e| format!("{e}; console log: {}", vm.console_log().display()))?;
     let boot_ms = ms(run_start.elapsed());
@@ -344,6 +344,11 @@ async fn run_inner(
 
     let monitor = Monitor::new(cx.plugins).map_err(|e| e.to_string())?;
     let mut healers = Healers::new(cx.plugins).map_err(|(n, f)| format!("healer {n}: {f}"))?;
+    if cx.plugins.iter().any(|p| p.world.heals() && p.may_probe()) {
+        let probe = crate::probe::SshProbe::start(target)
+            .map_err(|e| format!("cannot start the guest probe: {e}"))?;
+        healers.attach_probe(Arc::new(probe));
+    }
     let mut live = Live {
         profile: name.clone(),
         splitter: LineSplitter::default(),

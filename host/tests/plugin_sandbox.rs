@@ -5,10 +5,13 @@
 mod common;
 
 use nixtest::facts::GuestFacts;
+use nixtest::plugin::bindings::nixtest::plugin::probe::ProbeOutput;
 use nixtest::plugin::{
-    ContractError, HealRequest, HostOptions, Origin, Plugin, PluginError, PluginFault, PluginHost,
+    ContractError, GuestProbe, HealRequest, HostOptions, Origin, Plugin, PluginError, PluginFault,
+    PluginHost,
 };
 use nixtest_events::parse_log;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn host() -> PluginHost {
@@ -156,6 +159,93 @@ fn probe_without_the_capability_is_refused() {
             .starts_with("probe refused: plugin hostile did not declare"),
         "{}",
         actions[0].description
+    );
+}
+
+/// Stands in for the guest: answers after a pause longer than a call's CPU limit.
+struct SlowGuest;
+
+impl GuestProbe for SlowGuest {
+    fn run(&self, command: &str) -> Result<ProbeOutput, String> {
+        std::thread::sleep(Duration::from_millis(150));
+        Ok(ProbeOutput {
+            status: 0,
+            stdout: format!("guest says {command}"),
+            stderr: String::new(),
+        })
+    }
+}
+
+fn prober_heals(summary: &str, probe: Option<Arc<dyn GuestProbe>>) -> Vec<String> {
+    let host = host();
+    let prober = load(&host, "prober");
+    assert!(prober.may_probe());
+    let mut inst = prober.instantiate().unwrap();
+    inst.set_probe(probe);
+    let finding = nixtest::findings::Finding {
+        detector: "x".into(),
+        category: "other".into(),
+        severity: nixtest::findings::Severity::Error,
+        permanent: true,
+        summary: summary.into(),
+        lines: vec![],
+    };
+    let facts = GuestFacts::default();
+    let request = HealRequest {
+        facts: &facts,
+        phase: "p",
+        config: &[],
+        evidence: &[],
+        attempt: 0,
+    };
+    let actions = inst.heal(&finding, 0, &request).unwrap();
+    actions.into_iter().map(|a| a.description).collect()
+}
+
+#[test]
+fn a_declared_probe_runs_read_only_commands_and_its_wait_is_not_cpu_time() {
+    // Three probes of 150 ms each: far over the 100 ms CPU limit, none of it the plugin's.
+    let said = prober_heals(
+        "lsblk -b -d;rm -rf /;cat /etc/hostname > /tmp/x;df -h /mnt",
+        Some(Arc::new(SlowGuest)),
+    );
+    assert_eq!(said[0], "ran: status 0 stdout \"guest says lsblk -b -d\"");
+    assert!(
+        said[1].starts_with("refused: rm is not a read-only probe program"),
+        "{said:?}"
+    );
+    assert!(
+        said[2].starts_with("refused: probe command may not contain"),
+        "{said:?}"
+    );
+    assert_eq!(said[3], "ran: status 0 stdout \"guest says df -h /mnt\"");
+
+    // Without a guest (replay) the plugin hears why.
+    let said = prober_heals("lsblk", None);
+    assert!(said[0].contains("no guest is attached"), "{said:?}");
+}
+
+#[test]
+fn probes_per_call_are_capped() {
+    struct Quick;
+    impl GuestProbe for Quick {
+        fn run(&self, _: &str) -> Result<ProbeOutput, String> {
+            Ok(ProbeOutput {
+                status: 0,
+                stdout: String::new(),
+                stderr: String::new(),
+            })
+        }
+    }
+    let summary = vec!["uname -a"; 20].join(";");
+    let said = prober_heals(&summary, Some(Arc::new(Quick)));
+    assert_eq!(said.len(), 20);
+    assert!(said[..16].iter().all(|s| s.starts_with("ran:")), "{said:?}");
+    assert!(
+        said[16..]
+            .iter()
+            .all(|s| s.contains("at most 16 probes per call")),
+        "{said:?}"
     );
 }
 

@@ -402,7 +402,16 @@ impl Plugin {
             SandboxState::new(&limits, label, may_probe),
         );
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
+        // At the deadline the call stops, unless it spent time waiting on the guest in probes:
+        // that time is given back, so the limit stays one on the plugin's own work.
+        store.epoch_deadline_callback(|mut cx| {
+            let ticks = cx.data_mut().take_probe_ticks(EPOCH_TICK);
+            Ok(if ticks > 0 {
+                wasmtime::UpdateDeadline::Continue(ticks)
+            } else {
+                wasmtime::UpdateDeadline::Interrupt
+            })
+        });
         store.set_epoch_deadline(deadline_ticks(limits.cpu_per_call));
         let instance = self
             .pre
@@ -594,6 +603,7 @@ impl PluginInstance {
         if let Some(f) = &self.disabled {
             return Err(PluginFault::Disabled(f.to_string()));
         }
+        self.store.data_mut().begin_call();
         self.store
             .set_epoch_deadline(deadline_ticks(self.limits.cpu_per_call));
         match call(

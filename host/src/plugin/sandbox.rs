@@ -3,7 +3,7 @@
 
 use super::bindings::nixtest::plugin::probe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -45,7 +45,13 @@ pub struct SandboxState {
     probe: Option<Arc<dyn GuestProbe>>,
     may_probe: bool,
     plugin: String,
+    /// Time spent waiting on the guest in probes, not yet given back to the call's deadline.
+    probe_wait: Duration,
+    probes_this_call: u32,
 }
+
+/// Probes one call may make; a plugin asking for more is told no.
+pub const MAX_PROBES_PER_CALL: u32 = 16;
 
 impl SandboxState {
     pub fn new(limits: &Limits, plugin: &str, may_probe: bool) -> Self {
@@ -70,7 +76,21 @@ impl SandboxState {
             probe: None,
             may_probe,
             plugin: plugin.to_string(),
+            probe_wait: Duration::ZERO,
+            probes_this_call: 0,
         }
+    }
+
+    pub(super) fn begin_call(&mut self) {
+        self.probes_this_call = 0;
+        self.probe_wait = Duration::ZERO;
+    }
+
+    /// The probe wait since the last time, in whole epoch ticks (rounded up), and forgets it:
+    /// waiting on the guest is not the plugin's CPU time.
+    pub(super) fn take_probe_ticks(&mut self, tick: Duration) -> u64 {
+        let wait = std::mem::take(&mut self.probe_wait);
+        wait.as_nanos().div_ceil(tick.as_nanos().max(1)) as u64
     }
 
     pub fn set_probe(&mut self, probe: Option<Arc<dyn GuestProbe>>) {
@@ -99,8 +119,19 @@ impl probe::Host for SandboxState {
             tracing::warn!(plugin = %self.plugin, %command, "probe refused: {why}");
             return Err(why);
         }
+        if self.probes_this_call >= MAX_PROBES_PER_CALL {
+            return Err(format!(
+                "at most {MAX_PROBES_PER_CALL} probes per call; ask for less"
+            ));
+        }
+        self.probes_this_call += 1;
         match &self.probe {
-            Some(p) => p.run(&command),
+            Some(p) => {
+                let start = Instant::now();
+                let out = p.run(&command);
+                self.probe_wait += start.elapsed();
+                out
+            }
             None => Err("no guest is attached (replay): probes are unavailable".to_string()),
         }
     }

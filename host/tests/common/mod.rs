@@ -26,7 +26,16 @@ pub fn fixtures() -> &'static Path {
         let status = Command::new(env!("CARGO"))
             .current_dir(&root)
             .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .args(["-p", "hostile", "-p", "future-contract", "-p", "disk-fix"])
+            .args([
+                "-p",
+                "hostile",
+                "-p",
+                "future-contract",
+                "-p",
+                "disk-fix",
+                "-p",
+                "prober",
+            ])
             .arg("--target-dir")
             .arg(&target)
             .status()

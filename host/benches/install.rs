@@ -1,0 +1,123 @@
+//! The monitoring overhead of a real install: the `vm` profile installed in a pristine VM with
+//! the monitor and every built-in plugin, and the same install with no plugins (the runner and
+//! the line parser alone), alternated so drift on the machine hits both alike. Prints each
+//! run's phase times and the median ratio. Needs root and libvirtd, like `nixtest setup`.
+//! `cargo bench -p nixtest --bench install [-- --runs N]` (default 3 of each).
+
+mod common;
+
+use nixtest::display::Quiet;
+use nixtest::history::History;
+use nixtest::orchestrator::{self, RunContext, TestOptions};
+use nixtest::plugin::{HostOptions, PluginHost};
+use nixtest::profile::Profile;
+use nixtest::report::{ProfileReport, Status};
+use nixtest::vm::{GuestImage, VmManager};
+use std::sync::Mutex;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Seconds in the install's phases (boot, reboot and verification excluded: they do not
+/// see the monitor).
+fn phase_secs(r: &ProfileReport) -> f64 {
+    r.phases.iter().map(|p| p.duration_ms as f64).sum::<f64>() / 1000.0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runs: usize = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    let (settings, key, public) = common::bench_vm();
+    let image = GuestImage::locate(&settings.dir, &public);
+    if !image.exists() {
+        image.build(&public, |_| {}).unwrap();
+    }
+    let manager = VmManager::connect(settings).unwrap();
+    manager.define_base(&image).unwrap();
+    if !manager.has_pristine() {
+        manager.snapshot_pristine().unwrap();
+    }
+    let host = PluginHost::new(HostOptions::default()).unwrap();
+    let builtins = nixtest::plugins::builtins(&host).unwrap();
+    let profile = Profile::load("vm").unwrap();
+    let opts = TestOptions {
+        inject: None,
+        heal: true,
+        max_heal_attempts: 3,
+        min_confidence: 0.3,
+    };
+    let data = tempfile::tempdir().unwrap();
+    let history = Mutex::new(History::load(data.path()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    let mut monitor_ms = Vec::new();
+    println!("accelerator: {}", manager.accel.accel.domain_type());
+    for i in 0..runs * 2 {
+        let monitored = i % 2 == 0;
+        let plugins = if monitored { &builtins[..] } else { &[] };
+        let run_dir = tempfile::tempdir().unwrap();
+        let mut quiet = Quiet;
+        let mut cx = RunContext {
+            vm: &manager,
+            image: &image,
+            key: key.clone(),
+            plugins,
+            history: &history,
+            display: &mut quiet,
+        };
+        let r = rt.block_on(orchestrator::run_profile(
+            &mut cx,
+            &profile,
+            &opts,
+            run_dir.path(),
+        ));
+        assert_eq!(r.status, Status::Passed, "{:?}", r.error);
+        let secs = phase_secs(&r);
+        let phases: Vec<String> = r
+            .phases
+            .iter()
+            .map(|p| format!("{} {:.1} s", p.name, p.duration_ms as f64 / 1000.0))
+            .collect();
+        println!(
+            "{:<26} phases {secs:5.1} s ({})",
+            if monitored {
+                "monitor + 5 plugins:"
+            } else {
+                "runner alone:"
+            },
+            phases.join(", ")
+        );
+        if monitored {
+            with.push(secs);
+            monitor_ms.push(r.metrics.get("monitor_ms").copied().unwrap_or(f64::NAN));
+        } else {
+            without.push(secs);
+        }
+    }
+    let (a, b) = (median(with.clone()), median(without.clone()));
+    let spread = |v: &[f64]| {
+        v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min)
+    };
+    println!(
+        "install phases, median of {runs}: monitor + plugins {a:.2} s, runner alone {b:.2} s, \
+         ratio {:.3} (spread {:.2} s and {:.2} s)",
+        a / b,
+        spread(&with),
+        spread(&without)
+    );
+    println!(
+        "host time in parser + monitor + plugins: {:.0} ms median per install",
+        median(monitor_ms)
+    );
+}
