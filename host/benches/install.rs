@@ -1,8 +1,8 @@
 //! The monitoring overhead of a real install: the `vm` profile installed in a pristine VM with
 //! the monitor and every built-in plugin, and the same install with no plugins (the runner and
-//! the line parser alone), alternated so drift on the machine hits both alike. Prints each
-//! run's phase times and the median ratio. Needs root and libvirtd, like `nixtest setup`.
-//! `cargo bench -p nixtest --bench install [-- --runs N]` (default 3 of each).
+//! the line parser alone), in A B B A order so drift on the machine and the order of runs hit
+//! both alike. Prints each run's phase times and the median ratio. Needs root and libvirtd, like `nixtest setup`.
+//! `cargo bench -p nixtest --bench install [-- --runs N]` (default 4 of each).
 
 mod common;
 
@@ -33,7 +33,7 @@ fn main() {
         .position(|a| a == "--runs")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(4);
     let (settings, key, public) = common::bench_vm();
     let image = GuestImage::locate(&settings.dir, &public);
     if !image.exists() {
@@ -64,7 +64,7 @@ fn main() {
     let mut monitor_ms = Vec::new();
     println!("accelerator: {}", manager.accel.accel.domain_type());
     for i in 0..runs * 2 {
-        let monitored = i % 2 == 0;
+        let monitored = matches!(i % 4, 0 | 3);
         let plugins = if monitored { &builtins[..] } else { &[] };
         let run_dir = tempfile::tempdir().unwrap();
         let mut quiet = Quiet;

@@ -46,6 +46,15 @@ pub fn plugin_host() -> Result<(nixtest::paths::Paths, nixtest::plugin::PluginHo
     Ok((paths, host))
 }
 
+/// How a command prints its result.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// For people.
+    Text,
+    /// For programs.
+    Json,
+}
+
 #[derive(Parser)]
 #[command(
     name = "nixtest",
@@ -101,8 +110,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         report_dir: Option<PathBuf>,
         /// Output: text (live display) or json (the report at the end).
-        #[arg(long, value_name = "text|json", default_value = "text")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
         /// Also load this plugin component (repeatable).
         #[arg(long = "plugin", value_name = "FILE.wasm")]
         plugins: Vec<PathBuf>,
@@ -134,8 +143,8 @@ enum ReportCommand {
         #[arg(long, value_name = "DIR")]
         report_dir: Option<PathBuf>,
         /// Output: text or json (report.json as it is).
-        #[arg(long, value_name = "text|json", default_value = "text")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// The runs in the report folder, oldest first.
     List {
@@ -224,22 +233,17 @@ pub fn main() -> ExitCode {
             report_dir,
             format,
             plugins,
-        } => match format.as_str() {
-            "text" | "json" => test_cmd::run(test_cmd::TestArgs {
-                profiles,
-                parallel,
-                inject,
-                no_heal,
-                max_heal_attempts,
-                report_dir,
-                json: format == "json",
-                plugins,
-                verbose: cli.verbose > 0,
-            }),
-            other => Err(Failure::usage(anyhow::anyhow!(
-                "--format {other:?}: use text or json"
-            ))),
-        },
+        } => test_cmd::run(test_cmd::TestArgs {
+            profiles,
+            parallel,
+            inject,
+            no_heal,
+            max_heal_attempts,
+            report_dir,
+            json: format == Format::Json,
+            plugins,
+            verbose: cli.verbose > 0,
+        }),
         Command::Vm(cmd) => match cmd {
             VmCommand::Status => vm_cmd::status(),
             VmCommand::Ip => vm_cmd::ip(),
@@ -251,12 +255,7 @@ pub fn main() -> ExitCode {
             run,
             report_dir,
             format,
-        }) => match format.as_str() {
-            "text" | "json" => report_cmd::show(&run, report_dir, format == "json"),
-            other => Err(Failure::usage(anyhow::anyhow!(
-                "--format {other:?}: use text or json"
-            ))),
-        },
+        }) => report_cmd::show(&run, report_dir, format == Format::Json),
         Command::Report(ReportCommand::List { report_dir }) => report_cmd::list(report_dir),
         Command::Replay {
             log,
