@@ -3,12 +3,16 @@
 //! the line parser alone), in A B B A order so drift on the machine and the order of runs hit
 //! both alike. Prints each run's phase times and the median ratio. Needs root and libvirtd, like `nixtest setup`.
 //! `cargo bench -p nixtest --bench install [-- --runs N]` (default 4 of each).
+//!
+//! `-- --faults` instead installs once per injected fault (and once without) with healing on,
+//! and prints a table: total and per-phase times, the action applied, and the time from the
+//! failing line being printed in the guest to the finding and to the action being applied.
 
 mod common;
 
 use nixtest::display::Quiet;
 use nixtest::history::History;
-use nixtest::orchestrator::{self, RunContext, TestOptions};
+use nixtest::orchestrator::{self, Fault, RunContext, TestOptions};
 use nixtest::plugin::{HostOptions, PluginHost};
 use nixtest::profile::Profile;
 use nixtest::report::{ProfileReport, Status};
@@ -59,6 +63,74 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if args.iter().any(|a| a == "--faults") {
+        println!(
+            "| fault | total | phases (×attempts) | action (plugin, confidence) | guest line→finding | guest line→applied | clock pairing ± |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for fault in [
+            None,
+            Some(Fault::Disk),
+            Some(Fault::Memory),
+            Some(Fault::Network),
+            Some(Fault::Space),
+        ] {
+            let run_dir = tempfile::tempdir().unwrap();
+            let mut quiet = Quiet;
+            let mut cx = RunContext {
+                vm: &manager,
+                image: &image,
+                key: key.clone(),
+                plugins: &builtins,
+                history: &history,
+                display: &mut quiet,
+            };
+            let opts = TestOptions {
+                inject: fault,
+                ..opts.clone()
+            };
+            let r = rt.block_on(orchestrator::run_profile(
+                &mut cx,
+                &profile,
+                &opts,
+                run_dir.path(),
+            ));
+            assert_eq!(r.status, Status::Passed, "{:?}: {:?}", fault, r.error);
+            let phases: Vec<String> = r
+                .phases
+                .iter()
+                .map(|p| {
+                    let x = if p.attempts > 1 {
+                        format!(" ×{}", p.attempts)
+                    } else {
+                        String::new()
+                    };
+                    format!("{} {:.1} s{x}", p.name, p.duration_ms as f64 / 1000.0)
+                })
+                .collect();
+            let healed = r
+                .healing
+                .iter()
+                .find(|h| h.outcome == nixtest::report::Outcome::Healed);
+            let ms = |v: Option<u64>| v.map_or("–".to_string(), |v| format!("{v} ms"));
+            println!(
+                "| {} | {:.1} s | {} | {} | {} | {} | {} |",
+                fault.map_or("none", |f| f.name()),
+                r.duration_ms as f64 / 1000.0,
+                phases.join(", "),
+                healed.map_or("–".to_string(), |h| format!(
+                    "{} ({}, {:.2})",
+                    h.action, h.plugin, h.confidence
+                )),
+                ms(healed.and_then(|h| h.guest_line_to_finding_ms)),
+                ms(healed.and_then(|h| h.guest_line_to_applied_ms)),
+                healed
+                    .and_then(|h| h.guest_clock_error_ms)
+                    .map_or("–".to_string(), |e| format!("{e:.0} ms")),
+            );
+        }
+        return;
+    }
     let mut with = Vec::new();
     let mut without = Vec::new();
     let mut monitor_ms = Vec::new();
