@@ -10,10 +10,10 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
 
-# Build: libvirt's C library for the virt crate. VMs: QEMU, libvirt, qemu-img. Guest image:
+# Build: a C/C++ toolchain (ring, libfuzzer), libvirt's C library for the virt crate. VMs: QEMU, libvirt, qemu-img. Guest image:
 # mmdebstrap, busybox, cpio, mke2fs, depmod. `nixtest vm ssh`: the ssh client. The report test:
 # headless Chromium.
-packages=(ca-certificates pkg-config libvirt-dev libvirt-daemon-system qemu-system-x86 qemu-utils
+packages=(ca-certificates build-essential pkg-config libvirt-dev libvirt-daemon-system qemu-system-x86 qemu-utils
           mmdebstrap busybox-static cpio e2fsprogs kmod openssh-client grep chromium)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
