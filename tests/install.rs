@@ -167,7 +167,7 @@ fn two_profiles_in_parallel_share_the_pristine_base_and_both_heal() {
         .map(|p| p["duration_ms"].as_u64().unwrap())
         .sum();
     let total = report["duration_ms"].as_u64().unwrap();
-    assert!(total < sum * 4 / 5, "run {total} ms vs profiles {sum} ms");
+    assert!(total < sum * 9 / 10, "run {total} ms vs profiles {sum} ms");
     // Both lines streams were shown, each under its profile's name.
     let shown = text(&out);
     assert!(
