@@ -13,11 +13,13 @@
 //! The log is split and parsed exactly as the host does it. The host's prefilter is applied
 //! too, so a rule that needs a literal missing from your metadata fails here first.
 
+use crate::ProbeOutput;
 use crate::{
     Detector, Disk, Event, EventKind, Field, Finding, GuestFacts, HealContext, Healer,
     HealingAction, Metadata, Mount, Reachability, Severity,
 };
 use regex::Regex;
+use std::cell::RefCell;
 use std::path::Path;
 
 /// How many events the host sends in one batch at most.
@@ -65,6 +67,45 @@ pub fn heal<H: Healer>(finding: &Finding, cx: &HealContext) -> Vec<HealingAction
     let mut actions = H::default().heal(finding, cx);
     actions.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
     actions
+}
+
+type ProbeAnswer = Box<dyn FnMut(&str) -> Result<ProbeOutput, String>>;
+
+thread_local! {
+    static PROBE: RefCell<Option<ProbeAnswer>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `answer` standing in for the guest: each [`crate::probe`] the plugin makes
+/// inside gets `answer`'s reply. (In a real run the host also refuses anything that is not a
+/// read-only program with plain arguments.)
+///
+/// ```
+/// # use nixtest_plugin_sdk::{testing, ProbeOutput};
+/// let out = testing::with_probe(
+///     |cmd| Ok(ProbeOutput { status: 0, stdout: format!("ran {cmd}"), stderr: String::new() }),
+///     || nixtest_plugin_sdk::probe("lsblk").unwrap().stdout,
+/// );
+/// assert_eq!(out, "ran lsblk");
+/// ```
+pub fn with_probe<R>(
+    answer: impl FnMut(&str) -> Result<ProbeOutput, String> + 'static,
+    f: impl FnOnce() -> R,
+) -> R {
+    let old = PROBE.with(|p| p.borrow_mut().replace(Box::new(answer)));
+    let result = f();
+    PROBE.with(|p| *p.borrow_mut() = old);
+    result
+}
+
+/// What [`crate::probe`] does outside WebAssembly (a plugin's native `cargo test`).
+pub(crate) fn native_probe(command: &str) -> Result<ProbeOutput, String> {
+    PROBE.with(|p| match p.borrow_mut().as_mut() {
+        Some(answer) => answer(command),
+        None => Err(
+            "no guest in a native test: answer probes with nixtest_plugin_sdk::testing::with_probe"
+                .to_string(),
+        ),
+    })
 }
 
 /// A heal context for tests.
@@ -250,5 +291,36 @@ impl FactsBuilder {
 
     pub fn build(self) -> GuestFacts {
         self.facts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_are_answered_inside_with_probe_only() {
+        let e = crate::probe("lsblk").unwrap_err();
+        assert!(e.contains("testing::with_probe"), "{e}");
+        let mut asked = Vec::new();
+        let status = with_probe(
+            |cmd| {
+                Ok(ProbeOutput {
+                    status: if cmd.starts_with("test") { 1 } else { 0 },
+                    stdout: String::new(),
+                    stderr: String::new(),
+                })
+            },
+            || {
+                asked.push(crate::probe("test -d /mnt/tmp").unwrap().status);
+                asked.push(crate::probe("df /mnt").unwrap().status);
+                asked.clone()
+            },
+        );
+        assert_eq!(status, [1, 0]);
+        assert!(
+            crate::probe("lsblk").is_err(),
+            "the answer is gone afterwards"
+        );
     }
 }

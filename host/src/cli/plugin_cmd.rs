@@ -92,14 +92,8 @@ fn add(host: &PluginHost, registry: &Registry, path: &std::path::Path, yes: bool
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe(c: &Candidate) {
-    let p = &c.plugin;
-    let m = &p.meta;
-    println!("{} {} ({})", m.name, m.version, p.world.as_str());
-    if !m.description.is_empty() {
-        println!("  {}", m.description);
-    }
-    println!("  categories:   {}", list_or_none(&m.categories));
+/// What a plugin may do beyond reading what it is given, for people.
+fn capabilities(m: &nixtest::plugin::PluginMeta) -> String {
     let caps: Vec<String> = m
         .capabilities
         .iter()
@@ -109,7 +103,18 @@ fn describe(c: &Candidate) {
             }
         })
         .collect();
-    println!("  capabilities: {}", list_or_none(&caps));
+    list_or_none(&caps)
+}
+
+fn describe(c: &Candidate) {
+    let p = &c.plugin;
+    let m = &p.meta;
+    println!("{} {} ({})", m.name, m.version, p.world.as_str());
+    if !m.description.is_empty() {
+        println!("  {}", m.description);
+    }
+    println!("  categories:   {}", list_or_none(&m.categories));
+    println!("  capabilities: {}", capabilities(m));
     println!("  contract:     nixtest:plugin@{}", p.contract);
     println!("  sha256:       {}", p.sha256);
     match &c.outcome {
@@ -175,6 +180,7 @@ fn info(host: &PluginHost, registry: &Registry, name: &str) -> CliResult {
     println!("world:        {}", plugin.world.as_str());
     println!("description:  {}", m.description);
     println!("categories:   {}", list_or_none(&m.categories));
+    println!("capabilities: {}", capabilities(m));
     println!("contract:     nixtest:plugin@{}", plugin.contract);
     println!("sha256:       {}", plugin.sha256);
     println!("origin:       {:?}", plugin.origin);

@@ -3,7 +3,8 @@
 //! `No space left on device` in all its forms (ENOSPC from Nix, the kernel, compilers, xz,
 //! cp), Nix's own note that a build may have failed for lack of space, and quota errors.
 //! Heals by freeing space where the facts say it is short: garbage collection, clearing
-//! temporary build directories, and store optimisation (hard-linking identical files).
+//! temporary build directories, and store optimisation (hard-linking identical files). It
+//! declares `probe` to look for leftover build directories before proposing to clear them.
 
 use nixtest_plugin_sdk::prelude::*;
 use std::sync::LazyLock;
@@ -45,6 +46,7 @@ impl Plugin for DiskSpace {
         Metadata::new("disk-space", env!("CARGO_PKG_VERSION"))
             .description("ENOSPC and inode exhaustion: garbage collection, temporary files, store optimisation")
             .categories([CATEGORY])
+            .capability(Capability::Probe)
             .literals(["No space left", "ENOSPC", "lack of free disk space", "quota exceeded", "enough"])
     }
 }
@@ -113,19 +115,36 @@ impl Healer for DiskSpace {
             actions.push(action);
         }
         let tmp = if on_target { "/mnt/tmp" } else { "/tmp" };
-        actions.push(
-            HealingAction::new(
-                "clear-temporary-files",
-                format!("remove leftover build directories under {tmp}"),
-                if inodes { 0.75 } else { 0.4 },
-            )
-            .command(format!(
-                "find {tmp} -mindepth 1 -maxdepth 1 -name 'nix-build-*' -exec rm -rf {{}} +"
-            ))
-            .retry(phase),
-        );
+        if leftover_builds(tmp) != Some(0) {
+            actions.push(
+                HealingAction::new(
+                    "clear-temporary-files",
+                    format!("remove leftover build directories under {tmp}"),
+                    if inodes { 0.75 } else { 0.4 },
+                )
+                .command(format!(
+                    "find {tmp} -mindepth 1 -maxdepth 1 -name 'nix-build-*' -exec rm -rf {{}} +"
+                ))
+                .retry(phase),
+            );
+        }
         actions
     }
+}
+
+/// How many `nix-build-*` directories the guest has under `dir`: `None` when it cannot be
+/// asked (a replay has no guest), `Some(0)` when the folder is missing or has none.
+fn leftover_builds(dir: &str) -> Option<usize> {
+    let out = nixtest_plugin_sdk::probe(&format!("ls -A {dir}")).ok()?;
+    if out.status != 0 {
+        return Some(0);
+    }
+    Some(
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("nix-build-"))
+            .count(),
+    )
 }
 
 /// `ESP = { size = "64M"; ...` in a disko config.
@@ -224,6 +243,42 @@ mod tests {
             disko.replace("64M", "16M")
         );
         assert_eq!(shrink.retry_phase.as_deref(), Some("disk_partitioning"));
+    }
+
+    fn listing(status: i32, stdout: &str) -> Result<nixtest_plugin_sdk::ProbeOutput, String> {
+        Ok(nixtest_plugin_sdk::ProbeOutput {
+            status,
+            stdout: stdout.to_string(),
+            stderr: String::new(),
+        })
+    }
+
+    #[test]
+    fn nothing_to_clear_is_not_proposed() {
+        let mut facts = FactsBuilder::new().mount("/mnt", 200 << 20, 0).build();
+        facts.mounts[0].free_inodes = 0;
+        let cx = testing::context(facts, "install", &[]);
+        let f = Finding::new(CATEGORY, Severity::Error, "no space");
+        let names = |answer: Result<nixtest_plugin_sdk::ProbeOutput, String>| {
+            let mut asked = Vec::new();
+            let actions = testing::with_probe(
+                move |cmd| {
+                    assert_eq!(cmd, "ls -A /mnt/tmp");
+                    answer.clone()
+                },
+                || testing::heal::<DiskSpace>(&f, &cx),
+            );
+            asked.extend(actions.into_iter().map(|a| a.name));
+            asked
+        };
+        // The folder is missing, or holds no build directories: nothing to clear.
+        assert!(!names(listing(2, "")).contains(&"clear-temporary-files".to_string()));
+        assert!(!names(listing(0, "x.txt\n")).contains(&"clear-temporary-files".to_string()));
+        // Leftover builds: clearing them comes first when inodes ran out.
+        assert_eq!(
+            names(listing(0, "nix-build-hello-2.12.drv-0\n"))[0],
+            "clear-temporary-files"
+        );
     }
 
     #[test]
