@@ -371,11 +371,12 @@ async fn run_inner(
     let substituters: Vec<String> = profile_substituters(&config);
     while idx < profile.phases.len() {
         let phase = &profile.phases[idx];
+        // Pairs the guest's clock with ours, to time lines from when the guest printed them
+        // (before the phase's clock starts: it is measurement, not the phase).
+        let clock = runner.guest_clock().await.ok();
         let t0 = run_start.elapsed();
         let first_line = live.parser.lines();
         live.seen_in_attempt.clear();
-        // Pairs the guest's clock with ours, to time lines from when the guest printed them.
-        let clock = runner.guest_clock().await.ok();
         let status = runner
             .run_phase(&phase.name, &phase.run, |chunk| live.take(chunk))
             .await
