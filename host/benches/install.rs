@@ -13,7 +13,7 @@ mod common;
 use nixtest::display::Quiet;
 use nixtest::history::History;
 use nixtest::orchestrator::{self, Fault, RunContext, TestOptions};
-use nixtest::plugin::{HostOptions, PluginHost};
+use nixtest::plugin::{HostOptions, Plugin, PluginHost};
 use nixtest::profile::Profile;
 use nixtest::report::{ProfileReport, Status};
 use nixtest::vm::{GuestImage, VmManager};
@@ -63,6 +63,25 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // One install of the profile in a pristine VM, with these plugins.
+    let install = |plugins: &[Plugin], opts: &TestOptions| -> ProfileReport {
+        let run_dir = tempfile::tempdir().unwrap();
+        let mut quiet = Quiet;
+        let mut cx = RunContext {
+            vm: &manager,
+            image: &image,
+            key: key.clone(),
+            plugins,
+            history: &history,
+            display: &mut quiet,
+        };
+        rt.block_on(orchestrator::run_profile(
+            &mut cx,
+            &profile,
+            opts,
+            run_dir.path(),
+        ))
+    };
     if args.iter().any(|a| a == "--faults") {
         println!(
             "| fault | total | phases (×attempts) | action (plugin, confidence) | guest line→finding | guest line→applied | clock pairing ± |"
@@ -75,26 +94,13 @@ fn main() {
             Some(Fault::Network),
             Some(Fault::Space),
         ] {
-            let run_dir = tempfile::tempdir().unwrap();
-            let mut quiet = Quiet;
-            let mut cx = RunContext {
-                vm: &manager,
-                image: &image,
-                key: key.clone(),
-                plugins: &builtins,
-                history: &history,
-                display: &mut quiet,
-            };
-            let opts = TestOptions {
-                inject: fault,
-                ..opts.clone()
-            };
-            let r = rt.block_on(orchestrator::run_profile(
-                &mut cx,
-                &profile,
-                &opts,
-                run_dir.path(),
-            ));
+            let r = install(
+                &builtins,
+                &TestOptions {
+                    inject: fault,
+                    ..opts.clone()
+                },
+            );
             assert_eq!(r.status, Status::Passed, "{:?}: {:?}", fault, r.error);
             let phases: Vec<String> = r
                 .phases
@@ -138,22 +144,7 @@ fn main() {
     for i in 0..runs * 2 {
         let monitored = matches!(i % 4, 0 | 3);
         let plugins = if monitored { &builtins[..] } else { &[] };
-        let run_dir = tempfile::tempdir().unwrap();
-        let mut quiet = Quiet;
-        let mut cx = RunContext {
-            vm: &manager,
-            image: &image,
-            key: key.clone(),
-            plugins,
-            history: &history,
-            display: &mut quiet,
-        };
-        let r = rt.block_on(orchestrator::run_profile(
-            &mut cx,
-            &profile,
-            &opts,
-            run_dir.path(),
-        ));
+        let r = install(plugins, &opts);
         assert_eq!(r.status, Status::Passed, "{:?}", r.error);
         let secs = phase_secs(&r);
         let phases: Vec<String> = r

@@ -48,7 +48,7 @@ pub fn plugin_host() -> Result<(nixtest::paths::Paths, nixtest::plugin::PluginHo
 
 /// How a command prints its result.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
+pub enum Format {
     /// For people.
     Text,
     /// For programs.
@@ -89,33 +89,7 @@ enum Command {
         facts: Option<PathBuf>,
     },
     /// Install each profile in a pristine VM, heal what fails, verify after a reboot, report.
-    Test {
-        /// Profiles to run: built-in names (vm, workstation, server) or profile folders.
-        #[arg(long, value_name = "A,B", env = "NIXTEST_PROFILES")]
-        profiles: Option<String>,
-        /// Profiles to run at the same time, each in its own VM (also PARALLEL_TESTS; default 1).
-        #[arg(long, value_name = "N")]
-        parallel: Option<usize>,
-        /// Make a fault real for the run: disk, memory, space or network.
-        #[arg(long, value_name = "FAULT")]
-        inject: Option<String>,
-        /// Report failures without healing them (also HEALING_ENABLED=false).
-        #[arg(long)]
-        no_heal: bool,
-        /// Healing actions to try per profile (also MAX_HEALING_ATTEMPTS; default 3).
-        #[arg(long, value_name = "N")]
-        max_heal_attempts: Option<u32>,
-        /// Where reports go (REPORT_DIR/RUN_ID/; also NIXTEST_REPORT_DIR; default
-        /// nixtest-reports).
-        #[arg(long, value_name = "DIR")]
-        report_dir: Option<PathBuf>,
-        /// Output: text (live display) or json (the report at the end).
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
-        /// Also load this plugin component (repeatable).
-        #[arg(long = "plugin", value_name = "FILE.wasm")]
-        plugins: Vec<PathBuf>,
-    },
+    Test(test_cmd::TestArgs),
     /// Build the test guest image, define the base VM, boot it once, take the pristine snapshot.
     Setup {
         /// Build the image and the base VM again even if they are current.
@@ -224,26 +198,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
         Command::Setup { rebuild } => vm_cmd::setup(rebuild),
-        Command::Test {
-            profiles,
-            parallel,
-            inject,
-            no_heal,
-            max_heal_attempts,
-            report_dir,
-            format,
-            plugins,
-        } => test_cmd::run(test_cmd::TestArgs {
-            profiles,
-            parallel,
-            inject,
-            no_heal,
-            max_heal_attempts,
-            report_dir,
-            json: format == Format::Json,
-            plugins,
-            verbose: cli.verbose > 0,
-        }),
+        Command::Test(args) => test_cmd::run(args, cli.verbose > 0),
         Command::Vm(cmd) => match cmd {
             VmCommand::Status => vm_cmd::status(),
             VmCommand::Ip => vm_cmd::ip(),

@@ -1,7 +1,7 @@
 //! `nixtest test`
 
 use super::vm_cmd::{VmContext, runtime, vm_failure};
-use super::{CliResult, Failure};
+use super::{CliResult, Failure, Format};
 use anyhow::anyhow;
 use nixtest::display::{Console, Quiet, SharedDisplay};
 use nixtest::history::History;
@@ -16,16 +16,33 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
+#[derive(clap::Args)]
 pub struct TestArgs {
+    /// Profiles to run: built-in names (vm, workstation, server) or profile folders.
+    #[arg(long, value_name = "A,B", env = "NIXTEST_PROFILES")]
     pub profiles: Option<String>,
+    /// Profiles to run at the same time, each in its own VM (also PARALLEL_TESTS; default 1).
+    #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
+    /// Make a fault real for the run: disk, memory, space or network.
+    #[arg(long, value_name = "FAULT")]
     pub inject: Option<String>,
+    /// Report failures without healing them (also HEALING_ENABLED=false).
+    #[arg(long)]
     pub no_heal: bool,
+    /// Healing actions to try per profile (also MAX_HEALING_ATTEMPTS; default 3).
+    #[arg(long, value_name = "N")]
     pub max_heal_attempts: Option<u32>,
+    /// Where reports go (REPORT_DIR/RUN_ID/; also NIXTEST_REPORT_DIR; default
+    /// nixtest-reports).
+    #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
-    pub json: bool,
+    /// Output: text (live display) or json (the report at the end).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also load this plugin component (repeatable).
+    #[arg(long = "plugin", value_name = "FILE.wasm")]
     pub plugins: Vec<PathBuf>,
-    pub verbose: bool,
 }
 
 /// What the run does, from flags, then the environment, then nixtest.toml, then defaults.
@@ -154,7 +171,8 @@ fn plan(args: &TestArgs, settings: &Settings) -> Result<Plan, SettingsError> {
     })
 }
 
-pub fn run(args: TestArgs) -> CliResult {
+pub fn run(args: TestArgs, verbose: bool) -> CliResult {
+    let json = args.format == Format::Json;
     let settings = Settings::load().map_err(Failure::usage)?;
     let plan = plan(&args, &settings).map_err(Failure::usage)?;
 
@@ -184,10 +202,10 @@ pub fn run(args: TestArgs) -> CliResult {
         std::process::id() & 0xffff
     );
     let run_dir = report::run_dir(&plan.report_dir, &run_id);
-    let display = SharedDisplay::new(if args.json {
+    let display = SharedDisplay::new(if json {
         Box::new(Quiet)
     } else {
-        Box::new(Console::new(args.verbose))
+        Box::new(Console::new(verbose))
     });
     // One thread (and runtime) per VM running at the same time; each takes the next profile.
     let runtimes = (0..plan.parallel)
@@ -241,7 +259,7 @@ pub fn run(args: TestArgs) -> CliResult {
             run_dir.display()
         ))
     })?;
-    if args.json {
+    if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).expect("the report serialises")
