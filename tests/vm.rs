@@ -230,7 +230,7 @@ fn russh_command_disk_and_network_faults_and_a_clean_install() {
             "rm /etc/nix/nix.conf && nixos-install --root /mnt",
         ],
     );
-    // A command over russh: its output and exit status.
+    // A command in the guest, started and read back over russh: its output and exit status.
     assert_eq!(outs[0].status, 5);
     assert_eq!(outs[0].stdout_text(), "out\n");
     assert_eq!(outs[0].stderr_text(), "err\n");

@@ -81,11 +81,6 @@ pub struct VmSettings {
 }
 
 impl VmSettings {
-    /// From the environment alone (no settings file).
-    pub fn from_env(cache_dir: &std::path::Path) -> Result<Self, VmError> {
-        Self::resolve(cache_dir, &Settings::default())
-    }
-
     /// From the environment, then the settings file, then defaults.
     pub fn resolve(cache_dir: &std::path::Path, settings: &Settings) -> Result<Self, VmError> {
         let f = &settings.file.vm;
