@@ -327,9 +327,10 @@ fn runs_share_the_pristine_base_which_stays_shut_while_they_go() {
     g.manager.start(&b.name).unwrap();
     // A healer's probe reaches the run's guest through its own SSH session and thread.
     let probe = nixtest::probe::SshProbe::start(target(&g, b.ssh_addr())).unwrap();
+    let parse = |c: &str| nixtest::plugin::probe_policy::parse(c).unwrap();
     let started = std::time::Instant::now();
     let out = loop {
-        match probe.run("cat /proc/sys/kernel/hostname") {
+        match probe.run(&parse("cat /proc/sys/kernel/hostname")) {
             Ok(o) => break o,
             Err(e) if started.elapsed() < Duration::from_secs(120) => {
                 eprintln!("probe not yet: {e}");
@@ -340,7 +341,7 @@ fn runs_share_the_pristine_base_which_stays_shut_while_they_go() {
     };
     assert_eq!(out.status, 0, "{out:?}");
     assert!(!out.stdout.trim().is_empty(), "{out:?}");
-    let out = probe.run("ls /nonexistent").unwrap();
+    let out = probe.run(&parse("ls /nonexistent")).unwrap();
     assert_ne!(out.status, 0);
     assert!(out.stderr.contains("No such file"), "{out:?}");
     drop(probe);

@@ -13,7 +13,7 @@ mod common;
 use nixtest::display::Quiet;
 use nixtest::history::History;
 use nixtest::orchestrator::{self, Fault, RunContext, TestOptions};
-use nixtest::plugin::{HostOptions, Plugin, PluginHost};
+use nixtest::plugin::{HostOptions, PluginHost};
 use nixtest::profile::Profile;
 use nixtest::report::{ProfileReport, Status};
 use nixtest::vm::{GuestImage, VmManager};
@@ -49,7 +49,9 @@ fn main() {
         manager.snapshot_pristine().unwrap();
     }
     let host = PluginHost::new(HostOptions::default()).unwrap();
-    let builtins = nixtest::plugins::builtins(&host).unwrap();
+    let builtins =
+        nixtest::plugins::PluginSet::from_plugins(nixtest::plugins::builtins(&host).unwrap());
+    let none = nixtest::plugins::PluginSet::from_plugins(Vec::new());
     let profile = Profile::load("vm").unwrap();
     let opts = TestOptions {
         inject: None,
@@ -64,7 +66,7 @@ fn main() {
         .build()
         .unwrap();
     // One install of the profile in a pristine VM, with these plugins.
-    let install = |plugins: &[Plugin], opts: &TestOptions| -> ProfileReport {
+    let install = |plugins: &nixtest::plugins::PluginSet, opts: &TestOptions| -> ProfileReport {
         let run_dir = tempfile::tempdir().unwrap();
         let mut quiet = Quiet;
         let mut cx = RunContext {
@@ -143,7 +145,7 @@ fn main() {
     println!("accelerator: {}", manager.accel.accel.domain_type());
     for i in 0..runs * 2 {
         let monitored = matches!(i % 4, 0 | 3);
-        let plugins = if monitored { &builtins[..] } else { &[] };
+        let plugins = if monitored { &builtins } else { &none };
         let r = install(plugins, &opts);
         assert_eq!(r.status, Status::Passed, "{:?}", r.error);
         let secs = phase_secs(&r);

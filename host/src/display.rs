@@ -1,10 +1,12 @@
 //! The live display of a run, a consumer of what the run produces: 📍 PHASE, ⏳ PROGRESS,
 //! ✅ SUCCESS, ❌ ERROR, ⚠️ WARNING, ℹ️ CONTEXT, 🔍 findings and 🔧 AUTOMATED RESPONSE. Raw tool
 //! output shows only with --verbose. On a terminal each running profile has a spinner with its
-//! phase and elapsed time; without one (or with NO_COLOR) the lines are plain.
+//! phase and elapsed time; without one (or with NO_COLOR) the lines are plain. Every string
+//! from the guest or a plugin is made safe for the terminal first (`term`).
 
 use crate::actions::HealingAction;
 use crate::findings::Finding;
+use crate::term;
 use nixtest_events::{Event, EventKind};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -15,6 +17,8 @@ pub trait Display: Send {
     fn finding(&mut self, profile: &str, finding: &Finding);
     fn healing(&mut self, profile: &str, action: &HealingAction, note: &str);
     fn note(&mut self, profile: &str, text: &str);
+    /// What a plugin printed during the run (shown with --verbose).
+    fn plugin_output(&mut self, _profile: &str, _plugin: &str, _text: &str) {}
     /// The profile's run has ended.
     fn finished(&mut self, _profile: &str) {}
 }
@@ -58,6 +62,9 @@ impl Display for SharedDisplay {
     fn note(&mut self, profile: &str, text: &str) {
         self.with(|d| d.note(profile, text))
     }
+    fn plugin_output(&mut self, profile: &str, plugin: &str, text: &str) {
+        self.with(|d| d.plugin_output(profile, plugin, text))
+    }
     fn finished(&mut self, profile: &str) {
         self.with(|d| d.finished(profile))
     }
@@ -99,7 +106,7 @@ impl Console {
                 indicatif::ProgressStyle::with_template("  {spinner} {msg} {elapsed}")
                     .expect("a valid template"),
             );
-            s.set_message(format!("{profile}: {name}"));
+            s.set_message(format!("{profile}: {}", term::line(name)));
             s.enable_steady_tick(std::time::Duration::from_millis(120));
             self.spinners.insert(profile.to_string(), s);
         }
@@ -116,20 +123,21 @@ impl Drop for Console {
 
 impl Display for Console {
     fn event(&mut self, profile: &str, e: &Event) {
+        let message = term::line(&e.message);
         let text = match e.kind {
             EventKind::Phase => {
-                let t = format!("[{profile}] 📍 PHASE {}", e.message);
+                let t = format!("[{profile}] 📍 PHASE {message}");
                 self.line(t);
                 self.start_phase(profile, &e.message);
                 return;
             }
-            EventKind::Progress => format!("[{profile}] ⏳ {}", e.message),
-            EventKind::Success => format!("[{profile}] ✅ {}", e.message),
-            EventKind::Error => format!("[{profile}] ❌ {}", e.message),
-            EventKind::Warning => format!("[{profile}] ⚠️  {}", e.message),
-            EventKind::Context => format!("[{profile}] ℹ️  {}", e.message),
-            EventKind::Metric => format!("[{profile}] 📈 {}", e.message),
-            EventKind::Raw if self.verbose => format!("[{profile}]    {}", e.message),
+            EventKind::Progress => format!("[{profile}] ⏳ {message}"),
+            EventKind::Success => format!("[{profile}] ✅ {message}"),
+            EventKind::Error => format!("[{profile}] ❌ {message}"),
+            EventKind::Warning => format!("[{profile}] ⚠️  {message}"),
+            EventKind::Context => format!("[{profile}] ℹ️  {message}"),
+            EventKind::Metric => format!("[{profile}] 📈 {message}"),
+            EventKind::Raw if self.verbose => format!("[{profile}]    {message}"),
             EventKind::Raw => return,
         };
         self.line(text);
@@ -140,29 +148,44 @@ impl Display for Console {
         self.line(format!(
             "[{profile}] 🔍 {} {}{kind}: {} (line {}; {})",
             f.severity,
-            f.category,
-            f.summary,
+            term::line(&f.category),
+            term::line(&f.summary),
             f.lines.first().copied().unwrap_or(0),
-            f.detector
+            term::line(&f.detector)
         ));
     }
 
     fn healing(&mut self, profile: &str, a: &HealingAction, note: &str) {
         let mut t = format!(
-            "[{profile}] 🔧 AUTOMATED RESPONSE {} by {} (confidence {}): {}{note}",
-            a.name, a.healer, a.confidence, a.description
+            "[{profile}] 🔧 AUTOMATED RESPONSE {} by {} (confidence {}): {}{}",
+            term::line(&a.name),
+            term::line(&a.healer),
+            a.confidence,
+            term::line(&a.description),
+            term::line(note)
         );
         for c in &a.commands {
-            t.push_str(&format!("\n[{profile}]      $ {c}"));
+            t.push_str(&format!("\n[{profile}]      $ {}", term::line(c)));
         }
         for c in &a.config_changes {
-            t.push_str(&format!("\n[{profile}]      ✎ {}", c.path));
+            t.push_str(&format!("\n[{profile}]      ✎ {}", term::line(&c.path)));
         }
         self.line(t);
     }
 
     fn note(&mut self, profile: &str, text: &str) {
-        self.line(format!("[{profile}] {text}"));
+        self.line(format!("[{profile}] {}", term::line(text)));
+    }
+
+    fn plugin_output(&mut self, profile: &str, plugin: &str, text: &str) {
+        if !self.verbose {
+            return;
+        }
+        let mut t = format!("[{profile}] 📝 plugin {} printed:", term::line(plugin));
+        for l in text.lines() {
+            t.push_str(&format!("\n[{profile}]    | {}", term::line(l)));
+        }
+        self.line(t);
     }
 
     fn finished(&mut self, profile: &str) {

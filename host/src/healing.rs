@@ -1,11 +1,14 @@
 //! Asking healers: for a finding, every healer plugin that covers its category proposes
 //! actions; they are ranked by confidence (weighted by how well each action worked before,
 //! when a history is given). Applying them is the orchestrator's business.
+//!
+//! A healer that cannot start or faults is disabled for the run and recorded; the others are
+//! still asked. Every probe a healer makes, allowed or refused, is kept for the report.
 
 use crate::actions::HealingAction;
 use crate::findings::Finding;
 use crate::monitor::FaultRecord;
-use crate::plugin::{GuestProbe, HealRequest, Plugin, PluginFault, PluginInstance};
+use crate::plugin::{GuestProbe, HealRequest, Plugin, PluginInstance, ProbeRecord};
 use std::sync::Arc;
 
 struct Slot {
@@ -18,23 +21,33 @@ struct Slot {
 pub struct Healers {
     slots: Vec<Slot>,
     faults: Vec<FaultRecord>,
+    probes: Vec<ProbeRecord>,
 }
 
 impl Healers {
-    pub fn new(plugins: &[Plugin]) -> Result<Self, (String, PluginFault)> {
+    pub fn new(plugins: &[Plugin]) -> Self {
         let mut slots = Vec::new();
+        let mut faults = Vec::new();
         for p in plugins.iter().filter(|p| p.world.heals()) {
-            let instance = p.instantiate().map_err(|f| (p.meta.name.clone(), f))?;
+            let instance = match p.instantiate() {
+                Ok(i) => Some(i),
+                Err(fault) => {
+                    tracing::warn!(plugin = %p.meta.name, "healer disabled for this run: {fault}");
+                    faults.push(FaultRecord::new(&p.meta.name, fault, 0, String::new()));
+                    None
+                }
+            };
             slots.push(Slot {
                 name: p.meta.name.clone(),
                 categories: p.meta.categories.clone(),
-                instance: Some(instance),
+                instance,
             });
         }
-        Ok(Healers {
+        Healers {
             slots,
-            faults: Vec::new(),
-        })
+            faults,
+            probes: Vec::new(),
+        }
     }
 
     /// Lets healers that declared the `probe` capability run read-only commands in the guest
@@ -47,8 +60,28 @@ impl Healers {
         }
     }
 
+    /// What each running healer printed (bounded), for those that printed anything.
+    pub fn outputs(&self) -> Vec<(String, String)> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.instance.as_ref())
+            .map(|i| (i.name().to_string(), i.output()))
+            .filter(|(_, o)| !o.is_empty())
+            .collect()
+    }
+
+    /// Records a fault from before the run (an installed healer that did not load).
+    pub fn seed_fault(&mut self, fault: FaultRecord) {
+        self.faults.push(fault);
+    }
+
     pub fn faults(&self) -> &[FaultRecord] {
         &self.faults
+    }
+
+    /// Every probe healers asked for so far, in order.
+    pub fn probes(&self) -> &[ProbeRecord] {
+        &self.probes
     }
 
     /// Every healer's actions for `finding` (index `index` in the run's findings), best first.
@@ -68,16 +101,15 @@ impl Healers {
             let Some(instance) = &mut slot.instance else {
                 continue;
             };
-            match instance.heal(finding, index, request) {
+            let result = instance.heal(finding, index, request);
+            self.probes.extend(instance.take_probes());
+            match result {
                 Ok(mut a) => actions.append(&mut a),
                 Err(fault) => {
                     tracing::warn!(plugin = %slot.name, "healer disabled for this run: {fault}");
-                    self.faults.push(FaultRecord {
-                        message: format!("plugin {} {fault}", slot.name),
-                        plugin: slot.name.clone(),
-                        fault,
-                        line: finding.lines.first().copied().unwrap_or(0),
-                    });
+                    let line = finding.lines.first().copied().unwrap_or(0);
+                    self.faults
+                        .push(FaultRecord::new(&slot.name, fault, line, instance.output()));
                     slot.instance = None;
                 }
             }

@@ -24,4 +24,5 @@ pub mod report;
 pub mod settings;
 pub mod ssh;
 pub mod stream;
+pub mod term;
 pub mod vm;

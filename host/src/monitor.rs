@@ -1,20 +1,24 @@
 //! The agent monitor: turns a stream of events into findings, live.
 //!
 //! Each detector plugin gets its own instance for the run (so it keeps state) and sees only
-//! the lines its metadata asks for: one Aho-Corasick automaton over every plugin's literals and
-//! one `RegexSet` over their patterns decide, in a single pass per line, which plugins a line
-//! goes to (with the preceding lines a plugin wants as context). Marker lines other than
-//! progress and metrics go to every detector. Lines are sent in batches; the same code serves
-//! a live stream (flush after each chunk) and a replay (flush when a batch is full).
+//! the lines its metadata asks for: the run's [`Prefilter`] (one Aho-Corasick automaton over
+//! every plugin's literals and one `RegexSet` over their patterns) decides, in a single pass
+//! per line, which plugins a line goes to (with the preceding lines a plugin wants as
+//! context). Marker lines other than progress and metrics go to every detector. Lines are sent
+//! in batches; the same code serves a live stream (flush after each chunk) and a replay (flush
+//! when a batch is full).
 //!
-//! Findings are de-duplicated (the same detector, category, summary and permanence merge their
-//! evidence), and a plugin that faults is disabled for the run and recorded; the others go on.
+//! Findings are de-duplicated in a map (the same detector, category, summary and permanence
+//! merge their evidence). Everything a plugin returns is bounded: evidence lines per finding,
+//! distinct findings per plugin per run, the text kept as evidence. A plugin that faults, or
+//! whose prefilter cannot be built within its limits, is disabled for the run and recorded;
+//! the others go on, and the run is marked as having incomplete detection.
 
 use crate::findings::Finding;
+use crate::plugin::MAX_EVIDENCE_LINES;
+use crate::plugin::prefilter::{PluginFilter, Prefilter};
 use crate::plugin::{Plugin, PluginFault, PluginInstance};
-use aho_corasick::{AhoCorasick, MatchKind};
 use nixtest_events::{Event, EventKind};
-use regex::RegexSet;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -22,11 +26,15 @@ use thiserror::Error;
 
 /// Events a plugin receives in one call at most.
 pub const BATCH: usize = 256;
+/// Lines whose arrival time and text are kept for findings that cite them later.
+const WINDOW_LINES: usize = 4096;
+const WINDOW_BYTES: usize = 8 << 20;
+/// Text kept of one evidence line, and of all evidence in a run.
+const EVIDENCE_LINE_BYTES: usize = 4096;
+const EVIDENCE_TOTAL_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Error)]
 pub enum MonitorError {
-    #[error("detector {plugin} cannot start: {fault}")]
-    Start { plugin: String, fault: PluginFault },
     #[error("the prefilter of the detectors cannot be built: {0}")]
     Prefilter(String),
 }
@@ -39,6 +47,21 @@ pub struct FaultRecord {
     pub message: String,
     /// The last line the monitor had seen when it happened.
     pub line: u32,
+    /// What the plugin printed (bounded), if anything.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub output: String,
+}
+
+impl FaultRecord {
+    pub fn new(plugin: &str, fault: PluginFault, line: u32, output: String) -> Self {
+        FaultRecord {
+            message: format!("plugin {plugin} {fault}"),
+            plugin: plugin.to_string(),
+            fault,
+            line,
+            output,
+        }
+    }
 }
 
 /// What a flush changed.
@@ -58,76 +81,40 @@ struct Slot {
     context: usize,
     /// Line number of the last event queued for this slot, so context is never sent twice.
     last_sent: u32,
+    /// Distinct findings this plugin has made in the run.
+    distinct: usize,
 }
 
-struct Prefilter {
-    literals: Option<AhoCorasick>,
-    literal_owner: Vec<usize>,
-    patterns: Option<RegexSet>,
-    pattern_owner: Vec<usize>,
-    sees_all: Vec<usize>,
+/// A line a detector was sent: when it arrived and its text (clipped).
+struct Seen {
+    line: u32,
+    at: Instant,
+    text: String,
 }
 
-impl Prefilter {
-    fn new(plugins: &[&Plugin]) -> Result<Self, MonitorError> {
-        let mut literals = Vec::new();
-        let mut literal_owner = Vec::new();
-        let mut patterns = Vec::new();
-        let mut pattern_owner = Vec::new();
-        let mut sees_all = Vec::new();
-        for (i, p) in plugins.iter().enumerate() {
-            if p.meta.literals.is_empty() && p.meta.patterns.is_empty() {
-                sees_all.push(i);
-            }
-            for l in &p.meta.literals {
-                literals.push(l.clone());
-                literal_owner.push(i);
-            }
-            for r in &p.meta.patterns {
-                patterns.push(r.clone());
-                pattern_owner.push(i);
-            }
-        }
-        let literals = if literals.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::Standard)
-                    .build(&literals)
-                    .map_err(|e| MonitorError::Prefilter(e.to_string()))?,
-            )
-        };
-        let patterns = if patterns.is_empty() {
-            None
-        } else {
-            Some(RegexSet::new(&patterns).map_err(|e| MonitorError::Prefilter(e.to_string()))?)
-        };
-        Ok(Prefilter {
-            literals,
-            literal_owner,
-            patterns,
-            pattern_owner,
-            sees_all,
-        })
-    }
+type FindingKey = (String, String, String, bool);
 
-    /// Marks in `wanted` the slots that should see `text`.
-    fn route(&self, text: &str, wanted: &mut [bool]) {
-        for &i in &self.sees_all {
-            wanted[i] = true;
-        }
-        if let Some(ac) = &self.literals {
-            for m in ac.find_overlapping_iter(text) {
-                wanted[self.literal_owner[m.pattern().as_usize()]] = true;
-            }
-        }
-        if let Some(set) = &self.patterns {
-            for i in set.matches(text).iter() {
-                wanted[self.pattern_owner[i]] = true;
-            }
-        }
+/// Appends a line to the window; returns the bytes it holds.
+fn push_seen(window: &mut VecDeque<Seen>, event: &Event, at: Instant) -> usize {
+    let text = clipped(&event.message, EVIDENCE_LINE_BYTES);
+    let bytes = text.len();
+    window.push_back(Seen {
+        line: event.line,
+        at,
+        text,
+    });
+    bytes
+}
+
+fn clipped(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
     }
+    let mut at = max;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    text[..at].to_string()
 }
 
 /// The monitor of one run.
@@ -136,35 +123,58 @@ pub struct Monitor {
     names: Vec<String>,
     prefilter: Prefilter,
     wanted: Vec<bool>,
-    recent: VecDeque<Event>,
+    recent: VecDeque<(Event, Instant)>,
     max_context: usize,
     findings: Vec<Finding>,
+    index: HashMap<FindingKey, usize>,
     faults: Vec<FaultRecord>,
-    /// When each line sent to a detector arrived, and its text (evidence for healers).
-    arrived: HashMap<u32, Instant>,
-    texts: HashMap<u32, String>,
+    /// The last lines sent to detectors (bounded in count and bytes).
+    window: VecDeque<Seen>,
+    window_bytes: usize,
+    /// Text of the lines findings cite (bounded in total).
+    evidence: HashMap<u32, String>,
+    evidence_bytes: usize,
+    /// When each cited line arrived.
+    first_seen: HashMap<u32, Instant>,
     latencies: Vec<Duration>,
     last_line: u32,
+    findings_per_run: usize,
 }
 
 impl Monitor {
-    /// Instantiates every detector among `plugins` for this run.
+    /// Instantiates every detector among `plugins` for this run. A detector that cannot start
+    /// or whose prefilter is refused is recorded as a fault; the others run.
     pub fn new(plugins: &[Plugin]) -> Result<Self, MonitorError> {
         let detectors: Vec<&Plugin> = plugins.iter().filter(|p| p.world.detects()).collect();
-        let prefilter = Prefilter::new(&detectors)?;
         let mut slots = Vec::new();
+        let mut filters = Vec::new();
+        let mut faults = Vec::new();
+        let mut findings_per_run = crate::plugin::Limits::default().findings_per_run;
         for p in &detectors {
-            let instance = p.instantiate().map_err(|fault| MonitorError::Start {
-                plugin: p.meta.name.clone(),
-                fault,
-            })?;
-            slots.push(Some(Slot {
-                instance,
-                pending: Vec::with_capacity(BATCH),
-                context: p.meta.context_lines as usize,
-                last_sent: 0,
-            }));
+            let started = PluginFilter::build(&p.meta)
+                .map_err(PluginFault::Prefilter)
+                .and_then(|filter| p.instantiate().map(|i| (filter, i)));
+            match started {
+                Ok((filter, instance)) => {
+                    findings_per_run = instance.limits().findings_per_run;
+                    filters.push(Some((&p.meta, filter)));
+                    slots.push(Some(Slot {
+                        instance,
+                        pending: Vec::with_capacity(BATCH),
+                        context: p.meta.context_lines as usize,
+                        last_sent: 0,
+                        distinct: 0,
+                    }));
+                }
+                Err(fault) => {
+                    tracing::warn!(plugin = %p.meta.name, "detector disabled for this run: {fault}");
+                    faults.push(FaultRecord::new(&p.meta.name, fault, 0, String::new()));
+                    filters.push(None);
+                    slots.push(None);
+                }
+            }
         }
+        let prefilter = Prefilter::new(&filters).map_err(MonitorError::Prefilter)?;
         let max_context = detectors
             .iter()
             .map(|p| p.meta.context_lines as usize)
@@ -178,11 +188,16 @@ impl Monitor {
             recent: VecDeque::with_capacity(max_context + 1),
             max_context,
             findings: Vec::new(),
-            faults: Vec::new(),
-            arrived: HashMap::new(),
-            texts: HashMap::new(),
+            index: HashMap::new(),
+            faults,
+            window: VecDeque::new(),
+            window_bytes: 0,
+            evidence: HashMap::new(),
+            evidence_bytes: 0,
+            first_seen: HashMap::new(),
             latencies: Vec::new(),
             last_line: 0,
+            findings_per_run,
         })
     }
 
@@ -203,14 +218,42 @@ impl Monitor {
         &self.latencies
     }
 
-    /// When a line that was sent to a detector reached the host.
-    pub fn arrival(&self, line: u32) -> Option<Instant> {
-        self.arrived.get(&line).copied()
+    /// What each running detector printed (bounded), for those that printed anything.
+    pub fn outputs(&self) -> Vec<(String, String)> {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|s| (s.instance.name().to_string(), s.instance.output()))
+            .filter(|(_, o)| !o.is_empty())
+            .collect()
     }
 
-    /// The text of a line that was sent to a detector.
+    /// Records a fault from before the run (an installed detector that did not load).
+    pub fn seed_fault(&mut self, fault: FaultRecord) {
+        self.faults.push(fault);
+    }
+
+    /// Whether every detector ran to the end: a detector disabled by a fault leaves
+    /// detection incomplete.
+    pub fn complete(&self) -> bool {
+        self.faults.is_empty()
+    }
+
+    /// When a line a finding cites reached the host.
+    pub fn arrival(&self, line: u32) -> Option<Instant> {
+        self.first_seen.get(&line).copied().or_else(|| {
+            self.window
+                .iter()
+                .rev()
+                .find(|s| s.line == line)
+                .map(|s| s.at)
+        })
+    }
+
+    /// The text of a line a finding cites (clipped; none once the run's evidence budget is
+    /// spent).
     pub fn line_text(&self, line: u32) -> Option<&str> {
-        self.texts.get(&line).map(String::as_str)
+        self.evidence.get(&line).map(String::as_str)
     }
 
     /// Routes one event; may call detectors when a batch fills up.
@@ -230,6 +273,7 @@ impl Monitor {
         }
         let mut full = false;
         let mut routed = false;
+        let mut context = 0;
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let Some(slot) = slot else { continue };
             if !self.wanted[i] {
@@ -237,8 +281,9 @@ impl Monitor {
             }
             routed = true;
             if slot.context > 0 {
+                context = context.max(slot.context);
                 let skip = self.recent.len().saturating_sub(slot.context);
-                for prev in self.recent.iter().skip(skip) {
+                for (prev, _) in self.recent.iter().skip(skip) {
                     if prev.line > slot.last_sent {
                         slot.pending.push(prev.clone());
                     }
@@ -249,14 +294,28 @@ impl Monitor {
             full |= slot.pending.len() >= BATCH;
         }
         if routed {
-            self.arrived.insert(event.line, arrived);
-            self.texts.insert(event.line, event.message.clone());
+            // What a detector was sent, context included, may become evidence.
+            let last = self.window.back().map_or(0, |s| s.line);
+            let skip = self.recent.len().saturating_sub(context);
+            for (prev, at) in self.recent.iter().skip(skip) {
+                if prev.line > last {
+                    self.window_bytes += push_seen(&mut self.window, prev, *at);
+                }
+            }
+            self.window_bytes += push_seen(&mut self.window, &event, arrived);
+            while self.window.len() > WINDOW_LINES || self.window_bytes > WINDOW_BYTES {
+                match self.window.pop_front() {
+                    Some(old) => self.window_bytes -= old.text.len(),
+                    None => break,
+                }
+            }
         }
+
         if self.max_context > 0 {
             if self.recent.len() == self.max_context {
                 self.recent.pop_front();
             }
-            self.recent.push_back(event);
+            self.recent.push_back((event, arrived));
         }
         if full { self.flush() } else { Vec::new() }
     }
@@ -299,48 +358,90 @@ impl Monitor {
         result: Result<Vec<Finding>, PluginFault>,
         updates: &mut Vec<Update>,
     ) {
-        match result {
+        let fault = match result {
             Ok(found) => {
+                let mut overspent = None;
                 for f in found {
-                    updates.push(self.record(f));
+                    let (update, new) = self.record(f);
+                    updates.push(update);
+                    if new {
+                        let s = self.slots[slot].as_mut().expect("a live slot reports");
+                        s.distinct += 1;
+                        if s.distinct > self.findings_per_run {
+                            overspent = Some(PluginFault::OversizedOutput {
+                                got: s.distinct,
+                                limit: self.findings_per_run,
+                                unit: "distinct findings in this run",
+                            });
+                            break;
+                        }
+                    }
+                }
+                match overspent {
+                    Some(f) => f,
+                    None => return,
                 }
             }
-            Err(fault) => {
-                let plugin = self.names[slot].clone();
-                tracing::warn!(%plugin, "detector disabled for this run: {fault}");
-                self.faults.push(FaultRecord {
-                    message: format!("plugin {plugin} {fault}"),
-                    plugin,
-                    fault,
-                    line: self.last_line,
-                });
-                self.slots[slot] = None;
-                updates.push(Update::Fault(self.faults.len() - 1));
+            Err(fault) => fault,
+        };
+        let plugin = self.names[slot].clone();
+        tracing::warn!(%plugin, "detector disabled for this run: {fault}");
+        let output = self.slots[slot]
+            .as_mut()
+            .map(|s| {
+                s.instance.fail(fault.clone());
+                s.instance.output()
+            })
+            .unwrap_or_default();
+        self.faults
+            .push(FaultRecord::new(&plugin, fault, self.last_line, output));
+        self.slots[slot] = None;
+        updates.push(Update::Fault(self.faults.len() - 1));
+    }
+
+    /// Keeps the text of lines a finding cites, within the run's evidence budget.
+    fn keep_evidence(&mut self, lines: &[u32]) {
+        for &l in lines {
+            if self.evidence.contains_key(&l) || self.evidence_bytes >= EVIDENCE_TOTAL_BYTES {
+                continue;
+            }
+            if let Some(seen) = self.window.iter().rev().find(|s| s.line == l) {
+                self.evidence_bytes += seen.text.len();
+                self.first_seen.insert(l, seen.at);
+                self.evidence.insert(l, seen.text.clone());
             }
         }
     }
 
-    fn record(&mut self, f: Finding) -> Update {
-        if let Some(i) = self
-            .findings
-            .iter()
-            .position(|g| g.same_problem(&f) && g.permanent == f.permanent)
-        {
+    /// Records a finding; returns what changed and whether it is a new one.
+    fn record(&mut self, f: Finding) -> (Update, bool) {
+        self.keep_evidence(&f.lines);
+        let key = (
+            f.detector.clone(),
+            f.category.clone(),
+            f.summary.clone(),
+            f.permanent,
+        );
+        if let Some(&i) = self.index.get(&key) {
             let g = &mut self.findings[i];
+            // The lists are sorted: each new line goes in its place, up to the cap.
             for l in f.lines {
-                if !g.lines.contains(&l) {
-                    g.lines.push(l);
+                if let Err(at) = g.lines.binary_search(&l) {
+                    if g.lines.len() >= MAX_EVIDENCE_LINES {
+                        break;
+                    }
+                    g.lines.insert(at, l);
                 }
             }
-            g.lines.sort_unstable();
             g.severity = g.severity.max(f.severity);
-            return Update::Evidence(i);
+            return (Update::Evidence(i), false);
         }
-        let first = f.lines.iter().min().and_then(|l| self.arrived.get(l));
+        let first = f.lines.iter().min().and_then(|l| self.arrival(*l));
         if let Some(t) = first {
             self.latencies.push(t.elapsed());
         }
         self.findings.push(f);
-        Update::New(self.findings.len() - 1)
+        self.index.insert(key, self.findings.len() - 1);
+        (Update::New(self.findings.len() - 1), true)
     }
 }

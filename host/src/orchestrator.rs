@@ -8,7 +8,8 @@ use crate::findings::Finding;
 use crate::healing::Healers;
 use crate::history::History;
 use crate::monitor::{Monitor, Update};
-use crate::plugin::{HealRequest, Plugin};
+use crate::plugin::HealRequest;
+use crate::plugins::PluginSet;
 use crate::profile::Profile;
 use crate::report::{
     self, CheckReport, FindingRef, HealingRecord, Outcome, PhaseReport, ProfileReport, Status,
@@ -81,7 +82,7 @@ pub struct RunContext<'a> {
     pub vm: &'a VmManager,
     pub image: &'a GuestImage,
     pub key: Arc<russh::keys::PrivateKey>,
-    pub plugins: &'a [Plugin],
+    pub plugins: &'a PluginSet,
     /// Shared by the profiles of a run that go at the same time.
     pub history: &'a Mutex<History>,
     pub display: &'a mut dyn Display,
@@ -110,27 +111,130 @@ impl ConfigCopy {
         Ok(())
     }
 
-    /// A change may only name a relative path inside the copy: no absolute path, no `..`, and
-    /// nothing that leads out through a link.
+    /// A change may only name a file inside the copy that can be written: a relative path
+    /// of plain names (no absolute path, no `..`, no NUL, not ending in `/`, not too long),
+    /// not through a link, not under an existing file, and not an existing folder.
     fn check_path(&self, path: &str) -> Result<(), String> {
-        let p = Path::new(path);
-        if path.is_empty() || p.is_absolute() {
+        const MAX_PATH: usize = 1024;
+        const MAX_NAME: usize = 255;
+        const MAX_DEPTH: usize = 16;
+        let shown = crate::term::clip(path, 120);
+        if path.is_empty() || path.len() > MAX_PATH {
             return Err(format!(
-                "{path:?} is not a relative path inside the configuration copy"
+                "{shown:?} is empty or longer than {MAX_PATH} bytes"
             ));
         }
-        if p.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(format!("{path:?} leaves the configuration copy"));
+        if path.contains('\0') {
+            return Err(format!("{shown:?} contains a NUL byte"));
+        }
+        if path.ends_with('/') {
+            return Err(format!("{shown:?} names a folder, not a file"));
+        }
+        let p = Path::new(path);
+        if p.is_absolute() {
+            return Err(format!(
+                "{shown:?} is not a relative path inside the configuration copy"
+            ));
+        }
+        let parts: Vec<_> = p.components().collect();
+        if parts.iter().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(format!("{shown:?} leaves the configuration copy"));
+        }
+        if parts.len() > MAX_DEPTH || parts.iter().any(|c| c.as_os_str().len() > MAX_NAME) {
+            return Err(format!(
+                "{shown:?} is too deep or has a name over {MAX_NAME} bytes"
+            ));
         }
         let mut at = self.dir.clone();
-        for c in p.components() {
+        for (i, c) in parts.iter().enumerate() {
             at.push(c);
-            if at.is_symlink() {
-                return Err(format!("{path:?} goes through a link"));
+            let Ok(meta) = std::fs::symlink_metadata(&at) else {
+                break;
+            };
+            if meta.file_type().is_symlink() {
+                return Err(format!("{shown:?} goes through a link"));
+            }
+            let last = i + 1 == parts.len();
+            if !last && !meta.is_dir() {
+                return Err(format!("{shown:?} goes through a file"));
+            }
+            if last && meta.is_dir() {
+                return Err(format!("{shown:?} is a folder"));
             }
         }
         Ok(())
     }
+
+    /// Applies every change of an action, all or none: on a failure the files written so far
+    /// get their old content back. Returns the diffs.
+    fn apply(&mut self, changes: &[crate::actions::ConfigChange]) -> Result<Vec<String>, String> {
+        let mut done: Vec<(String, Option<String>)> = Vec::new();
+        let mut diffs = Vec::new();
+        for c in changes {
+            let old = self.content(&c.path).map(str::to_string);
+            if let Err(e) = self.set(&c.path, c.content.clone()) {
+                for (path, old) in done.into_iter().rev() {
+                    match old {
+                        Some(content) => {
+                            let _ = self.set(&path, content);
+                        }
+                        None => {
+                            let _ = std::fs::remove_file(self.dir.join(&path));
+                            self.files.retain(|(p, _)| p != &path);
+                        }
+                    }
+                }
+                return Err(format!(
+                    "cannot write {}: {e}",
+                    crate::term::clip(&c.path, 120)
+                ));
+            }
+            diffs.push(report::config_diff(
+                &c.path,
+                old.as_deref().unwrap_or(""),
+                &c.content,
+            ));
+            done.push((c.path.clone(), old));
+        }
+        Ok(diffs)
+    }
+}
+
+/// Why an action may not be applied, if it may not: a config change that cannot be written
+/// inside the copy, a phase to retry that is not the failed one or an earlier one, or a
+/// confidence below the minimum.
+fn vet(
+    a: &HealingAction,
+    config: &ConfigCopy,
+    profile: &Profile,
+    failed_phase: usize,
+    min_confidence: f32,
+) -> Option<String> {
+    if let Some(why) = a
+        .config_changes
+        .iter()
+        .find_map(|c| config.check_path(&c.path).err())
+    {
+        return Some(why);
+    }
+    if let Some(p) = &a.retry_phase {
+        match profile.phase_index(p) {
+            Some(i) if i <= failed_phase => {}
+            _ => {
+                return Some(format!(
+                    "retry phase {:?} is not the failed phase or an earlier one",
+                    crate::term::clip(p, 60)
+                ));
+            }
+        }
+    }
+    if a.confidence.get() < min_confidence {
+        return Some(format!(
+            "confidence {} is below the minimum {:.2}",
+            a.confidence, min_confidence
+        ));
+    }
+    None
 }
 
 struct Live<'a> {
@@ -259,6 +363,10 @@ pub async fn run_profile(
         error: None,
         duration_ms: 0,
         plugin_faults: Vec::new(),
+        plugin_fault_details: Vec::new(),
+        detection_complete: true,
+        probes: Vec::new(),
+        plugin_output: BTreeMap::new(),
     };
     let result = run_inner(cx, profile, opts, run_dir, &mut report).await;
     if let Err(e) = result {
@@ -342,9 +450,20 @@ async fn run_inner(
             .map_err(|e| e.to_string())?;
     }
 
-    let monitor = Monitor::new(cx.plugins).map_err(|e| e.to_string())?;
-    let mut healers = Healers::new(cx.plugins).map_err(|(n, f)| format!("healer {n}: {f}"))?;
-    if cx.plugins.iter().any(|p| p.world.heals() && p.may_probe()) {
+    let mut monitor = Monitor::new(&cx.plugins.plugins).map_err(|e| e.to_string())?;
+    for f in &cx.plugins.detector_faults {
+        monitor.seed_fault(f.clone());
+    }
+    let mut healers = Healers::new(&cx.plugins.plugins);
+    for f in &cx.plugins.healer_faults {
+        healers.seed_fault(f.clone());
+    }
+    if cx
+        .plugins
+        .plugins
+        .iter()
+        .any(|p| p.world.heals() && p.may_probe())
+    {
         let probe = crate::probe::SshProbe::start(target)
             .map_err(|e| format!("cannot start the guest probe: {e}"))?;
         healers.attach_probe(Arc::new(probe));
@@ -478,49 +597,51 @@ async fn run_inner(
                 .weight(&a.healer, &a.name)
         });
         // Every proposal is vetted: unsafe ones and weak ones are recorded as refused whatever
-        // their rank; the best remaining untried one is applied.
-        let mut chosen: Option<HealingAction> = None;
+        // their rank; the best remaining untried one whose changes can be written is applied.
+        let mut vetted = Vec::new();
         for a in actions {
             let key = (a.healer.clone(), a.name.clone());
             if tried.contains(&key) {
                 continue;
             }
-            if let Some(why) = a
-                .config_changes
-                .iter()
-                .find_map(|c| config.check_path(&c.path).err())
-            {
-                live.display
-                    .healing(&name, &a, &format!(" — refused: {why}"));
-                report.healing.push(record(
-                    &finding,
-                    Some(&a),
-                    Outcome::Refused,
-                    Some(why),
-                    ms(run_start.elapsed()),
-                ));
-                tried.push(key);
-                continue;
-            }
-            if a.confidence.get() < opts.min_confidence {
-                report.healing.push(record(
-                    &finding,
-                    Some(&a),
-                    Outcome::Refused,
-                    Some(format!(
-                        "confidence {} is below the minimum {:.2}",
-                        a.confidence, opts.min_confidence
-                    )),
-                    ms(run_start.elapsed()),
-                ));
-                tried.push(key);
-                continue;
-            }
-            if chosen.is_none() {
-                chosen = Some(a);
+            match vet(&a, &config, profile, idx, opts.min_confidence) {
+                Some(why) => {
+                    live.display
+                        .healing(&name, &a, &format!(" — refused: {why}"));
+                    report.healing.push(record(
+                        &finding,
+                        Some(&a),
+                        Outcome::Refused,
+                        Some(why),
+                        ms(run_start.elapsed()),
+                    ));
+                    tried.push(key);
+                }
+                None => vetted.push(a),
             }
         }
-        let Some(action) = chosen else {
+        let mut chosen: Option<(HealingAction, Vec<String>)> = None;
+        for a in vetted {
+            tried.push((a.healer.clone(), a.name.clone()));
+            match config.apply(&a.config_changes) {
+                Ok(diffs) => {
+                    chosen = Some((a, diffs));
+                    break;
+                }
+                Err(why) => {
+                    live.display
+                        .healing(&name, &a, &format!(" — refused: {why}"));
+                    report.healing.push(record(
+                        &finding,
+                        Some(&a),
+                        Outcome::Refused,
+                        Some(why),
+                        ms(run_start.elapsed()),
+                    ));
+                }
+            }
+        }
+        let Some((action, diffs)) = chosen else {
             live.display.note(
                 &name,
                 &format!("❌ no applicable healing action for: {}", finding.summary),
@@ -528,16 +649,9 @@ async fn run_inner(
             failed = true;
             break;
         };
-        tried.push((action.healer.clone(), action.name.clone()));
         attempts_used += 1;
         live.display.healing(&name, &action, "");
-        let mut diffs = Vec::new();
         for c in &action.config_changes {
-            let old = config.content(&c.path).unwrap_or("").to_string();
-            diffs.push(report::config_diff(&c.path, &old, &c.content));
-            config
-                .set(&c.path, c.content.clone())
-                .map_err(|e| format!("changing {}: {e}", c.path))?;
             runner
                 .upload(
                     &format!("{GUEST_CONFIG}/{}", c.path),
@@ -548,7 +662,7 @@ async fn run_inner(
                 .map_err(|e| e.to_string())?;
         }
         for c in &action.commands {
-            let out = runner.exec(c).await.map_err(|e| e.to_string())?;
+            let out = runner.exec_once(c).await.map_err(|e| e.to_string())?;
             if out.status != 0 {
                 live.display.note(
                     &name,
@@ -681,6 +795,30 @@ async fn run_inner(
         .chain(healers.faults())
         .map(|f| f.message.clone())
         .collect();
+    report.plugin_fault_details = live
+        .monitor
+        .faults()
+        .iter()
+        .chain(healers.faults())
+        .map(Into::into)
+        .collect();
+    report.detection_complete = live.monitor.complete();
+    report.probes = healers.probes().to_vec();
+    report.plugin_output = live
+        .monitor
+        .outputs()
+        .into_iter()
+        .chain(healers.outputs())
+        .collect();
+    for (plugin, text) in &report.plugin_output {
+        live.display.plugin_output(&name, plugin, text);
+    }
+    if !report.detection_complete {
+        live.display.note(
+            &name,
+            "⚠️  detection incomplete: a detector was disabled during the run (see plugin faults)",
+        );
+    }
     let verified = report
         .verification
         .iter()

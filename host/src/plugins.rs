@@ -2,6 +2,7 @@
 //! the command line.
 
 use crate::builtin;
+use crate::monitor::FaultRecord;
 use crate::plugin::{Origin, Plugin, PluginError, PluginHost};
 use crate::registry::{Registry, RegistryError};
 use std::path::PathBuf;
@@ -14,16 +15,45 @@ pub fn builtins(host: &PluginHost) -> Result<Vec<Plugin>, PluginError> {
         .collect()
 }
 
+/// The plugins of a run, and the installed ones that could not be loaded: a fault each, so
+/// the run says its detection is incomplete instead of failing or passing silently.
+pub struct PluginSet {
+    pub plugins: Vec<Plugin>,
+    pub detector_faults: Vec<FaultRecord>,
+    pub healer_faults: Vec<FaultRecord>,
+}
+
+impl PluginSet {
+    /// A set of plugins that all loaded.
+    pub fn from_plugins(plugins: Vec<Plugin>) -> Self {
+        PluginSet {
+            plugins,
+            detector_faults: Vec::new(),
+            healer_faults: Vec::new(),
+        }
+    }
+}
+
 /// Built-in, installed and extra plugins. A later plugin with a name already loaded is an
-/// error, so nothing is shadowed silently.
+/// error, so nothing is shadowed silently. An installed plugin that does not load is left out
+/// with a fault; a built-in or extra one that does not load is an error.
 pub fn load_set(
     host: &PluginHost,
     registry: Option<&Registry>,
     extra: &[PathBuf],
-) -> Result<Vec<Plugin>, RegistryError> {
+) -> Result<PluginSet, RegistryError> {
     let mut set = builtins(host)?;
+    let (mut detector_faults, mut healer_faults) = (Vec::new(), Vec::new());
     if let Some(r) = registry {
-        set.extend(r.load_all(host)?);
+        let loaded = r.load_all(host)?;
+        set.extend(loaded.plugins);
+        for (_, world, fault) in loaded.refused {
+            if world.contains("detector") {
+                detector_faults.push(fault);
+            } else {
+                healer_faults.push(fault);
+            }
+        }
     }
     for path in extra {
         let bytes = std::fs::read(path).map_err(|source| {
@@ -49,5 +79,9 @@ pub fn load_set(
             return Err(RegistryError::Duplicate(p.meta.name.clone()));
         }
     }
-    Ok(set)
+    Ok(PluginSet {
+        plugins: set,
+        detector_faults,
+        healer_faults,
+    })
 }

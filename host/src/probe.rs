@@ -1,10 +1,11 @@
 //! The guest end of the `probe` capability: a healer that declared it may run read-only
-//! commands in the run's VM (the sandbox checks each one first). Plugin calls are synchronous
+//! commands in the run's VM (the sandbox checks each one against the allow-list first, and
+//! what runs is rebuilt from the checked words). Output is read up to a cap and no further. Plugin calls are synchronous
 //! and happen inside the run's async task, so the commands go to a thread of their own with
 //! its own SSH session and runtime, and the call waits on the answer with a deadline.
 
-use crate::plugin::GuestProbe;
 use crate::plugin::bindings::nixtest::plugin::probe::ProbeOutput;
+use crate::plugin::{GuestProbe, ProbeCommand};
 use crate::ssh::{SshSession, SshTarget};
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -62,11 +63,12 @@ async fn run(target: &SshTarget, session: &mut Option<SshSession>, command: &str
         );
     }
     let s = session.as_mut().expect("just connected");
-    match s.exec(command).await {
-        Ok(out) => Ok(ProbeOutput {
-            status: out.status as i32,
-            stdout: capped(&out.stdout),
-            stderr: capped(&out.stderr),
+    match s.exec_capped(command, OUTPUT_CAP).await {
+        Ok((status, out)) => Ok(ProbeOutput {
+            // A command cut at the cap has no status of its own.
+            status: status.map_or(-1, |s| s as i32),
+            stdout: text(&out.stdout, status.is_none()),
+            stderr: text(&out.stderr, status.is_none()),
         }),
         Err(e) => {
             *session = None;
@@ -75,21 +77,23 @@ async fn run(target: &SshTarget, session: &mut Option<SshSession>, command: &str
     }
 }
 
-fn capped(bytes: &[u8]) -> String {
-    let mut s = String::from_utf8_lossy(&bytes[..bytes.len().min(OUTPUT_CAP)]).into_owned();
-    if bytes.len() > OUTPUT_CAP {
+fn text(bytes: &[u8], cut: bool) -> String {
+    let mut s = String::from_utf8_lossy(bytes).into_owned();
+    if cut && bytes.len() >= OUTPUT_CAP {
         s.push_str("\n[nixtest: output cut at 64 KiB]");
     }
     s
 }
 
 impl GuestProbe for SshProbe {
-    fn run(&self, command: &str) -> Result<ProbeOutput, String> {
+    fn run(&self, command: &ProbeCommand) -> Result<ProbeOutput, String> {
         let (tx, rx) = mpsc::channel();
+        // The guest runs the checked words, quoted, under a time limit of its own.
+        let shell = command.shell(PROBE_TIMEOUT.as_secs().saturating_sub(1).max(1));
         self.requests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .send((command.to_string(), tx))
+            .send((shell, tx))
             .map_err(|_| "the probe thread has ended".to_string())?;
         rx.recv_timeout(PROBE_TIMEOUT + Duration::from_secs(1))
             .map_err(|_| format!("no answer within {PROBE_TIMEOUT:?}"))?

@@ -120,6 +120,13 @@ impl Profile {
         for entry in std::fs::read_dir(dir).map_err(|e| invalid(e.to_string()))? {
             let entry = entry.map_err(|e| invalid(e.to_string()))?;
             let path: PathBuf = entry.path();
+            // A link could pull any host file into the guest and the report: refused.
+            if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+                return Err(invalid(format!(
+                    "{} is a link; a profile folder may not hold links (copy the file in)",
+                    path.display()
+                )));
+            }
             if path.is_file() && path.extension().is_some_and(|e| e == "nix") {
                 let content = std::fs::read_to_string(&path)
                     .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
@@ -142,6 +149,21 @@ impl Profile {
         let f: ProfileFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if f.phases.is_empty() {
             return Err(invalid("a profile needs at least one [[phases]]".into()));
+        }
+        // The name becomes host paths (config/NAME, logs/NAME.log): a plain word only.
+        if f.name.is_empty()
+            || f.name.len() > 64
+            || f.name.starts_with(['.', '-'])
+            || !f
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        {
+            return Err(invalid(format!(
+                "profile name {:?}: use 1 to 64 letters, digits, _, - and ., not starting \
+                 with . or -",
+                crate::term::clip(&f.name, 80)
+            )));
         }
         for p in &f.phases {
             if p.name.is_empty()

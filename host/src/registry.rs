@@ -5,7 +5,8 @@
 //! Adding a name that is already installed follows semver: a higher version upgrades, the
 //! same version with the same bytes is a no-op, anything else is refused.
 
-use crate::plugin::{Origin, Plugin, PluginError, PluginHost};
+use crate::monitor::FaultRecord;
+use crate::plugin::{Origin, Plugin, PluginError, PluginFault, PluginHost, check_name};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -56,6 +57,17 @@ pub enum RegistryError {
     NotInstalled(String),
     #[error("installed plugin {name} is damaged ({reason}); run `nixtest plugin remove {name}`")]
     Damaged { name: String, reason: String },
+    #[error("{0}")]
+    BadName(String),
+    #[error("{path} is a link; {what} may not hold links (copy the file in instead)")]
+    Link { path: PathBuf, what: &'static str },
+}
+
+/// Installed plugins that loaded, and those that did not (each a fault for the run: the
+/// others still run).
+pub struct Loaded {
+    pub plugins: Vec<Plugin>,
+    pub refused: Vec<(String, String, FaultRecord)>,
 }
 
 /// What the store records about an installed plugin.
@@ -138,6 +150,12 @@ impl Registry {
             if name.starts_with('.') {
                 continue;
             }
+            // Only folders with a plugin's name are plugins: anything else is passed over.
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if !is_dir || check_name(&name).is_err() {
+                tracing::warn!(path = %entry.path().display(), "not a plugin folder; passed over");
+                continue;
+            }
             out.push(self.manifest(&name)?);
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -145,6 +163,8 @@ impl Registry {
     }
 
     pub fn manifest(&self, name: &str) -> Result<Manifest, RegistryError> {
+        // Names become paths: only a valid plugin name is ever joined to the store.
+        check_name(name).map_err(RegistryError::BadName)?;
         let path = self.root.join(name).join(MANIFEST);
         let text = std::fs::read_to_string(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound && !self.root.join(name).exists() {
@@ -156,31 +176,65 @@ impl Registry {
                 }
             }
         })?;
-        toml::from_str(&text).map_err(|e| RegistryError::Damaged {
+        let manifest: Manifest = toml::from_str(&text).map_err(|e| RegistryError::Damaged {
             name: name.to_string(),
             reason: e.to_string(),
-        })
+        })?;
+        if manifest.name != name {
+            return Err(RegistryError::Damaged {
+                name: name.to_string(),
+                reason: format!(
+                    "its manifest names {:?}",
+                    crate::term::clip(&manifest.name, 64)
+                ),
+            });
+        }
+        Ok(manifest)
     }
 
-    /// Loads every installed plugin; the sha256 in the manifest must match the bytes.
-    pub fn load_all(&self, host: &PluginHost) -> Result<Vec<Plugin>, RegistryError> {
-        let mut plugins = Vec::new();
+    /// Loads every installed plugin; the sha256 in the manifest must match the bytes. A plugin
+    /// that does not load (damaged, or refused by this host's limits) is kept out of the run
+    /// with a fault; the others load.
+    pub fn load_all(&self, host: &PluginHost) -> Result<Loaded, RegistryError> {
+        let mut loaded = Loaded {
+            plugins: Vec::new(),
+            refused: Vec::new(),
+        };
         for m in self.list()? {
             let path = self.root.join(&m.name).join(COMPONENT);
-            let bytes = std::fs::read(&path).map_err(|source| RegistryError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let plugin = host.load(&bytes, &m.name, Origin::Installed(path))?;
-            if plugin.sha256 != m.sha256 {
-                return Err(RegistryError::Damaged {
-                    name: m.name,
-                    reason: "its component does not match the sha256 it was installed with".into(),
+            let result = std::fs::read(&path)
+                .map_err(|source| RegistryError::Read {
+                    path: path.clone(),
+                    source,
+                })
+                .and_then(|bytes| Ok(host.load(&bytes, &m.name, Origin::Installed(path))?))
+                .and_then(|plugin| {
+                    if plugin.sha256 == m.sha256 {
+                        Ok(plugin)
+                    } else {
+                        Err(RegistryError::Damaged {
+                            name: m.name.clone(),
+                            reason: "its component does not match the sha256 it was installed \
+                                     with"
+                                .into(),
+                        })
+                    }
                 });
+            match result {
+                Ok(p) => loaded.plugins.push(p),
+                Err(e) => {
+                    let why = e.to_string();
+                    tracing::warn!(plugin = %m.name, "installed plugin disabled for this run: {why}");
+                    let fault = PluginFault::Unloadable(why);
+                    loaded.refused.push((
+                        m.name.clone(),
+                        m.world.clone(),
+                        FaultRecord::new(&m.name, fault, 0, String::new()),
+                    ));
+                }
             }
-            plugins.push(plugin);
         }
-        Ok(plugins)
+        Ok(loaded)
     }
 
     /// Reads and checks what `path` (a component or a heal pack folder) would install.
@@ -194,6 +248,7 @@ impl Registry {
             return Err(RegistryError::Missing(path.to_path_buf()));
         }
         let (files, pack) = if path.is_dir() {
+            no_link(&path.join("pack.toml"), "a heal pack")?;
             let (files, info) = pack_files(path)?;
             (files, Some(info))
         } else {
@@ -201,6 +256,9 @@ impl Registry {
         };
         let mut out: Vec<Candidate> = Vec::new();
         for file in files {
+            if pack.is_some() {
+                no_link(&file, "a heal pack")?;
+            }
             let bytes = std::fs::read(&file).map_err(|source| RegistryError::Read {
                 path: file.clone(),
                 source,
@@ -328,12 +386,24 @@ impl Registry {
         result
     }
 
+    /// Removes an installed plugin (a valid name inside the store, nothing else).
     pub fn remove(&self, name: &str) -> Result<Manifest, RegistryError> {
         let manifest = self.manifest(name)?;
         let dir = self.root.join(name);
         std::fs::remove_dir_all(&dir)
             .map_err(|source| RegistryError::Write { path: dir, source })?;
         Ok(manifest)
+    }
+}
+
+/// Refuses a path that is a link (or goes through one below the pack folder).
+pub fn no_link(path: &Path, what: &'static str) -> Result<(), RegistryError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(RegistryError::Link {
+            path: path.to_path_buf(),
+            what,
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -5,9 +5,11 @@ use crate::facts::GuestFacts;
 use crate::findings::Finding;
 use crate::healing::Healers;
 use crate::monitor::{FaultRecord, Monitor, MonitorError};
-use crate::plugin::{HealRequest, Plugin, PluginFault};
+use crate::plugin::{HealRequest, Plugin, ProbeRecord};
+use crate::plugins::PluginSet;
 use nixtest_events::{EventParser, LineSplitter};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use thiserror::Error;
@@ -18,8 +20,6 @@ pub enum ReplayError {
     Read(#[from] std::io::Error),
     #[error(transparent)]
     Monitor(#[from] MonitorError),
-    #[error("healer {0} cannot start: {1}")]
-    Healer(String, PluginFault),
     #[error("cannot read the configuration folder {path}: {reason}")]
     Config { path: String, reason: String },
 }
@@ -31,6 +31,11 @@ pub struct ReplayReport {
     pub actions: Vec<HealingAction>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<FaultRecord>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeRecord>,
+    /// What plugins printed to stdout and stderr (bounded), by plugin.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugin_output: BTreeMap<String, String>,
     pub lines: u32,
 }
 
@@ -50,6 +55,12 @@ pub fn read_config(dir: &Path) -> Result<Vec<(String, String)>, ReplayError> {
     for entry in std::fs::read_dir(dir).map_err(|e| err(e.to_string()))? {
         let entry = entry.map_err(|e| err(e.to_string()))?;
         let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            return Err(err(format!(
+                "{} is a link; a configuration folder may not hold links",
+                path.display()
+            )));
+        }
         if path.is_file() && path.extension().is_some_and(|e| e == "nix") {
             let content = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
             files.push((entry.file_name().to_string_lossy().into_owned(), content));
@@ -60,12 +71,43 @@ pub fn read_config(dir: &Path) -> Result<Vec<(String, String)>, ReplayError> {
 }
 
 pub fn replay(
-    mut log: impl Read,
+    log: impl Read,
     plugins: &[Plugin],
     facts: &GuestFacts,
     config: &[(String, String)],
 ) -> Result<ReplayReport, ReplayError> {
+    replay_inner(log, plugins, &[], &[], facts, config)
+}
+
+/// As [`replay`], with the faults of installed plugins that did not load.
+pub fn replay_set(
+    log: impl Read,
+    set: &PluginSet,
+    facts: &GuestFacts,
+    config: &[(String, String)],
+) -> Result<ReplayReport, ReplayError> {
+    replay_inner(
+        log,
+        &set.plugins,
+        &set.detector_faults,
+        &set.healer_faults,
+        facts,
+        config,
+    )
+}
+
+fn replay_inner(
+    mut log: impl Read,
+    plugins: &[Plugin],
+    detector_faults: &[FaultRecord],
+    healer_faults: &[FaultRecord],
+    facts: &GuestFacts,
+    config: &[(String, String)],
+) -> Result<ReplayReport, ReplayError> {
     let mut monitor = Monitor::new(plugins)?;
+    for f in detector_faults {
+        monitor.seed_fault(f.clone());
+    }
     let mut splitter = LineSplitter::default();
     let mut parser = EventParser::default();
     let mut buf = vec![0u8; 256 * 1024];
@@ -84,7 +126,10 @@ pub fn replay(
     }
     monitor.finish();
 
-    let mut healers = Healers::new(plugins).map_err(|(n, f)| ReplayError::Healer(n, f))?;
+    let mut healers = Healers::new(plugins);
+    for f in healer_faults {
+        healers.seed_fault(f.clone());
+    }
     let mut actions = Vec::new();
     for (i, f) in monitor.findings().iter().enumerate() {
         if !(f.permanent && f.severity.is_failure()) {
@@ -110,6 +155,12 @@ pub fn replay(
         findings: monitor.findings().to_vec(),
         actions,
         faults,
+        probes: healers.probes().to_vec(),
+        plugin_output: monitor
+            .outputs()
+            .into_iter()
+            .chain(healers.outputs())
+            .collect(),
         lines: parser.lines(),
     })
 }

@@ -3,6 +3,9 @@
 //! self-contained page), `logs/PROFILE.log` and `events/PROFILE.jsonl`. Every file is written
 //! whole or not at all (write, then rename). This module only consumes what the run produced.
 
+use crate::monitor::FaultRecord;
+use crate::plugin::ProbeRecord;
+use crate::term;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -100,6 +103,43 @@ pub struct ProfileReport {
     pub duration_ms: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugin_faults: Vec<String>,
+    /// The faults in full: cause, the line it happened at, what the plugin printed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugin_fault_details: Vec<PluginFaultDetail>,
+    /// False when a detector was disabled during the run: its findings may be missing.
+    #[serde(default = "yes")]
+    pub detection_complete: bool,
+    /// Every probe a healer asked for, allowed or refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeRecord>,
+    /// What plugins printed to stdout and stderr (bounded), by plugin.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugin_output: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A plugin fault as the report keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginFaultDetail {
+    pub plugin: String,
+    pub message: String,
+    pub line: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
+}
+
+impl From<&FaultRecord> for PluginFaultDetail {
+    fn from(f: &FaultRecord) -> Self {
+        PluginFaultDetail {
+            plugin: f.plugin.clone(),
+            message: f.message.clone(),
+            line: f.line,
+            output: f.output.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -413,8 +453,8 @@ impl Report {
         let secs = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
         let mut t = format!(
             "run {} started {} took {}: {} passed, {} failed, {} errors",
-            self.run_id,
-            self.started,
+            term::line(&self.run_id),
+            term::line(&self.started),
             secs(self.duration_ms),
             self.summary.passed,
             self.summary.failed,
@@ -433,7 +473,7 @@ impl Report {
             t.push_str(&format!(
                 "\n{} {}: {:?} in {}{}\n",
                 status_icon(p.status),
-                p.name,
+                term::line(&p.name),
                 p.status,
                 secs(p.duration_ms),
                 p.injected_fault
@@ -442,7 +482,7 @@ impl Report {
                     .unwrap_or_default()
             ));
             if let Some(e) = &p.error {
-                t.push_str(&format!("  error: {e}\n"));
+                t.push_str(&format!("  error: {}\n", term::line(e)));
             }
             for ph in &p.phases {
                 let tries = if ph.attempts > 1 {
@@ -453,38 +493,60 @@ impl Report {
                 t.push_str(&format!(
                     "  {} phase {:<22} {:>8}{tries}\n",
                     status_icon(ph.status),
-                    ph.name,
+                    term::line(&ph.name),
                     secs(ph.duration_ms)
                 ));
             }
             if !p.errors.is_empty() {
-                let errors: Vec<String> =
-                    p.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
+                let errors: Vec<String> = p
+                    .errors
+                    .iter()
+                    .map(|(c, n)| format!("{} {n}", term::line(c)))
+                    .collect();
                 t.push_str(&format!("  errors: {}\n", errors.join(", ")));
             }
             for h in &p.healing {
                 t.push_str(&format!(
                     "  🔧 {} by {} (confidence {:.2}) for {} \"{}\": {:?}{}\n",
-                    h.action,
-                    h.plugin,
+                    term::line(&h.action),
+                    term::line(&h.plugin),
                     h.confidence,
-                    h.finding.category,
-                    h.finding.summary,
+                    term::line(&h.finding.category),
+                    term::line(&h.finding.summary),
                     h.outcome,
                     h.reason
                         .as_ref()
-                        .map(|r| format!(" ({r})"))
+                        .map(|r| format!(" ({})", term::line(r)))
                         .unwrap_or_default()
                 ));
             }
             for c in &p.verification {
-                t.push_str(&format!("  {} check {}\n", status_icon(c.status), c.check));
+                t.push_str(&format!(
+                    "  {} check {}\n",
+                    status_icon(c.status),
+                    term::line(&c.check)
+                ));
             }
             for (m, v) in &p.metrics {
-                t.push_str(&format!("  📈 {m} = {v}\n"));
+                t.push_str(&format!("  📈 {} = {v}\n", term::line(m)));
             }
             for f in &p.plugin_faults {
-                t.push_str(&format!("  ⛔ plugin fault: {f}\n"));
+                t.push_str(&format!("  ⛔ plugin fault: {}\n", term::line(f)));
+            }
+            if !p.detection_complete {
+                t.push_str("  ⚠️  detection incomplete: a detector was disabled during the run\n");
+            }
+            for pr in &p.probes {
+                t.push_str(&format!(
+                    "  🔎 probe by {}: {} ({}, {} ms)\n",
+                    term::line(&pr.plugin),
+                    term::line(&pr.command),
+                    match &pr.refused {
+                        Some(why) => format!("refused: {}", term::line(why)),
+                        None => format!("exit {}", pr.status.map_or("-".into(), |s| s.to_string())),
+                    },
+                    pr.duration_ms
+                ));
             }
         }
         t
@@ -516,11 +578,26 @@ pub fn run_dir(report_dir: &Path, run_id: &str) -> PathBuf {
 }
 
 /// A unified diff of a configuration file, for the report.
+/// Bounded: the diff algorithm stops refining after a deadline (it then gives a coarser but
+/// correct diff), and the text is cut at a size.
 pub fn config_diff(path: &str, old: &str, new: &str) -> String {
-    similar::TextDiff::from_lines(old, new)
+    const DEADLINE: std::time::Duration = std::time::Duration::from_millis(500);
+    const MAX: usize = 256 << 10;
+    let mut diff = similar::TextDiff::configure()
+        .timeout(DEADLINE)
+        .diff_lines(old, new)
         .unified_diff()
         .header(&format!("a/{path}"), &format!("b/{path}"))
-        .to_string()
+        .to_string();
+    if diff.len() > MAX {
+        let mut cut = MAX;
+        while !diff.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        diff.truncate(cut);
+        diff.push_str("\n[diff cut at 256 KiB]\n");
+    }
+    diff
 }
 
 #[cfg(test)]

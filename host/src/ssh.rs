@@ -224,6 +224,63 @@ impl SshSession {
         status.ok_or_else(|| self.lost("the command ended without an exit status"))
     }
 
+    /// Runs `command`, keeping at most `cap` bytes of each stream: once either is full the
+    /// channel is closed and nothing more is read. Returns the output, and `None` as the
+    /// status when it was cut.
+    pub async fn exec_capped(
+        &mut self,
+        command: &str,
+        cap: usize,
+    ) -> Result<(Option<u32>, ExecOutput), SshError> {
+        let mut channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.lost(e))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| self.lost(e))?;
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let mut status = None;
+        let mut cut = false;
+        while let Some(msg) = channel.wait().await {
+            let (buf, data) = match msg {
+                ChannelMsg::Data { ref data } => (&mut stdout, data),
+                ChannelMsg::ExtendedData { ref data, ext: 1 } => (&mut stderr, data),
+                ChannelMsg::ExitStatus { exit_status } => {
+                    status = Some(exit_status);
+                    continue;
+                }
+                ChannelMsg::ExitSignal { .. } => {
+                    status = status.or(Some(128 + 9));
+                    continue;
+                }
+                _ => continue,
+            };
+            let room = cap.saturating_sub(buf.len());
+            buf.extend_from_slice(&data[..room.min(data.len())]);
+            if data.len() > room {
+                cut = true;
+                // Stop reading: the guest's side sees the channel go and the command's
+                // `timeout` ends it in any case.
+                let _ = channel.close().await;
+                break;
+            }
+        }
+        if !cut && status.is_none() {
+            return Err(self.lost("the command ended without an exit status"));
+        }
+        Ok((
+            if cut { None } else { status },
+            ExecOutput {
+                status: status.unwrap_or(u32::MAX),
+                stdout,
+                stderr,
+            },
+        ))
+    }
+
     pub async fn exec(&mut self, command: &str) -> Result<ExecOutput, SshError> {
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let status = self

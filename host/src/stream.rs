@@ -21,11 +21,13 @@ impl GuestClock {
         if !t.is_finite() {
             return None;
         }
+        // Any value the guest sends is possible: out of range is no time, never a panic.
         let d = t - self.uptime;
+        let span = Duration::try_from_secs_f64(d.abs()).ok()?;
         if d >= 0.0 {
-            self.host.checked_add(Duration::from_secs_f64(d))
+            self.host.checked_add(span)
         } else {
-            self.host.checked_sub(Duration::from_secs_f64(-d))
+            self.host.checked_sub(span)
         }
     }
 }
@@ -44,6 +46,9 @@ pub struct StreamRunner {
     /// Bytes of the guest's run log received so far.
     offset: u64,
     pub reconnects: u32,
+    /// Names each phase start and each exactly-once command, so the guest runs it once even
+    /// when the host asks again after a lost connection.
+    next_id: u64,
 }
 
 impl StreamRunner {
@@ -58,6 +63,7 @@ impl StreamRunner {
             session: Some(session),
             offset: 0,
             reconnects: 0,
+            next_id: 1,
         })
     }
 
@@ -88,6 +94,21 @@ impl StreamRunner {
         unreachable!("the loop returns")
     }
 
+    /// Runs a command that must not run twice (a healer's commands): the guest-side runner
+    /// keeps its status, so asking again after a lost connection returns the first run's
+    /// result instead of running it again.
+    pub async fn exec_once(&mut self, command: &str) -> Result<ExecOutput, SshError> {
+        let id = self.take_id();
+        self.exec(&format!("{RUNNER_PATH} once {id} {}", shell_quote(command)))
+            .await
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
     pub async fn upload(&mut self, path: &str, bytes: &[u8], mode: u32) -> Result<(), SshError> {
         for attempt in 0..2 {
             match self.session().await?.upload(path, bytes, mode).await {
@@ -107,8 +128,10 @@ impl StreamRunner {
         command: &str,
         mut on_chunk: impl FnMut(&[u8]),
     ) -> Result<i32, SshError> {
+        // Started at most once, whatever happens to the connection (see `exec_once`).
         let start = format!(
-            "{RUNNER_PATH} start {} {}",
+            "{RUNNER_PATH} start {} {} {}",
+            self.take_id(),
             shell_quote(phase),
             shell_quote(command)
         );

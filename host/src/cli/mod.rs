@@ -42,7 +42,11 @@ pub fn plugin_host() -> Result<(nixtest::paths::Paths, nixtest::plugin::PluginHo
         cache_dir: Some(paths.compiled_plugins()),
         ..Default::default()
     })
-    .map_err(Failure::infra)?;
+    .map_err(|e| match e {
+        // A cache others can write is the user's to fix: bad configuration, not infrastructure.
+        nixtest::plugin::PluginError::Cache(_) => Failure::usage(e),
+        e => Failure::infra(e),
+    })?;
     Ok((paths, host))
 }
 
@@ -195,6 +199,18 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Commands that only print, like other Unix tools, end quietly when their reader goes
+    // (`nixtest plugin list | head -1`) instead of failing on a closed pipe. Commands that talk
+    // to VMs keep SIGPIPE ignored: a broken socket is an error they handle.
+    if matches!(
+        cli.command,
+        Command::Plugin(_) | Command::Report(_) | Command::Replay { .. }
+    ) {
+        // SAFETY: restoring a signal's default action before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
         Command::Setup { rebuild } => vm_cmd::setup(rebuild),
@@ -218,12 +234,22 @@ pub fn main() -> ExitCode {
             plugins,
             config,
             facts,
-        } => replay_cmd::run(&log, json, &plugins, config.as_deref(), facts.as_deref()),
+        } => replay_cmd::run(
+            &log,
+            json,
+            cli.verbose > 0,
+            &plugins,
+            config.as_deref(),
+            facts.as_deref(),
+        ),
     };
     match result {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("nixtest: {:#}", f.error);
+            eprintln!(
+                "nixtest: {}",
+                nixtest::term::text(&format!("{:#}", f.error))
+            );
             ExitCode::from(f.code)
         }
     }

@@ -5,6 +5,7 @@ use anyhow::Context;
 use nixtest::plugin::{Plugin, PluginHost};
 use nixtest::plugins;
 use nixtest::registry::{Candidate, Outcome, Registry, RegistryError};
+use nixtest::term;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -20,7 +21,7 @@ pub fn run(cmd: PluginCommand) -> CliResult {
         PluginCommand::Info { name } => info(&host, &registry, &name),
         PluginCommand::Remove { name } => {
             let m = registry.remove(&name).map_err(registry_failure)?;
-            println!("removed {} {}", m.name, m.version);
+            println!("removed {} {}", term::line(&m.name), term::line(&m.version));
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Export { dir } => export(&host, &dir),
@@ -50,7 +51,11 @@ fn add(host: &PluginHost, registry: &Registry, path: &std::path::Path, yes: bool
         .prepare(host, path, &builtin_names)
         .map_err(registry_failure)?;
     if let Some(pack) = &pack {
-        println!("heal pack {}: {}", pack.name, pack.description);
+        println!(
+            "heal pack {}: {}",
+            term::clip(&pack.name, 64),
+            term::clip(&pack.description, 1024)
+        );
     }
     for c in &candidates {
         describe(c);
@@ -106,12 +111,19 @@ fn capabilities(m: &nixtest::plugin::PluginMeta) -> String {
     list_or_none(&caps)
 }
 
+/// The consent screen: everything the plugin said about itself is shown, control characters
+/// made visible, so its description cannot redraw what nixtest prints around it.
 fn describe(c: &Candidate) {
     let p = &c.plugin;
     let m = &p.meta;
-    println!("{} {} ({})", m.name, m.version, p.world.as_str());
+    println!(
+        "{} {} ({})",
+        term::line(&m.name),
+        m.version,
+        p.world.as_str()
+    );
     if !m.description.is_empty() {
-        println!("  {}", m.description);
+        println!("  {}", term::line(&m.description));
     }
     println!("  categories:   {}", list_or_none(&m.categories));
     println!("  capabilities: {}", capabilities(m));
@@ -128,7 +140,7 @@ fn list_or_none(items: &[String]) -> String {
     if items.is_empty() {
         "none".to_string()
     } else {
-        items.join(", ")
+        term::line(&items.join(", ")).into_owned()
     }
 }
 
@@ -140,23 +152,23 @@ fn list(host: &PluginHost, registry: &Registry) -> CliResult {
     for p in builtin_set(host)? {
         println!(
             "{:<20} {:<9} {:<16} {:<13} {:<10} {}",
-            p.meta.name,
+            term::line(&p.meta.name),
             p.meta.version.to_string(),
             p.world.as_str(),
             &p.sha256[..12],
             "built-in",
-            p.meta.categories.join(",")
+            term::line(&p.meta.categories.join(","))
         );
     }
     for m in registry.list().map_err(registry_failure)? {
         println!(
             "{:<20} {:<9} {:<16} {:<13} {:<10} {}",
-            m.name,
-            m.version,
-            m.world,
-            &m.sha256[..12.min(m.sha256.len())],
-            m.pack.as_deref().unwrap_or("installed"),
-            m.categories.join(",")
+            term::clip(&m.name, 64),
+            term::clip(&m.version, 32),
+            term::clip(&m.world, 20),
+            term::clip(&m.sha256, 12),
+            term::clip(m.pack.as_deref().unwrap_or("installed"), 40),
+            term::clip(&m.categories.join(","), 200)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -169,21 +181,26 @@ fn info(host: &PluginHost, registry: &Registry, name: &str) -> CliResult {
         None => {
             let installed = registry.load_all(host).map_err(registry_failure)?;
             installed
+                .plugins
                 .into_iter()
                 .find(|p| p.meta.name == name)
                 .ok_or_else(|| Failure::usage(RegistryError::NotInstalled(name.to_string())))?
         }
     };
     let m = &plugin.meta;
-    println!("name:         {}", m.name);
+    println!("name:         {}", term::line(&m.name));
     println!("version:      {}", m.version);
     println!("world:        {}", plugin.world.as_str());
-    println!("description:  {}", m.description);
+    println!("description:  {}", term::line(&m.description));
     println!("categories:   {}", list_or_none(&m.categories));
     println!("capabilities: {}", capabilities(m));
     println!("contract:     nixtest:plugin@{}", plugin.contract);
     println!("sha256:       {}", plugin.sha256);
-    println!("origin:       {:?}", plugin.origin);
+    println!(
+        "origin:       {}",
+        term::line(&format!("{:?}", plugin.origin))
+    );
+    // Debug formatting escapes control characters already.
     println!("prefilter:    literals {:?}", m.literals);
     println!("              patterns {:?}", m.patterns);
     println!("              context lines {}", m.context_lines);

@@ -5,6 +5,7 @@ use anyhow::Context;
 use nixtest::facts::GuestFacts;
 use nixtest::registry::{Registry, RegistryError};
 use nixtest::replay::{self, ReplayReport};
+use nixtest::term;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 pub fn run(
     log: &Path,
     json: bool,
+    verbose: bool,
     extra: &[PathBuf],
     config: Option<&Path>,
     facts: Option<&Path>,
@@ -47,14 +49,14 @@ pub fn run(
                 .map_err(Failure::usage)?,
         )
     };
-    let report = replay::replay(input, &plugins, &facts, &config).map_err(Failure::infra)?;
+    let report = replay::replay_set(input, &plugins, &facts, &config).map_err(Failure::infra)?;
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).expect("the report serialises")
         );
     } else {
-        print_human(&report);
+        print_human(&report, verbose);
     }
     Ok(if report.failed() {
         ExitCode::from(1)
@@ -63,7 +65,8 @@ pub fn run(
     })
 }
 
-fn print_human(r: &ReplayReport) {
+/// Everything a plugin returned is made safe for the terminal (`term`).
+fn print_human(r: &ReplayReport, verbose: bool) {
     let failures = r
         .findings
         .iter()
@@ -85,26 +88,54 @@ fn print_human(r: &ReplayReport) {
         println!(
             "{icon} [{i}] {} {}{kind}: {}  (lines {}; {})",
             f.severity,
-            f.category,
-            f.summary,
+            term::line(&f.category),
+            term::line(&f.summary),
             compact_lines(&f.lines),
-            f.detector
+            term::line(&f.detector)
         );
     }
     for a in &r.actions {
         println!(
             "🔧 for [{}] {} ({}, confidence {}): {}",
-            a.finding, a.name, a.healer, a.confidence, a.description
+            a.finding,
+            term::line(&a.name),
+            term::line(&a.healer),
+            a.confidence,
+            term::line(&a.description)
         );
         for c in &a.commands {
-            println!("     $ {c}");
+            println!("     $ {}", term::line(c));
         }
         for c in &a.config_changes {
-            println!("     ✎ {}", c.path);
+            println!("     ✎ {}", term::line(&c.path));
         }
     }
     for f in &r.faults {
-        println!("⛔ {}", f.message);
+        println!("⛔ {}", term::line(&f.message));
+        if verbose && !f.output.is_empty() {
+            for l in f.output.lines() {
+                println!("   | {}", term::line(l));
+            }
+        }
+    }
+    for p in &r.probes {
+        println!(
+            "🔎 probe by {}: {}{}",
+            term::line(&p.plugin),
+            term::line(&p.command),
+            p.refused
+                .as_ref()
+                .map(|w| format!(" (refused: {})", term::line(w)))
+                .unwrap_or_default()
+        );
+    }
+    if verbose {
+        for (name, out) in &r.plugin_output {
+            println!("📝 {} printed:", term::line(name));
+            for l in out.lines() {
+                println!("   | {}", term::line(l));
+            }
+        }
     }
 }
 

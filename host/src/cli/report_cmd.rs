@@ -60,7 +60,8 @@ pub fn show(run: &str, flag_dir: Option<PathBuf>, json: bool) -> CliResult {
             serde_json::to_string_pretty(&report).expect("the report serialises")
         );
     } else {
-        print!("{}", report.text());
+        // Report files are input like any other: nothing in them reaches the terminal raw.
+        print!("{}", nixtest::term::text(&report.text()));
         println!(
             "\nfiles: {} (report.json, junit.xml, report.html, logs/, events/)",
             run_dir.display()
@@ -79,18 +80,21 @@ pub fn list(flag_dir: Option<PathBuf>) -> CliResult {
     for r in known {
         match Report::load(&dir.join(&r)) {
             Ok(rep) => println!(
-                "{r}  {} passed, {} failed, {} errors  {:.1} s  {}",
-                rep.summary.passed,
-                rep.summary.failed,
-                rep.summary.errors,
-                rep.duration_ms as f64 / 1000.0,
-                rep.profiles
-                    .iter()
-                    .map(|p| p.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
+                "{}",
+                nixtest::term::line(&format!(
+                    "{r}  {} passed, {} failed, {} errors  {:.1} s  {}",
+                    rep.summary.passed,
+                    rep.summary.failed,
+                    rep.summary.errors,
+                    rep.duration_ms as f64 / 1000.0,
+                    rep.profiles
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ))
             ),
-            Err(e) => println!("{r}  unreadable: {e}"),
+            Err(e) => println!("{}", nixtest::term::line(&format!("{r}  unreadable: {e}"))),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,17 +1,51 @@
 //! The compiled-code cache: precompiled components on disk, keyed by the component's sha256
-//! and the engine's compatibility hash. Each entry carries the sha256 of its own bytes; an
-//! entry that does not match (damaged, truncated, or written by another engine) is compiled
-//! again and replaced, never loaded.
+//! and the engine's compatibility hash. Loading an entry runs it as native code, so an entry
+//! is trusted only when it is tied to the component asked for: its header names that
+//! component's sha256 and the sha256 of its own body, it is a plain file (no link) owned by
+//! this user or root that nobody else can write, in a folder nobody else can write. Anything
+//! else (damaged, truncated, another engine's, another component's) is compiled again and
+//! replaced, never loaded; a folder that others can write is refused.
 
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use thiserror::Error;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// Bytes at the start of an entry: magic, then the sha256 of the rest.
-const MAGIC: &[u8; 8] = b"NXTCWASM";
+/// Bytes at the start of an entry: magic, the component's sha256, the sha256 of the body.
+const MAGIC: &[u8; 8] = b"NXTCWAS2";
+
+#[derive(Debug, Error)]
+pub enum CacheError {
+    #[error(
+        "the compiled-code cache {dir} can be written by other users (mode {mode:o}, owner \
+         uid {uid}); nixtest runs what it holds as native code. Run `chmod go-w {dir}` (and \
+         make it yours), or point NIXTEST_CACHE_DIR at a folder only you can write"
+    )]
+    Writable { dir: PathBuf, mode: u32, uid: u32 },
+    #[error(
+        "the compiled-code cache {dir} is not a folder (or is a link); point NIXTEST_CACHE_DIR elsewhere"
+    )]
+    NotADir { dir: PathBuf },
+    #[error("cannot create the compiled-code cache {dir}: {source}")]
+    Create {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// Owned by us (or root) and writable by nobody else.
+fn trusted(meta: &std::fs::Metadata) -> bool {
+    (meta.uid() == euid() || meta.uid() == 0) && meta.mode() & 0o022 == 0
+}
 
 #[derive(Debug, Clone)]
 pub struct CompiledCache {
@@ -20,13 +54,40 @@ pub struct CompiledCache {
 }
 
 impl CompiledCache {
-    pub fn new(dir: PathBuf, engine: &Engine) -> Self {
+    /// Opens (creating it, private) the cache folder; refuses one that others can write.
+    pub fn open(dir: PathBuf, engine: &Engine) -> Result<Self, CacheError> {
+        match std::fs::symlink_metadata(&dir) {
+            Ok(meta) => {
+                if !meta.is_dir() {
+                    return Err(CacheError::NotADir { dir });
+                }
+                if !trusted(&meta) {
+                    return Err(CacheError::Writable {
+                        mode: meta.mode() & 0o7777,
+                        uid: meta.uid(),
+                        dir,
+                    });
+                }
+            }
+            Err(_) => {
+                std::fs::create_dir_all(&dir).map_err(|source| CacheError::Create {
+                    dir: dir.clone(),
+                    source,
+                })?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(
+                    |source| CacheError::Create {
+                        dir: dir.clone(),
+                        source,
+                    },
+                )?;
+            }
+        }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        CompiledCache {
+        Ok(CompiledCache {
             dir,
             engine_key: format!("{:016x}", hasher.finish()),
-        }
+        })
     }
 
     pub fn entry_path(&self, sha256: &str) -> PathBuf {
@@ -41,28 +102,34 @@ impl CompiledCache {
         sha256: &str,
     ) -> Result<Component, String> {
         let path = self.entry_path(sha256);
-        if let Some(component) = self.load(engine, &path) {
+        if let Some(component) = self.load(engine, &path, sha256) {
             return Ok(component);
         }
         let compiled = engine
             .precompile_component(bytes)
             .map_err(|e| format!("{e:#}"))?;
-        if let Err(e) = self.store(&path, &compiled) {
+        if let Err(e) = self.store(&path, sha256, &compiled) {
             tracing::warn!(path = %path.display(), "cannot write the compiled-code cache: {e}");
         }
         // SAFETY: `compiled` was produced by this engine a moment ago.
         unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| format!("{e:#}"))
     }
 
-    /// Loads an entry if it is intact and made by a compatible engine.
-    fn load(&self, engine: &Engine, path: &Path) -> Option<Component> {
+    /// Loads an entry if it is this component's, intact, private and made by a compatible
+    /// engine.
+    fn load(&self, engine: &Engine, path: &Path, sha256: &str) -> Option<Component> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        if !meta.is_file() || !trusted(&meta) {
+            tracing::warn!(path = %path.display(), "compiled-code cache entry is a link or writable by others; recompiling");
+            return None;
+        }
         let data = std::fs::read(path).ok()?;
-        let body = verify(&data);
-        let Some(body) = body else {
-            tracing::warn!(path = %path.display(), "damaged compiled-code cache entry; recompiling");
+        let Some(body) = verify(&data, sha256) else {
+            tracing::warn!(path = %path.display(), "compiled-code cache entry is damaged or another component's; recompiling");
             return None;
         };
-        // SAFETY: the bytes are exactly what this cache wrote (their sha256 matches), and
+        // SAFETY: the bytes are what this cache wrote for this very component (the header
+        // names its sha256 and the body's own matches), in a private file and folder, and
         // wasmtime checks that they came from a compatible engine configuration.
         match unsafe { Component::deserialize(engine, body) } {
             Ok(c) => Some(c),
@@ -73,10 +140,11 @@ impl CompiledCache {
         }
     }
 
-    fn store(&self, path: &Path, compiled: &[u8]) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+    fn store(&self, path: &Path, sha256: &str, compiled: &[u8]) -> std::io::Result<()> {
+        let component = hex::decode(sha256).map_err(std::io::Error::other)?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
         tmp.write_all(MAGIC)?;
+        tmp.write_all(&component)?;
         tmp.write_all(&Sha256::digest(compiled))?;
         tmp.write_all(compiled)?;
         tmp.as_file().sync_all()?;
@@ -85,10 +153,14 @@ impl CompiledCache {
     }
 }
 
-/// The body of an entry whose header matches its content.
-fn verify(data: &[u8]) -> Option<&[u8]> {
+/// The body of an entry whose header names `sha256` and matches its content.
+fn verify<'a>(data: &'a [u8], sha256: &str) -> Option<&'a [u8]> {
     let rest = data.strip_prefix(MAGIC.as_slice())?;
-    if rest.len() < 32 {
+    if rest.len() < 64 {
+        return None;
+    }
+    let (component, rest) = rest.split_at(32);
+    if hex::encode(component) != sha256 {
         return None;
     }
     let (digest, body) = rest.split_at(32);

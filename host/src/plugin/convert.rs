@@ -7,38 +7,171 @@ use crate::facts::GuestFacts;
 use crate::findings::{Finding, Severity};
 use nixtest_events::{Event, EventKind};
 
-pub fn metadata(m: wit::Metadata) -> Result<PluginMeta, String> {
-    let name = m.name.trim().to_string();
-    if name.is_empty()
-        || !name
+/// Caps on a plugin's metadata: it is untrusted input, read before the consent screen.
+#[derive(Debug, Clone, Copy)]
+pub struct MetadataCaps {
+    pub name: usize,
+    pub version: usize,
+    pub description: usize,
+    pub categories: usize,
+    pub category: usize,
+    pub capabilities: usize,
+    pub literals: usize,
+    pub literal: usize,
+    pub literal_total: usize,
+    pub patterns: usize,
+    pub pattern: usize,
+    pub pattern_total: usize,
+    pub context_lines: u32,
+}
+
+impl Default for MetadataCaps {
+    fn default() -> Self {
+        MetadataCaps {
+            name: 64,
+            version: 64,
+            description: 1024,
+            categories: 32,
+            category: 64,
+            capabilities: 8,
+            literals: 256,
+            literal: 256,
+            literal_total: 16 << 10,
+            patterns: 128,
+            pattern: 1024,
+            pattern_total: 32 << 10,
+            context_lines: 64,
+        }
+    }
+}
+
+/// A plugin name: what the store, the report and the terminal can use as is.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MetadataCaps::default().name
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "plugin name {:?} must be 1 to 64 lowercase letters, digits, - and _, starting with \
+             a letter or digit",
+            crate::term::clip(name, 80)
+        ))
+    }
+}
+
+/// A category: a short word of lowercase letters, digits and dashes.
+pub fn check_category(c: &str) -> Result<(), String> {
+    let ok = !c.is_empty()
+        && c.len() <= MetadataCaps::default().category
+        && c.chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "category {:?} must be 1 to 64 lowercase letters, digits, - and _",
+            crate::term::clip(c, 80)
+        ))
+    }
+}
+
+fn over(what: &str, got: usize, cap: usize) -> Result<(), String> {
+    if got > cap {
+        Err(format!("{what} is {got}, over the limit of {cap}"))
+    } else {
+        Ok(())
+    }
+}
+
+pub fn metadata_size(m: &wit::Metadata) -> usize {
+    m.name.len()
+        + m.version.len()
+        + m.description.len()
+        + m.categories.iter().map(String::len).sum::<usize>()
+        + m.capabilities.len()
+        + m.literals.iter().map(String::len).sum::<usize>()
+        + m.patterns.iter().map(String::len).sum::<usize>()
+}
+
+/// Checks every field against `caps` before anything is compiled or shown.
+pub fn metadata(m: wit::Metadata, caps: &MetadataCaps) -> Result<PluginMeta, String> {
+    over("the name's length", m.name.len(), caps.name)?;
+    let name = m.name.trim().to_string();
+    check_name(&name)?;
+    over("the version's length", m.version.len(), caps.version)?;
+    let version = semver::Version::parse(&m.version).map_err(|e| {
+        format!(
+            "version {:?} is not semver: {e}",
+            crate::term::clip(&m.version, 64)
+        )
+    })?;
+    over(
+        "the description's length",
+        m.description.len(),
+        caps.description,
+    )?;
+    over(
+        "the number of categories",
+        m.categories.len(),
+        caps.categories,
+    )?;
+    for c in &m.categories {
+        check_category(c)?;
+    }
+    over(
+        "the number of capabilities",
+        m.capabilities.len(),
+        caps.capabilities,
+    )?;
+    over("the number of literals", m.literals.len(), caps.literals)?;
+    for l in &m.literals {
+        over("a literal's length", l.len(), caps.literal)?;
+    }
+    over(
+        "the literals' total length",
+        m.literals.iter().map(String::len).sum(),
+        caps.literal_total,
+    )?;
+    over("the number of patterns", m.patterns.len(), caps.patterns)?;
+    for p in &m.patterns {
+        over("a pattern's length", p.len(), caps.pattern)?;
+    }
+    over(
+        "the patterns' total length",
+        m.patterns.iter().map(String::len).sum(),
+        caps.pattern_total,
+    )?;
+    if m.context_lines > caps.context_lines {
         return Err(format!(
-            "plugin name {:?} must be non-empty and use only letters, digits, - and _",
-            m.name
+            "context-lines is {}, over the limit of {}",
+            m.context_lines, caps.context_lines
         ));
     }
-    let version = semver::Version::parse(&m.version)
-        .map_err(|e| format!("version {:?} is not semver: {e}", m.version))?;
-    for p in &m.patterns {
-        regex::Regex::new(p).map_err(|e| format!("prefilter pattern {p:?} is invalid: {e}"))?;
+    let mut capabilities = Vec::new();
+    for c in m.capabilities {
+        let c = match c {
+            wit::Capability::Probe => Capability::Probe,
+        };
+        if !capabilities.contains(&c) {
+            capabilities.push(c);
+        }
     }
+    let mut categories = m.categories;
+    categories.dedup();
     Ok(PluginMeta {
         name,
         version,
-        description: m.description,
-        categories: m.categories,
-        capabilities: m
-            .capabilities
-            .into_iter()
-            .map(|c| match c {
-                wit::Capability::Probe => Capability::Probe,
-            })
-            .collect(),
+        description: m.description.trim().to_string(),
+        categories,
+        capabilities,
         literals: m.literals.into_iter().filter(|l| !l.is_empty()).collect(),
         patterns: m.patterns,
-        context_lines: m.context_lines.min(64),
+        context_lines: m.context_lines,
     })
 }
 
@@ -86,18 +219,46 @@ fn severity_to_wit(s: Severity) -> wit::Severity {
     }
 }
 
-pub fn finding(f: wit::Finding, detector: &str) -> Finding {
+/// Evidence lines one finding may carry; more are dropped (the earliest are kept).
+pub const MAX_EVIDENCE_LINES: usize = 256;
+/// A finding's summary, at most (longer ones are cut).
+pub const MAX_SUMMARY: usize = 512;
+/// Actions one heal call may return.
+pub const MAX_ACTIONS_PER_HEAL: usize = 32;
+/// Per action: guest commands, config changes, and their sizes.
+pub const MAX_COMMANDS: usize = 16;
+pub const MAX_COMMAND_BYTES: usize = 4096;
+pub const MAX_CONFIG_CHANGES: usize = 16;
+pub const MAX_CONFIG_CONTENT: usize = 256 << 10;
+const MAX_ACTION_NAME: usize = 64;
+const MAX_ACTION_DESCRIPTION: usize = 1024;
+
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut at = max;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+        s.push('…');
+    }
+    s
+}
+
+pub fn finding(f: wit::Finding, detector: &str) -> Result<Finding, String> {
+    check_category(&f.category)?;
     let mut lines = f.lines;
     lines.sort_unstable();
     lines.dedup();
-    Finding {
+    lines.truncate(MAX_EVIDENCE_LINES);
+    Ok(Finding {
         detector: detector.to_string(),
         category: f.category,
         severity: severity(f.severity),
         permanent: f.permanent,
-        summary: f.summary,
+        summary: cut(f.summary, MAX_SUMMARY),
         lines,
-    }
+    })
 }
 
 pub fn finding_size(f: &wit::Finding) -> usize {
@@ -114,12 +275,41 @@ pub fn finding_to_wit(f: &Finding) -> wit::Finding {
     }
 }
 
-pub fn action(a: wit::HealingAction, healer: &str, finding: usize) -> HealingAction {
-    HealingAction {
+pub fn action(
+    a: wit::HealingAction,
+    healer: &str,
+    finding: usize,
+) -> Result<HealingAction, String> {
+    let name = a.name.trim().to_string();
+    if name.is_empty() || name.len() > MAX_ACTION_NAME {
+        return Err(format!(
+            "an action's name must be 1 to {MAX_ACTION_NAME} bytes"
+        ));
+    }
+    over("the number of commands", a.commands.len(), MAX_COMMANDS)?;
+    for c in &a.commands {
+        over("a command's length", c.len(), MAX_COMMAND_BYTES)?;
+        if c.contains('\0') {
+            return Err("a command contains a NUL byte".into());
+        }
+    }
+    over(
+        "the number of config changes",
+        a.config_changes.len(),
+        MAX_CONFIG_CHANGES,
+    )?;
+    for c in &a.config_changes {
+        over(
+            "a config change's size",
+            c.content.len(),
+            MAX_CONFIG_CONTENT,
+        )?;
+    }
+    Ok(HealingAction {
         healer: healer.to_string(),
         finding,
-        name: a.name,
-        description: a.description,
+        name,
+        description: cut(a.description, MAX_ACTION_DESCRIPTION),
         confidence: Confidence::new(a.confidence),
         commands: a.commands,
         config_changes: a
@@ -130,8 +320,8 @@ pub fn action(a: wit::HealingAction, healer: &str, finding: usize) -> HealingAct
                 content: c.content,
             })
             .collect(),
-        retry_phase: a.retry_phase,
-    }
+        retry_phase: a.retry_phase.map(|p| cut(p, 128)),
+    })
 }
 
 pub fn action_size(a: &wit::HealingAction) -> usize {

@@ -2,15 +2,24 @@
 //!
 //! A [`PluginHost`] owns the wasmtime engine (epoch interruption on, a ticker thread driving
 //! it) and the compiled-code cache. [`PluginHost::load`] turns component bytes into a
-//! [`Plugin`]: checked, described and pre-linked. [`Plugin::instantiate`] makes a
-//! [`PluginInstance`] for one run; a call that traps, loops, runs out of memory or returns too
-//! much disables that instance with a [`PluginFault`], and nothing else is affected. This
-//! module knows nothing of VMs, streams or the monitor.
+//! [`Plugin`]: checked, described and pre-linked, its metadata bounded and its prefilter
+//! compiled within limits. [`Plugin::instantiate`] makes a [`PluginInstance`] for one run; a
+//! call that traps, loops, exits, runs out of memory or CPU, or returns too much disables that
+//! instance with a [`PluginFault`] that keeps the cause, and nothing else is affected.
+//!
+//! Every call is treated as hostile: it runs off the async runtime's threads (WASI's blocking
+//! shims would panic there), inside `catch_unwind`, under a CPU-time deadline per call and per
+//! run, with one memory budget for all its memories and tables, and nothing in its WASI can
+//! block (sleeps and polls return at once, stdio goes to a bounded buffer). This module knows
+//! nothing of VMs, streams or the monitor.
 
 mod cache;
 mod contract;
 mod convert;
+pub mod prefilter;
+pub mod probe_policy;
 mod sandbox;
+mod stdio;
 
 pub mod bindings {
     //! Host bindings of the `full-plugin` world. Detector-only and healer-only components use
@@ -21,9 +30,11 @@ pub mod bindings {
     });
 }
 
-pub use cache::CompiledCache;
+pub use cache::{CacheError, CompiledCache};
 pub use contract::{CONTRACT_PACKAGE, ContractError, host_contract};
-pub use sandbox::{GuestProbe, Limits, SandboxState, check_read_only};
+pub use convert::{MAX_EVIDENCE_LINES, MetadataCaps, check_category, check_name};
+pub use probe_policy::ProbeCommand;
+pub use sandbox::{GuestProbe, Limits, ProbeRecord, SandboxState};
 
 use crate::actions::HealingAction;
 use crate::facts::GuestFacts;
@@ -32,13 +43,20 @@ use bindings::exports::nixtest::plugin::{detector, healer};
 use nixtest_events::Event;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use thiserror::Error;
-use wasmtime::component::{Component, InstancePre, Linker};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::component::{Component, InstancePre, Linker, Resource};
+use wasmtime::{Config, Engine, Store, StoreContextMut};
+use wasmtime_wasi::p2::DynPollable;
+
+/// The largest component file accepted: compiling is host work too.
+pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
+/// Stack of the thread a call runs on when it must leave the async runtime's thread.
+const CALL_THREAD_STACK: usize = 8 << 20;
 
 /// How often the epoch advances; a call's deadline is a whole number of ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -62,8 +80,18 @@ pub enum PluginError {
     Describe { what: String, fault: PluginFault },
     #[error("{what}: bad metadata: {reason}")]
     Metadata { what: String, reason: String },
+    #[error("{what}: {reason}")]
+    Prefilter { what: String, reason: String },
+    #[error("{what}: the component is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        what: String,
+        size: usize,
+        limit: usize,
+    },
     #[error("cannot start the WebAssembly engine: {0}")]
     Engine(String),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 impl From<ContractError> for PluginError {
@@ -76,10 +104,22 @@ impl From<ContractError> for PluginError {
 #[derive(Debug, Clone, Error, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", content = "detail", rename_all = "kebab-case")]
 pub enum PluginFault {
-    #[error("ran longer than its limit of {0} ms per call and was stopped")]
+    #[error("used more than its limit of {0} ms of CPU time in one call and was stopped")]
     Timeout(u64),
-    #[error("tried to use more than its memory limit of {0} MiB and was stopped")]
+    #[error("used more than its limit of {0} ms of CPU time in this run and was stopped")]
+    RunBudget(u64),
+    #[error("ran for {0} ms without returning (CPU aside) and was stopped")]
+    WallTimeout(u64),
+    #[error(
+        "tried to use more than its memory limit of {0} MiB (all memories and tables) and was stopped"
+    )]
     OutOfMemory(u64),
+    #[error("overflowed its stack")]
+    StackOverflow,
+    #[error("panicked: {0}")]
+    Panic(String),
+    #[error("exited with status {0}")]
+    Exit(i32),
     #[error("trapped: {0}")]
     Trap(String),
     #[error("returned {got} {unit}, over the limit of {limit}")]
@@ -88,6 +128,14 @@ pub enum PluginFault {
         limit: usize,
         unit: &'static str,
     },
+    #[error("returned something the host refuses: {0}")]
+    BadOutput(String),
+    #[error("has a prefilter that cannot be used: {0}")]
+    Prefilter(String),
+    #[error("made the host fail while serving it: {0}")]
+    HostPanic(String),
+    #[error("cannot be loaded: {0}")]
+    Unloadable(String),
     #[error("is disabled for this run after an earlier fault: {0}")]
     Disabled(String),
 }
@@ -204,6 +252,40 @@ pub struct HostOptions {
     pub pooling: bool,
 }
 
+/// A pollable that is ready at once: what a plugin's sleep or timer gets.
+struct Ready;
+
+#[async_trait::async_trait]
+impl wasmtime_wasi::p2::Pollable for Ready {
+    async fn ready(&mut self) {}
+}
+
+fn ready_pollable(
+    mut store: StoreContextMut<'_, SandboxState>,
+) -> wasmtime::Result<(Resource<DynPollable>,)> {
+    use wasmtime_wasi::WasiView;
+    let table = store.data_mut().ctx().table;
+    let ready = table.push(Ready)?;
+    Ok((wasmtime_wasi::p2::subscribe(table, ready)?,))
+}
+
+/// WASI for plugins: everything `wasmtime-wasi` links, with the monotonic clock's timers
+/// replaced by ones that are ready at once. The clock is frozen, so a plugin's sleep returns
+/// without waiting (a spurious wake-up, as WASI allows) and a poll on it never blocks the host.
+fn link_wasi(linker: &mut Linker<SandboxState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    clock.func_wrap("subscribe-duration", |store, (_,): (u64,)| {
+        ready_pollable(store)
+    })?;
+    clock.func_wrap("subscribe-instant", |store, (_,): (u64,)| {
+        ready_pollable(store)
+    })?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 impl PluginHost {
     pub fn new(options: HostOptions) -> Result<Self, PluginError> {
         let mut config = Config::new();
@@ -220,13 +302,17 @@ impl PluginHost {
         }
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        link_wasi(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         bindings::nixtest::plugin::probe::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
         )
         .map_err(|e| PluginError::Engine(e.to_string()))?;
+
+        let cache = match options.cache_dir {
+            Some(dir) => Some(CompiledCache::open(dir, &engine)?),
+            None => None,
+        };
 
         let stop = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
@@ -249,9 +335,7 @@ impl PluginHost {
                 engine: engine.clone(),
                 limits: options.limits,
             },
-            cache: options
-                .cache_dir
-                .map(|dir| CompiledCache::new(dir, &engine)),
+            cache,
             linker,
             _ticker: Ticker { stop },
         })
@@ -267,8 +351,8 @@ impl PluginHost {
 
     /// Compiles (or loads from the cache) and checks a component. `what` names it in errors.
     pub fn load(&self, bytes: &[u8], what: &str, origin: Origin) -> Result<Plugin, PluginError> {
-        let sha256 = hex::encode(Sha256::digest(bytes));
         check_header(bytes, what)?;
+        let sha256 = hex::encode(Sha256::digest(bytes));
         let component = match &self.cache {
             Some(cache) => cache.load_or_compile(&self.shared.engine, bytes, &sha256),
             None => Component::new(&self.shared.engine, bytes).map_err(|e| e.to_string()),
@@ -292,33 +376,19 @@ impl PluginHost {
         what: &str,
         origin: Origin,
     ) -> Result<Plugin, PluginError> {
-        let (world, contract) = contract::inspect(&self.shared.engine, &component, what)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| PluginError::Link {
-                what: what.to_string(),
-                reason: e.to_string(),
-            })?;
-        let detector = if world.detects() {
-            Some(
-                detector::GuestIndices::new(&pre).map_err(|e| PluginError::Link {
-                    what: what.to_string(),
-                    reason: e.to_string(),
-                })?,
-            )
-        } else {
-            None
+        let link = |e: wasmtime::Error| PluginError::Link {
+            what: what.to_string(),
+            reason: format!("{e:#}"),
         };
-        let healer = if world.heals() {
-            Some(
-                healer::GuestIndices::new(&pre).map_err(|e| PluginError::Link {
-                    what: what.to_string(),
-                    reason: e.to_string(),
-                })?,
-            )
-        } else {
-            None
+        let (world, contract) = contract::inspect(&self.shared.engine, &component, what)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(link)?;
+        let detector = match world.detects() {
+            true => Some(detector::GuestIndices::new(&pre).map_err(link)?),
+            false => None,
+        };
+        let healer = match world.heals() {
+            true => Some(healer::GuestIndices::new(&pre).map_err(link)?),
+            false => None,
         };
         let mut plugin = Plugin {
             meta: PluginMeta {
@@ -340,20 +410,21 @@ impl PluginHost {
             healer,
             host: self.shared.clone(),
         };
-        let mut probe_instance =
-            plugin
-                .instantiate_with(false)
-                .map_err(|fault| PluginError::Describe {
-                    what: what.to_string(),
-                    fault,
-                })?;
-        let raw = probe_instance
-            .describe()
-            .map_err(|fault| PluginError::Describe {
+        let describe = |fault| PluginError::Describe {
+            what: what.to_string(),
+            fault,
+        };
+        let mut probe_instance = plugin.instantiate_with(false).map_err(describe)?;
+        let raw = probe_instance.describe().map_err(describe)?;
+        plugin.meta = convert::metadata(raw, &MetadataCaps::default()).map_err(|reason| {
+            PluginError::Metadata {
                 what: what.to_string(),
-                fault,
-            })?;
-        plugin.meta = convert::metadata(raw).map_err(|reason| PluginError::Metadata {
+                reason,
+            }
+        })?;
+        // The prefilter is built now, within its limits, so a plugin whose patterns cannot
+        // be afforded is refused before anyone is asked to consent to it.
+        prefilter::PluginFilter::build(&plugin.meta).map_err(|reason| PluginError::Prefilter {
             what: what.to_string(),
             reason,
         })?;
@@ -362,6 +433,13 @@ impl PluginHost {
 }
 
 fn check_header(bytes: &[u8], what: &str) -> Result<(), PluginError> {
+    if bytes.len() > MAX_COMPONENT_BYTES {
+        return Err(PluginError::TooLarge {
+            what: what.to_string(),
+            size: bytes.len(),
+            limit: MAX_COMPONENT_BYTES,
+        });
+    }
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(PluginError::NotWasm {
             what: what.to_string(),
@@ -401,36 +479,31 @@ impl Plugin {
             &self.host.engine,
             SandboxState::new(&limits, label, may_probe),
         );
-        store.limiter(|s| &mut s.limits);
-        // At the deadline the call stops, unless it spent time waiting on the guest in probes:
-        // that time is given back, so the limit stays one on the plugin's own work.
+        store.limiter(|s| &mut s.budget);
+        // At each tick past the deadline the call's CPU time decides: time spent waiting on
+        // the guest in probes, or descheduled, is not the plugin's.
         store.epoch_deadline_callback(|mut cx| {
-            let ticks = cx.data_mut().take_probe_ticks(EPOCH_TICK);
-            Ok(if ticks > 0 {
-                wasmtime::UpdateDeadline::Continue(ticks)
-            } else {
-                wasmtime::UpdateDeadline::Interrupt
+            Ok(match cx.data_mut().over_deadline() {
+                Some(_) => wasmtime::UpdateDeadline::Interrupt,
+                None => wasmtime::UpdateDeadline::Continue(1),
             })
         });
-        store.set_epoch_deadline(deadline_ticks(limits.cpu_per_call));
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(e, &limits))?;
-        let detector = match &self.detector {
-            Some(ix) => Some(
-                ix.load(&mut store, &instance)
-                    .map_err(|e| classify(e, &limits))?,
-            ),
-            None => None,
-        };
-        let healer = match &self.healer {
-            Some(ix) => Some(
-                ix.load(&mut store, &instance)
-                    .map_err(|e| classify(e, &limits))?,
-            ),
-            None => None,
-        };
+        let pre = &self.pre;
+        let (detector_ix, healer_ix) = (&self.detector, &self.healer);
+        // Instantiation runs the component's start code: the same deadline and isolation.
+        let made = run_call(&mut store, |store| {
+            let instance = pre.instantiate(&mut *store)?;
+            let detector = match detector_ix {
+                Some(ix) => Some(ix.load(&mut *store, &instance)?),
+                None => None,
+            };
+            let healer = match healer_ix {
+                Some(ix) => Some(ix.load(&mut *store, &instance)?),
+                None => None,
+            };
+            Ok((detector, healer))
+        });
+        let (detector, healer) = made.map_err(|e| classify(e, &limits, &store))?;
         Ok(PluginInstance {
             name: self.meta.name.clone(),
             store,
@@ -438,40 +511,139 @@ impl Plugin {
             healer,
             limits,
             disabled: None,
+            findings_reported: 0,
+            probes: Vec::new(),
         })
     }
 }
 
-fn deadline_ticks(limit: Duration) -> u64 {
-    (limit.as_millis() as u64)
-        .div_ceil(EPOCH_TICK.as_millis() as u64)
-        .max(1)
+/// Why a call failed, before it is classified.
+enum CallError {
+    Wasm(wasmtime::Error),
+    /// The host panicked while serving the call.
+    Panic(String),
+    /// No thread could be had to run the call on.
+    Thread(String),
 }
 
-/// Turns a wasmtime error into the fault a user can act on.
-fn classify(err: wasmtime::Error, limits: &Limits) -> PluginFault {
+impl From<wasmtime::Error> for CallError {
+    fn from(e: wasmtime::Error) -> Self {
+        CallError::Wasm(e)
+    }
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Runs one call on `store` with its clocks started, never on the async runtime's thread
+/// (WASI's blocking shims start a runtime of their own, which panics inside another), and
+/// never letting a panic out.
+fn run_call<R: Send>(
+    store: &mut Store<SandboxState>,
+    call: impl FnOnce(&mut Store<SandboxState>) -> wasmtime::Result<R> + Send,
+) -> Result<R, CallError> {
+    let body = move |store: &mut Store<SandboxState>| {
+        store.data_mut().begin_call();
+        store.set_epoch_deadline(1);
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| call(&mut *store)));
+        store.data_mut().end_call();
+        match result {
+            Ok(r) => r.map_err(CallError::Wasm),
+            Err(p) => Err(CallError::Panic(panic_text(p))),
+        }
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return body(store);
+    }
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("nixtest-plugin".into())
+            .stack_size(CALL_THREAD_STACK)
+            .spawn_scoped(scope, || body(store))
+            .map_err(|e| CallError::Thread(e.to_string()))?;
+        handle
+            .join()
+            .unwrap_or_else(|p| Err(CallError::Panic(panic_text(p))))
+    })
+}
+
+/// Turns a failed call into the fault a user can act on, keeping its cause.
+fn classify(err: CallError, limits: &Limits, store: &Store<SandboxState>) -> PluginFault {
+    let err = match err {
+        CallError::Wasm(e) => e,
+        CallError::Panic(msg) => return PluginFault::HostPanic(cap_text(&msg)),
+        CallError::Thread(msg) => {
+            return PluginFault::HostPanic(format!("no thread for the call: {msg}"));
+        }
+    };
+    let state = store.data();
+    if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return PluginFault::Exit(exit.0);
+    }
+    if err.chain().any(|c| c.is::<sandbox::BudgetExceeded>()) {
+        return PluginFault::OutOfMemory((limits.memory_bytes >> 20) as u64);
+    }
     if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
         match trap {
             wasmtime::Trap::Interrupt => {
-                return PluginFault::Timeout(limits.cpu_per_call.as_millis() as u64);
+                return match state.stop {
+                    Some(sandbox::Stop::RunCpu) => {
+                        PluginFault::RunBudget(limits.cpu_per_run.as_millis() as u64)
+                    }
+                    Some(sandbox::Stop::Wall) => PluginFault::WallTimeout(
+                        (limits.cpu_per_call * 50)
+                            .max(Duration::from_secs(5))
+                            .as_millis() as u64,
+                    ),
+                    _ => PluginFault::Timeout(limits.cpu_per_call.as_millis() as u64),
+                };
             }
+            wasmtime::Trap::StackOverflow => return PluginFault::StackOverflow,
             wasmtime::Trap::AllocationTooLarge => {
                 return PluginFault::OutOfMemory((limits.memory_bytes >> 20) as u64);
+            }
+            wasmtime::Trap::UnreachableCodeReached => {
+                if let Some(msg) = state.stdio.panic_message() {
+                    return PluginFault::Panic(cap_text(&msg));
+                }
             }
             _ => {}
         }
     }
-    let text = format!("{err:#}");
-    if text.contains("forcing trap when growing memory") || text.contains("memory.grow") {
-        return PluginFault::OutOfMemory((limits.memory_bytes >> 20) as u64);
+    let mut text = chain_text(&err);
+    if let Some(last) = state.stdio.last_line() {
+        text.push_str(&format!(" (its last output: {last})"));
     }
-    PluginFault::Trap(first_line(&text))
+    PluginFault::Trap(cap_text(&text))
 }
 
-fn first_line(text: &str) -> String {
-    let mut line = text.lines().next().unwrap_or("").to_string();
-    line.truncate(300);
-    line
+/// The error and its causes on one line, without wasmtime's backtrace.
+fn chain_text(err: &wasmtime::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let first = cause.to_string();
+        let first = first.lines().next().unwrap_or("").trim().to_string();
+        if !first.is_empty() && !parts.contains(&first) && !first.starts_with("wasm backtrace") {
+            parts.push(first);
+        }
+    }
+    parts.join(": ")
+}
+
+fn cap_text(text: &str) -> String {
+    const MAX: usize = 1000;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut cut = MAX;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
 }
 
 /// One plugin's instance for one run. Keeps the plugin's state between calls.
@@ -482,6 +654,8 @@ pub struct PluginInstance {
     healer: Option<healer::Guest>,
     limits: Limits,
     disabled: Option<PluginFault>,
+    findings_reported: usize,
+    probes: Vec<ProbeRecord>,
 }
 
 impl PluginInstance {
@@ -505,12 +679,38 @@ impl PluginInstance {
         self.store.data_mut().set_probe(probe);
     }
 
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// What the plugin printed to stdout and stderr so far (bounded).
+    pub fn output(&self) -> String {
+        self.store.data().stdio.text()
+    }
+
+    /// CPU time the instance has used in this run.
+    pub fn cpu_used(&self) -> Duration {
+        self.store.data().run_cpu()
+    }
+
+    /// Bytes of memory and tables the instance holds.
+    pub fn memory_used(&self) -> usize {
+        self.store.data().budget.used()
+    }
+
+    /// The probes the plugin asked for since the last time, allowed or refused.
+    pub fn take_probes(&mut self) -> Vec<ProbeRecord> {
+        std::mem::take(&mut self.probes)
+    }
+
     fn describe(&mut self) -> Result<bindings::nixtest::plugin::types::Metadata, PluginFault> {
-        self.guarded(|store, d, h| match (d, h) {
+        let raw = self.guarded(|store, d, h| match (d, h) {
             (Some(d), _) => d.call_describe(store),
             (_, Some(h)) => h.call_describe(store),
             (None, None) => unreachable!("a plugin has at least one role"),
-        })
+        })?;
+        self.check_output(1, convert::metadata_size(&raw))?;
+        Ok(raw)
     }
 
     /// Sends a batch of events; returns the findings, each labelled with this plugin's name.
@@ -519,7 +719,7 @@ impl PluginInstance {
             return Ok(Vec::new());
         }
         let batch: Vec<_> = events.iter().map(convert::event).collect();
-        let raw = self.guarded(|store, d, _| d.unwrap().call_feed(store, &batch))?;
+        let raw = self.guarded(|store, d, _| d.expect("a detector").call_feed(store, &batch))?;
         self.check_findings(raw)
     }
 
@@ -528,7 +728,7 @@ impl PluginInstance {
         if self.detector.is_none() {
             return Ok(Vec::new());
         }
-        let raw = self.guarded(|store, d, _| d.unwrap().call_finish(store))?;
+        let raw = self.guarded(|store, d, _| d.expect("a detector").call_finish(store))?;
         self.check_findings(raw)
     }
 
@@ -544,13 +744,25 @@ impl PluginInstance {
         }
         let wit_finding = convert::finding_to_wit(finding);
         let wit_cx = convert::heal_context(cx);
-        let raw = self.guarded(|store, _, h| h.unwrap().call_heal(store, &wit_finding, &wit_cx))?;
+        let raw = self
+            .guarded(|store, _, h| h.expect("a healer").call_heal(store, &wit_finding, &wit_cx))?;
         let size: usize = raw.iter().map(convert::action_size).sum();
         self.check_output(raw.len(), size)?;
-        Ok(raw
-            .into_iter()
-            .map(|a| convert::action(a, &self.name, finding_index))
-            .collect())
+        if raw.len() > convert::MAX_ACTIONS_PER_HEAL {
+            return Err(self.fail(PluginFault::OversizedOutput {
+                got: raw.len(),
+                limit: convert::MAX_ACTIONS_PER_HEAL,
+                unit: "actions",
+            }));
+        }
+        let mut actions = Vec::with_capacity(raw.len());
+        for a in raw {
+            match convert::action(a, &self.name, finding_index) {
+                Ok(a) => actions.push(a),
+                Err(why) => return Err(self.fail(PluginFault::BadOutput(why))),
+            }
+        }
+        Ok(actions)
     }
 
     fn check_findings(
@@ -559,63 +771,72 @@ impl PluginInstance {
     ) -> Result<Vec<Finding>, PluginFault> {
         let size: usize = raw.iter().map(convert::finding_size).sum();
         self.check_output(raw.len(), size)?;
-        Ok(raw
-            .into_iter()
-            .map(|f| convert::finding(f, &self.name))
-            .collect())
+        self.findings_reported += raw.len();
+        if self.findings_reported > self.limits.findings_per_run.saturating_mul(20) {
+            // Reporting the same findings again and again is host work too.
+            let got = self.findings_reported;
+            return Err(self.fail(PluginFault::OversizedOutput {
+                got,
+                limit: self.limits.findings_per_run * 20,
+                unit: "findings in this run",
+            }));
+        }
+        let mut out = Vec::with_capacity(raw.len());
+        for f in raw {
+            match convert::finding(f, &self.name) {
+                Ok(f) => out.push(f),
+                Err(why) => return Err(self.fail(PluginFault::BadOutput(why))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Disables the instance for the rest of the run with `fault`.
+    pub fn fail(&mut self, fault: PluginFault) -> PluginFault {
+        self.disabled = Some(fault.clone());
+        fault
     }
 
     fn check_output(&mut self, items: usize, bytes: usize) -> Result<(), PluginFault> {
-        let fault = if items > self.limits.output_items {
-            Some(PluginFault::OversizedOutput {
+        if items > self.limits.output_items {
+            return Err(self.fail(PluginFault::OversizedOutput {
                 got: items,
                 limit: self.limits.output_items,
                 unit: "items",
-            })
-        } else if bytes > self.limits.output_bytes {
-            Some(PluginFault::OversizedOutput {
+            }));
+        }
+        if bytes > self.limits.output_bytes {
+            return Err(self.fail(PluginFault::OversizedOutput {
                 got: bytes,
                 limit: self.limits.output_bytes,
                 unit: "bytes",
-            })
-        } else {
-            None
-        };
-        match fault {
-            Some(f) => {
-                self.disabled = Some(f.clone());
-                Err(f)
-            }
-            None => Ok(()),
+            }));
         }
+        Ok(())
     }
 
     /// Runs one call under the deadline; any failure disables the instance (after a trap its
     /// state cannot be trusted, and wasmtime will not enter it again).
-    fn guarded<R>(
+    fn guarded<R: Send>(
         &mut self,
         call: impl FnOnce(
             &mut Store<SandboxState>,
             Option<&detector::Guest>,
             Option<&healer::Guest>,
-        ) -> wasmtime::Result<R>,
+        ) -> wasmtime::Result<R>
+        + Send,
     ) -> Result<R, PluginFault> {
         if let Some(f) = &self.disabled {
             return Err(PluginFault::Disabled(f.to_string()));
         }
-        self.store.data_mut().begin_call();
-        self.store
-            .set_epoch_deadline(deadline_ticks(self.limits.cpu_per_call));
-        match call(
-            &mut self.store,
-            self.detector.as_ref(),
-            self.healer.as_ref(),
-        ) {
+        let (detector, healer) = (self.detector.as_ref(), self.healer.as_ref());
+        let result = run_call(&mut self.store, |store| call(store, detector, healer));
+        self.probes.extend(self.store.data_mut().take_probes());
+        match result {
             Ok(r) => Ok(r),
             Err(e) => {
-                let fault = classify(e, &self.limits);
-                self.disabled = Some(fault.clone());
-                Err(fault)
+                let fault = classify(e, &self.limits, &self.store);
+                Err(self.fail(fault))
             }
         }
     }

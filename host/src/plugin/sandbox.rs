@@ -1,53 +1,196 @@
-//! The sandbox a plugin runs in: a WASI context that grants nothing, memory and output limits,
-//! and the `probe` import that is refused unless the plugin declared the capability.
+//! The sandbox a plugin runs in: a WASI context that grants nothing and never blocks, one
+//! memory budget for all of an instance's memories and tables, a CPU-time deadline per call
+//! and per run, captured stdio, and the `probe` import that is refused unless the plugin
+//! declared the capability and the command is a read-only shape.
 
 use super::bindings::nixtest::plugin::probe;
+use super::probe_policy::{self, ProbeCommand};
+use super::stdio::Capture;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Limits applied to every plugin call and instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Wall-clock time one call may run (enforced with epoch interruption).
+    /// CPU time one call may use (the thread's own CPU clock, checked at each epoch tick):
+    /// time spent waiting on the guest or descheduled does not count.
     pub cpu_per_call: Duration,
-    /// Linear memory one instance may grow to.
+    /// CPU time one instance may use over the whole run, all calls together.
+    pub cpu_per_run: Duration,
+    /// All linear memories and tables of one instance together.
     pub memory_bytes: usize,
     /// Bytes of strings one call may return.
     pub output_bytes: usize,
     /// Items (findings, actions) one call may return.
     pub output_items: usize,
+    /// Distinct findings one detector may report in a run.
+    pub findings_per_run: usize,
+    /// What is kept of a plugin's stdout and stderr.
+    pub stdio_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             cpu_per_call: Duration::from_millis(100),
+            cpu_per_run: Duration::from_secs(20),
             memory_bytes: 64 << 20,
             output_bytes: 1 << 20,
             output_items: 1000,
+            findings_per_run: 500,
+            stdio_bytes: 16 << 10,
         }
     }
 }
 
+/// Wall time a call may take besides the guest's answers to its probes, whatever its CPU:
+/// a backstop should a host call ever block. Generous, so a loaded machine never trips it.
+const WALL_BACKSTOP_FACTOR: u32 = 50;
+const WALL_BACKSTOP_MIN: Duration = Duration::from_secs(5);
+
+/// Bytes one table element is counted as (a pointer and its metadata).
+const TABLE_ELEMENT_BYTES: usize = 16;
+
 /// Runs a read-only command in the guest for plugins that may probe.
 pub trait GuestProbe: Send + Sync {
-    fn run(&self, command: &str) -> Result<probe::ProbeOutput, String>;
+    fn run(&self, command: &ProbeCommand) -> Result<probe::ProbeOutput, String>;
+}
+
+/// Why the epoch callback stopped a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    CallCpu,
+    RunCpu,
+    Wall,
+}
+
+/// One probe a plugin asked for, allowed or not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    pub plugin: String,
+    pub command: String,
+    pub allowed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<i32>,
+    pub duration_ms: u64,
+}
+
+/// The instance's memory budget: every memory and table growth is checked against what the
+/// instance already holds, before it happens.
+pub struct Budget {
+    limit: usize,
+    used: usize,
+}
+
+/// The error a growth past the budget traps with.
+#[derive(Debug, thiserror::Error)]
+#[error("memory budget of {limit} bytes exceeded: held {used}, asked for {asked} more")]
+pub struct BudgetExceeded {
+    pub limit: usize,
+    pub used: usize,
+    pub asked: usize,
+}
+
+impl Budget {
+    fn grow(&mut self, extra: usize) -> wasmtime::Result<bool> {
+        match self.used.checked_add(extra) {
+            Some(total) if total <= self.limit => {
+                self.used = total;
+                Ok(true)
+            }
+            _ => Err(BudgetExceeded {
+                limit: self.limit,
+                used: self.used,
+                asked: extra,
+            }
+            .into()),
+        }
+    }
+
+    pub fn used(&self) -> usize {
+        self.used
+    }
+}
+
+impl ResourceLimiter for Budget {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow(desired.saturating_sub(current))
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow(
+            desired
+                .saturating_sub(current)
+                .saturating_mul(TABLE_ELEMENT_BYTES),
+        )
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+    fn tables(&self) -> usize {
+        32
+    }
+    fn memories(&self) -> usize {
+        8
+    }
+}
+
+/// The CPU time the calling thread has used.
+pub fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given and nothing else.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+struct CallClock {
+    cpu_start: Duration,
+    wall_start: Instant,
+    probe_wait: Duration,
 }
 
 /// Store data of one plugin instance.
 pub struct SandboxState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(super) limits: StoreLimits,
+    pub(super) budget: Budget,
+    pub(super) stdio: Capture,
+    limits: Limits,
     probe: Option<Arc<dyn GuestProbe>>,
     may_probe: bool,
     plugin: String,
-    /// Time spent waiting on the guest in probes, not yet given back to the call's deadline.
-    probe_wait: Duration,
+    call: Option<CallClock>,
+    /// CPU used by the finished calls of this instance.
+    run_cpu: Duration,
+    pub(super) stop: Option<Stop>,
     probes_this_call: u32,
+    probes: Vec<ProbeRecord>,
 }
 
 /// Probes one call may make; a plugin asking for more is told no.
@@ -55,46 +198,114 @@ pub const MAX_PROBES_PER_CALL: u32 = 16;
 
 impl SandboxState {
     pub fn new(limits: &Limits, plugin: &str, may_probe: bool) -> Self {
+        let stdio = Capture::new(limits.stdio_bytes);
         let mut wasi = WasiCtx::builder();
-        // No preopened dirs, no env, no args, no stdio, no sockets, no name lookups, and a
-        // clock frozen at the epoch: a plugin learns only what its arguments tell it.
+        // No preopened dirs, no env, no args, no sockets, no name lookups, stdin closed,
+        // stdout and stderr into a bounded buffer, and a clock frozen at the epoch: a plugin
+        // learns only what its arguments tell it, and nothing it calls waits.
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .stdout(stdio.clone())
+            .stderr(stdio.clone())
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock);
         SandboxState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .trap_on_grow_failure(true)
-                .instances(64)
-                .memories(8)
-                .tables(64)
-                .build(),
+            budget: Budget {
+                limit: limits.memory_bytes,
+                used: 0,
+            },
+            stdio,
+            limits: *limits,
             probe: None,
             may_probe,
             plugin: plugin.to_string(),
-            probe_wait: Duration::ZERO,
+            call: None,
+            run_cpu: Duration::ZERO,
+            stop: None,
             probes_this_call: 0,
+            probes: Vec::new(),
         }
     }
 
+    /// Starts a call's clocks; must run on the thread that makes the call.
     pub(super) fn begin_call(&mut self) {
         self.probes_this_call = 0;
-        self.probe_wait = Duration::ZERO;
+        self.stop = None;
+        self.call = Some(CallClock {
+            cpu_start: thread_cpu(),
+            wall_start: Instant::now(),
+            probe_wait: Duration::ZERO,
+        });
     }
 
-    /// The probe wait since the last time, in whole epoch ticks (rounded up), and forgets it:
-    /// waiting on the guest is not the plugin's CPU time.
-    pub(super) fn take_probe_ticks(&mut self, tick: Duration) -> u64 {
-        let wait = std::mem::take(&mut self.probe_wait);
-        wait.as_nanos().div_ceil(tick.as_nanos().max(1)) as u64
+    /// Ends a call's clocks, on the thread that made it; returns the CPU it used.
+    pub(super) fn end_call(&mut self) -> Duration {
+        let used = self
+            .call
+            .take()
+            .map_or(Duration::ZERO, |c| thread_cpu().saturating_sub(c.cpu_start));
+        self.run_cpu += used;
+        used
+    }
+
+    /// At an epoch tick: whether the call must stop, and why.
+    pub(super) fn over_deadline(&mut self) -> Option<Stop> {
+        let c = self.call.as_ref()?;
+        let used = thread_cpu().saturating_sub(c.cpu_start);
+        let backstop = (self.limits.cpu_per_call * WALL_BACKSTOP_FACTOR).max(WALL_BACKSTOP_MIN);
+        let stop = if used >= self.limits.cpu_per_call {
+            Some(Stop::CallCpu)
+        } else if self.run_cpu + used >= self.limits.cpu_per_run {
+            Some(Stop::RunCpu)
+        } else if c.wall_start.elapsed().saturating_sub(c.probe_wait) >= backstop {
+            Some(Stop::Wall)
+        } else {
+            None
+        };
+        self.stop = stop;
+        stop
+    }
+
+    pub fn run_cpu(&self) -> Duration {
+        self.run_cpu
     }
 
     pub fn set_probe(&mut self, probe: Option<Arc<dyn GuestProbe>>) {
         self.probe = probe;
+    }
+
+    /// The probes since the last time, allowed or refused.
+    pub(super) fn take_probes(&mut self) -> Vec<ProbeRecord> {
+        std::mem::take(&mut self.probes)
+    }
+
+    fn record_probe(
+        &mut self,
+        command: &str,
+        refused: Option<String>,
+        status: Option<i32>,
+        took: Duration,
+    ) {
+        let mut command = command.to_string();
+        if command.len() > 256 {
+            let mut cut = 256;
+            while !command.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            command.truncate(cut);
+            command.push('…');
+        }
+        self.probes.push(ProbeRecord {
+            plugin: self.plugin.clone(),
+            command,
+            allowed: refused.is_none(),
+            refused,
+            status,
+            duration_ms: took.as_millis() as u64,
+        });
     }
 }
 
@@ -109,104 +320,47 @@ impl WasiView for SandboxState {
 
 impl probe::Host for SandboxState {
     fn run(&mut self, command: String) -> Result<probe::ProbeOutput, String> {
-        if !self.may_probe {
-            return Err(format!(
-                "plugin {} did not declare the `probe` capability",
-                self.plugin
-            ));
-        }
-        if let Err(why) = check_read_only(&command) {
-            tracing::warn!(plugin = %self.plugin, %command, "probe refused: {why}");
-            return Err(why);
-        }
+        // Past the per-call count, probes are refused without a record each: the count is
+        // what bounds the report.
         if self.probes_this_call >= MAX_PROBES_PER_CALL {
             return Err(format!(
                 "at most {MAX_PROBES_PER_CALL} probes per call; ask for less"
             ));
         }
         self.probes_this_call += 1;
-        match &self.probe {
-            Some(p) => {
-                let start = Instant::now();
-                let out = p.run(&command);
-                self.probe_wait += start.elapsed();
-                out
+        let refused = if !self.may_probe {
+            Some(format!(
+                "plugin {} did not declare the `probe` capability",
+                self.plugin
+            ))
+        } else {
+            None
+        };
+        let parsed = match refused {
+            Some(why) => Err(why),
+            None => probe_policy::parse(&command),
+        };
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::warn!(plugin = %self.plugin, %command, "probe refused: {why}");
+                self.record_probe(&command, Some(why.clone()), None, Duration::ZERO);
+                return Err(why);
             }
-            None => Err("no guest is attached (replay): probes are unavailable".to_string()),
+        };
+        let Some(p) = self.probe.clone() else {
+            let why = "no guest is attached (replay): probes are unavailable".to_string();
+            self.record_probe(&command, Some(why.clone()), None, Duration::ZERO);
+            return Err(why);
+        };
+        let start = Instant::now();
+        let out = p.run(&parsed);
+        let took = start.elapsed();
+        if let Some(c) = &mut self.call {
+            c.probe_wait += took;
         }
-    }
-}
-
-/// Programs a probe may start: they only read.
-const READ_ONLY_PROGRAMS: &[&str] = &[
-    "lsblk",
-    "blkid",
-    "df",
-    "free",
-    "findmnt",
-    "cat",
-    "ls",
-    "stat",
-    "uname",
-    "ip",
-    "getent",
-    "nslookup",
-    "host",
-    "dmesg",
-    "journalctl",
-    "nix-store",
-    "nix",
-    "swapon",
-    "mount",
-    "du",
-    "head",
-    "tail",
-    "wc",
-    "grep",
-    "id",
-    "test",
-];
-
-/// A probe is one program from the read-only list with plain arguments: no shell syntax that
-/// could chain, redirect or substitute, and no options that write.
-pub fn check_read_only(command: &str) -> Result<(), String> {
-    if command.len() > 4096 {
-        return Err("probe command is longer than 4096 bytes".into());
-    }
-    if let Some(c) = command.chars().find(|c| {
-        matches!(
-            c,
-            ';' | '|' | '&' | '>' | '<' | '`' | '$' | '\n' | '(' | ')'
-        )
-    }) {
-        return Err(format!("probe command may not contain {c:?}"));
-    }
-    let mut words = command.split_whitespace();
-    let program = words.next().ok_or("empty probe command")?;
-    if !READ_ONLY_PROGRAMS.contains(&program) {
-        return Err(format!("{program} is not a read-only probe program"));
-    }
-    // `nix` and `nix-store` only in query forms; `swapon`/`mount` only to list.
-    let args: Vec<&str> = words.collect();
-    let ok = match program {
-        "nix" => matches!(
-            args.first(),
-            Some(&"show-config" | &"config" | &"path-info")
-        ),
-        "nix-store" => matches!(args.first(), Some(&"-q" | &"--query" | &"--verify")),
-        "swapon" => args
-            .iter()
-            .all(|a| matches!(*a, "--show" | "-s" | "--noheadings")),
-        "mount" => args.is_empty(),
-        "ip" => !args
-            .iter()
-            .any(|a| matches!(*a, "add" | "del" | "set" | "flush" | "change" | "replace")),
-        _ => true,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("`{command}` is not a read-only use of {program}"))
+        self.record_probe(&command, None, out.as_ref().ok().map(|o| o.status), took);
+        out
     }
 }
 
@@ -232,30 +386,37 @@ impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
 
 #[cfg(test)]
 mod tests {
-    use super::check_read_only;
+    use super::*;
 
     #[test]
-    fn read_only_probes() {
-        for ok in [
-            "lsblk -b -J",
-            "df -B1 /mnt",
-            "cat /proc/meminfo",
-            "nix show-config",
-            "mount",
-        ] {
-            assert!(check_read_only(ok).is_ok(), "{ok}");
+    fn the_budget_covers_every_memory_and_table_together() {
+        let mut b = Budget {
+            limit: 1000,
+            used: 0,
+        };
+        assert!(b.memory_growing(0, 600, None).unwrap());
+        // A second memory draws on the same budget.
+        assert!(b.memory_growing(0, 600, None).is_err());
+        assert!(b.table_growing(0, 25, None).unwrap());
+        assert_eq!(b.used(), 1000);
+        assert!(b.table_growing(25, 26, None).is_err());
+        assert!(b.table_growing(0, usize::MAX, None).is_err());
+    }
+
+    #[test]
+    fn thread_cpu_advances_with_work_not_with_sleep() {
+        let a = thread_cpu();
+        std::thread::sleep(Duration::from_millis(50));
+        let b = thread_cpu();
+        assert!(
+            b - a < Duration::from_millis(25),
+            "sleep counted: {:?}",
+            b - a
+        );
+        let mut x = 0u64;
+        while thread_cpu() - b < Duration::from_millis(20) {
+            x = std::hint::black_box(x + 1);
         }
-        for bad in [
-            "rm -rf /",
-            "lsblk; rm -rf /",
-            "cat /etc/passwd > /tmp/x",
-            "df $(reboot)",
-            "nix build .#x",
-            "mount /dev/vdb /mnt",
-            "ip link set eth0 down",
-            "",
-        ] {
-            assert!(check_read_only(bad).is_err(), "{bad}");
-        }
+        assert!(thread_cpu() > b);
     }
 }
