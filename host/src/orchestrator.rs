@@ -915,6 +915,117 @@ mod tests {
         }
         std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
         assert!(copy.check_path("link/passwd").is_err());
+        // Paths that cannot be written are refused before anything is written.
+        std::fs::write(dir.path().join("file.nix"), "x").unwrap();
+        std::fs::create_dir(dir.path().join("folder")).unwrap();
+        let long = "a".repeat(300);
+        let deep = vec!["d"; 40].join("/");
+        for bad in [
+            "x/",
+            "a\0b",
+            "file.nix/inner.nix",
+            "folder",
+            long.as_str(),
+            deep.as_str(),
+        ] {
+            assert!(copy.check_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_change_that_fails_half_way_is_undone_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut copy = ConfigCopy {
+            dir: dir.path().to_path_buf(),
+            files: Vec::new(),
+        };
+        copy.set("a.nix", "old".into()).unwrap();
+        std::fs::write(dir.path().join("blocker"), "a file").unwrap();
+        let changes = [
+            crate::actions::ConfigChange {
+                path: "a.nix".into(),
+                content: "new".into(),
+            },
+            crate::actions::ConfigChange {
+                path: "blocker/b.nix".into(),
+                content: "x".into(),
+            },
+        ];
+        assert!(copy.apply(&changes).is_err());
+        assert_eq!(copy.content("a.nix"), Some("old"));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a.nix")).unwrap(),
+            "old"
+        );
+    }
+
+    #[test]
+    fn vetting_refuses_later_phases_weak_and_unsafe_actions() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = ConfigCopy {
+            dir: dir.path().to_path_buf(),
+            files: Vec::new(),
+        };
+        let profile = Profile::load("vm").unwrap();
+        let failed = 1;
+        let action = |retry: Option<&str>, confidence: f32, path: &str| HealingAction {
+            healer: "h".into(),
+            finding: 0,
+            name: "a".into(),
+            description: String::new(),
+            confidence: crate::actions::Confidence::new(confidence),
+            commands: Vec::new(),
+            config_changes: vec![crate::actions::ConfigChange {
+                path: path.into(),
+                content: String::new(),
+            }],
+            retry_phase: retry.map(str::to_string),
+        };
+        let first = profile.phases[0].name.as_str();
+        let this = profile.phases[failed].name.as_str();
+        let later = profile.phases[failed + 1].name.as_str();
+        assert_eq!(
+            vet(
+                &action(Some(first), 0.9, "x.nix"),
+                &copy,
+                &profile,
+                failed,
+                0.3
+            ),
+            None
+        );
+        assert_eq!(
+            vet(
+                &action(Some(this), 0.9, "x.nix"),
+                &copy,
+                &profile,
+                failed,
+                0.3
+            ),
+            None
+        );
+        assert!(
+            vet(
+                &action(Some(later), 0.9, "x.nix"),
+                &copy,
+                &profile,
+                failed,
+                0.3
+            )
+            .is_some()
+        );
+        assert!(
+            vet(
+                &action(Some("nope"), 0.9, "x.nix"),
+                &copy,
+                &profile,
+                failed,
+                0.3
+            )
+            .is_some()
+        );
+        assert!(vet(&action(None, 0.1, "x.nix"), &copy, &profile, failed, 0.3).is_some());
+        assert!(vet(&action(None, 0.9, "../x.nix"), &copy, &profile, failed, 0.3).is_some());
     }
 
     #[test]

@@ -627,7 +627,9 @@ fn chain_text(err: &wasmtime::Error) -> String {
     for cause in err.chain() {
         let first = cause.to_string();
         let first = first.lines().next().unwrap_or("").trim().to_string();
-        if !first.is_empty() && !parts.contains(&first) && !first.starts_with("wasm backtrace") {
+        let noise = first.starts_with("wasm backtrace")
+            || first.starts_with("error while executing at wasm backtrace");
+        if !first.is_empty() && !noise && !parts.contains(&first) {
             parts.push(first);
         }
     }

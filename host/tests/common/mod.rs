@@ -49,3 +49,4 @@ pub fn fixture(name: &str) -> Vec<u8> {
     let path = fixtures().join(format!("{}.wasm", name.replace('-', "_")));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+pub mod handmade;
