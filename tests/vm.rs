@@ -463,3 +463,56 @@ fn missing_or_broken_image_is_explained() {
     let err = image.verify().unwrap_err();
     assert!(err.to_string().contains("nixtest setup --rebuild"), "{err}");
 }
+
+#[test]
+fn healer_commands_and_phase_starts_run_once_when_asked_again() {
+    let _lock = vm_lock();
+    ensure_setup();
+    let g = guest();
+    let vm = g
+        .manager
+        .create_run_vm(&g.image, "once", &RunOverrides::default(), Vec::new())
+        .unwrap();
+    g.manager.start(&vm.name).unwrap();
+    let target = target(&g, vm.ssh_addr());
+    let runner_path = nixtest::stream::RUNNER_PATH;
+    rt().block_on(async {
+        let mut r = nixtest::stream::StreamRunner::connect(target, Duration::from_secs(120))
+            .await
+            .unwrap();
+        let cmd = "echo ran >> /tmp/once-count; echo out; echo err >&2; exit 4";
+        let first = r.exec_once(cmd).await.unwrap();
+        assert_eq!(first.status, 4);
+        assert_eq!(first.stdout_text(), "out\n");
+        assert_eq!(first.stderr_text(), "err\n");
+        // The host asks again with the same id, as after a lost connection: the guest answers
+        // with the first run's result and does not run it again.
+        let again = r
+            .exec(&format!(
+                "{runner_path} once 1 {}",
+                nixtest::ssh::shell_quote(cmd)
+            ))
+            .await
+            .unwrap();
+        assert_eq!(again.status, 4);
+        assert_eq!(again.stdout_text(), "out\n");
+        let count = r.exec("wc -l < /tmp/once-count").await.unwrap();
+        assert_eq!(count.stdout_text().trim(), "1");
+        // A phase start asked for twice under one id starts once.
+        for _ in 0..2 {
+            let out = r
+                .exec(&format!(
+                    "{runner_path} start 77 twice {}",
+                    nixtest::ssh::shell_quote("echo started >> /tmp/start-count")
+                ))
+                .await
+                .unwrap();
+            assert_eq!(out.status, 0, "{}", out.stderr_text());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let count = r.exec("wc -l < /tmp/start-count").await.unwrap();
+        assert_eq!(count.stdout_text().trim(), "1");
+        r.close().await;
+    });
+    vm.remove();
+}
