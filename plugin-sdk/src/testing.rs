@@ -98,6 +98,7 @@ pub fn with_probe<R>(
 }
 
 /// What [`crate::probe`] does outside WebAssembly (a plugin's native `cargo test`).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) fn native_probe(command: &str) -> Result<ProbeOutput, String> {
     PROBE.with(|p| match p.borrow_mut().as_mut() {
         Some(answer) => answer(command),
