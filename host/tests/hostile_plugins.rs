@@ -384,8 +384,8 @@ fn metadata_at_the_caps_loads() {
 fn a_costly_prefilter_is_refused_at_load_quickly() {
     let host = host();
     for pattern in [
-        r"(\w{1,100}){1,100}(\pL{50}){50}",
-        r"((((((((((a*)*)*)*)*)*)*)*)*)*)*[\p{L}\p{N}]{200}",
+        r"(?:\w{1,100}){1,100}x",
+        r"((((((((((a*)*)*)*)*)*)*)*)*)*)*\w{300}",
         r"(?:\w+\s+){100}\w+x",
     ] {
         let meta = Meta {
@@ -414,7 +414,7 @@ fn a_costly_prefilter_is_refused_at_load_quickly() {
         );
     }
     let meta = Meta {
-        patterns: vec![r"(\w{1,100}){1,100}(\pL{50}){50}".into()],
+        patterns: vec![r"(?:\w{1,100}){1,100}x".into()],
         ..Meta::named("costly")
     };
     let bytes = handmade::detector(&meta, &Body::default());
