@@ -247,3 +247,34 @@ impl StreamRunner {
         self.offset = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_guest_clock_value_is_a_time_or_none_never_a_panic() {
+        let clock = GuestClock {
+            host: Instant::now(),
+            uptime: 100.0,
+            error: Duration::ZERO,
+        };
+        assert!(clock.to_host(101.5).is_some());
+        assert!(clock.to_host(99.0).is_some());
+        for t in [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e300,
+            -1e300,
+            f64::MAX,
+        ] {
+            assert!(clock.to_host(t).is_none(), "{t}");
+        }
+        let broken = GuestClock {
+            uptime: f64::NAN,
+            ..clock
+        };
+        assert!(broken.to_host(1.0).is_none());
+    }
+}
