@@ -242,18 +242,7 @@ fn main() {
 
     // `nixtest plugin add` of the largest metadata the caps allow, as a user runs it.
     let dir = tempfile::tempdir().unwrap();
-    let meta = Meta {
-        description: "d".repeat(1024),
-        categories: (0..32).map(|i| format!("category-{i}")).collect(),
-        literals: (0..256)
-            .map(|i| format!("{i:03}{}", "l".repeat(60)))
-            .collect(),
-        patterns: (0..128)
-            .map(|i| format!("error {i}: [a-z]+ failed at {}", "x".repeat(200)))
-            .collect(),
-        context_lines: 64,
-        ..Meta::named("largest")
-    };
+    let meta = Meta::largest();
     let file = dir.path().join("largest.wasm");
     std::fs::write(&file, handmade::detector(&meta, &Body::default())).unwrap();
     let add = |file: &Path| {

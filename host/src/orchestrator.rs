@@ -606,15 +606,14 @@ async fn run_inner(
             }
             match vet(&a, &config, profile, idx, opts.min_confidence) {
                 Some(why) => {
-                    live.display
-                        .healing(&name, &a, &format!(" — refused: {why}"));
-                    report.healing.push(record(
+                    refuse(
+                        &mut *live.display,
+                        report,
                         &finding,
-                        Some(&a),
-                        Outcome::Refused,
-                        Some(why),
+                        &a,
+                        why,
                         ms(run_start.elapsed()),
-                    ));
+                    );
                     tried.push(key);
                 }
                 None => vetted.push(a),
@@ -629,15 +628,14 @@ async fn run_inner(
                     break;
                 }
                 Err(why) => {
-                    live.display
-                        .healing(&name, &a, &format!(" — refused: {why}"));
-                    report.healing.push(record(
+                    refuse(
+                        &mut *live.display,
+                        report,
                         &finding,
-                        Some(&a),
-                        Outcome::Refused,
-                        Some(why),
+                        &a,
+                        why,
                         ms(run_start.elapsed()),
-                    ));
+                    );
                 }
             }
         }
@@ -864,6 +862,25 @@ fn profile_substituters(config: &ConfigCopy) -> Vec<String> {
         .step_by(2)
         .map(str::to_string)
         .collect()
+}
+
+/// Shows and records an action that may not be applied.
+fn refuse(
+    display: &mut dyn Display,
+    report: &mut ProfileReport,
+    finding: &Finding,
+    action: &HealingAction,
+    why: String,
+    at: u64,
+) {
+    display.healing(&report.name, action, &format!(" — refused: {why}"));
+    report.healing.push(record(
+        finding,
+        Some(action),
+        Outcome::Refused,
+        Some(why),
+        at,
+    ));
 }
 
 /// `at`: when it was decided, in ms since the profile's run started.

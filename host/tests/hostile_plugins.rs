@@ -358,18 +358,7 @@ fn metadata_over_its_caps_is_refused_before_anything_is_shown() {
 #[test]
 fn metadata_at_the_caps_loads() {
     let host = host();
-    let meta = Meta {
-        description: "d".repeat(1024),
-        categories: (0..32).map(|i| format!("category-{i}")).collect(),
-        literals: (0..256)
-            .map(|i| format!("{i:03}{}", "l".repeat(60)))
-            .collect(),
-        patterns: (0..128)
-            .map(|i| format!("error {i}: [a-z]+ failed at {}", "x".repeat(200)))
-            .collect(),
-        context_lines: 64,
-        ..Meta::named("largest")
-    };
+    let meta = Meta::largest();
     let bytes = handmade::detector(&meta, &Body::default());
     let started = Instant::now();
     let plugin = host.load(&bytes, "largest", Origin::Builtin).unwrap();

@@ -31,6 +31,24 @@ impl Meta {
     }
 }
 
+impl Meta {
+    /// The largest metadata the host's caps allow (near each cap, every field at once).
+    pub fn largest() -> Self {
+        Meta {
+            description: "d".repeat(1024),
+            categories: (0..32).map(|i| format!("category-{i}")).collect(),
+            literals: (0..256)
+                .map(|i| format!("{i:03}{}", "l".repeat(60)))
+                .collect(),
+            patterns: (0..128)
+                .map(|i| format!("error {i}: [a-z]+ failed at {}", "x".repeat(200)))
+                .collect(),
+            context_lines: 64,
+            ..Meta::named("largest")
+        }
+    }
+}
+
 /// Core-module pieces beyond the metadata: extra declarations (memories, tables, a start
 /// function) and the body of `feed` (run before it returns an empty list).
 #[derive(Debug, Clone, Default)]
