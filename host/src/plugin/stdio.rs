@@ -13,9 +13,14 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 /// How much a write may offer at once; any amount is accepted, only `cap` bytes are kept.
 const PERMIT: usize = 64 << 10;
 
+/// The last bytes are kept apart from the first ones, so what a plugin printed just before
+/// it failed (a panic's message) survives whatever it printed before.
+const TAIL: usize = 4 << 10;
+
 #[derive(Debug, Default)]
 struct Buffer {
-    kept: Vec<u8>,
+    head: Vec<u8>,
+    tail: std::collections::VecDeque<u8>,
     dropped: u64,
 }
 
@@ -36,19 +41,30 @@ impl Capture {
 
     fn take_bytes(&self, bytes: &[u8]) {
         let mut b = self.buffer.lock().unwrap_or_else(PoisonError::into_inner);
-        let room = self.cap.saturating_sub(b.kept.len());
-        let keep = room.min(bytes.len());
-        b.kept.extend_from_slice(&bytes[..keep]);
-        b.dropped += (bytes.len() - keep) as u64;
+        let tail_cap = TAIL.min(self.cap / 2);
+        let head_cap = self.cap - tail_cap;
+        let room = head_cap.saturating_sub(b.head.len());
+        let (first, rest) = bytes.split_at(room.min(bytes.len()));
+        b.head.extend_from_slice(first);
+        // Past the head, the newest bytes replace the oldest in the tail.
+        let rest = &rest[rest.len().saturating_sub(tail_cap)..];
+        let skipped = (bytes.len() - first.len() - rest.len()) as u64;
+        let overflow = (b.tail.len() + rest.len()).saturating_sub(tail_cap);
+        b.tail.drain(..overflow);
+        b.tail.extend(rest);
+        b.dropped += skipped + overflow as u64;
     }
 
-    /// What the plugin printed (lossy UTF-8), with a note when some was dropped.
+    /// What the plugin printed (lossy UTF-8): the first bytes, a note of how many were
+    /// dropped, the last bytes.
     pub fn text(&self) -> String {
         let b = self.buffer.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut s = String::from_utf8_lossy(&b.kept).into_owned();
+        let mut s = String::from_utf8_lossy(&b.head).into_owned();
         if b.dropped > 0 {
-            s.push_str(&format!("\n[{} more bytes dropped]", b.dropped));
+            s.push_str(&format!("\n[{} bytes dropped]\n", b.dropped));
         }
+        let tail: Vec<u8> = b.tail.iter().copied().collect();
+        s.push_str(&String::from_utf8_lossy(&tail));
         s
     }
 
@@ -132,11 +148,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keeps_the_first_bytes_and_counts_the_rest() {
+    fn keeps_the_first_and_last_bytes_and_counts_the_rest() {
         let c = Capture::new(8);
         c.take_bytes(b"hello ");
         c.take_bytes(b"world, again");
-        assert_eq!(c.text(), "hello wo\n[10 more bytes dropped]");
+        assert_eq!(c.text(), "hell\n[10 bytes dropped]\ngain");
+        let c = Capture::new(8);
+        c.take_bytes(b"abc");
+        assert_eq!(c.text(), "abc");
+    }
+
+    #[test]
+    fn a_panic_after_a_flood_is_still_found() {
+        let c = Capture::new(16 << 10);
+        for i in 0..10_000 {
+            c.take_bytes(format!("noise {i}\n").as_bytes());
+        }
+        c.take_bytes(b"thread '<unnamed>' panicked at src/lib.rs:9:1:\nthe cause\n");
+        assert_eq!(
+            c.panic_message().unwrap(),
+            "panicked at src/lib.rs:9:1: the cause"
+        );
+        assert!(c.text().len() <= (16 << 10) + 64);
     }
 
     #[test]
