@@ -498,6 +498,18 @@ fn healer_commands_and_phase_starts_run_once_when_asked_again() {
         assert_eq!(again.stdout_text(), "out\n");
         let count = r.exec("wc -l < /tmp/once-count").await.unwrap();
         assert_eq!(count.stdout_text().trim(), "1");
+        // A command is bounded: past its time limit it ends with timeout's 124, and of a
+        // flood of output 64 KiB are kept.
+        let slow = r
+            .exec(&format!("{runner_path} once 900 'sleep 60' 2"))
+            .await
+            .unwrap();
+        assert_eq!(slow.status, 124);
+        let loud = r
+            .exec(&format!("{runner_path} once 901 yes"))
+            .await
+            .unwrap();
+        assert_eq!(loud.stdout.len(), 65536);
         // A phase start asked for twice under one id starts once.
         for _ in 0..2 {
             let out = r
