@@ -56,3 +56,101 @@ impl Finding {
             && self.summary == other.summary
     }
 }
+
+/// The built-in categories from the earliest cause to the latest effect: what usually makes
+/// the others happen comes first (memory or space running out breaks builds; a missing disk
+/// breaks mounts; a boot loader assertion is reported as an evaluation error too). A category
+/// nixtest does not know sits before `other`, which is last: it is what no rule explained.
+pub const CAUSE_ORDER: &[&str] = &[
+    "oom",
+    "disk-full",
+    "disk-device",
+    "readonly-fs",
+    "hash-mismatch",
+    "network",
+    "ssh",
+    "mount-fs",
+    "bootloader",
+    "eval-error",
+    "build-failure",
+    "hang",
+];
+
+/// Where a category stands in [`CAUSE_ORDER`]; unknown ones after the known, `other` last.
+pub fn cause_rank(category: &str) -> usize {
+    match CAUSE_ORDER.iter().position(|c| *c == category) {
+        Some(i) => i,
+        None if category == "other" => CAUSE_ORDER.len() + 1,
+        None => CAUSE_ORDER.len(),
+    }
+}
+
+/// The order to show and act on findings in: the root cause first. By severity (fatal first),
+/// then by what causes what ([`cause_rank`]), then by the earliest evidence line; ties keep
+/// the order they were found in.
+pub fn root_cause_order(findings: &[Finding]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..findings.len()).collect();
+    order.sort_by_key(|&i| {
+        let f = &findings[i];
+        (
+            std::cmp::Reverse(f.severity),
+            cause_rank(&f.category),
+            f.lines.iter().min().copied().unwrap_or(u32::MAX),
+        )
+    });
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(category: &str, severity: Severity, line: u32) -> Finding {
+        Finding {
+            detector: "d".into(),
+            category: category.into(),
+            severity,
+            permanent: true,
+            summary: category.into(),
+            lines: vec![line],
+        }
+    }
+
+    #[test]
+    fn the_cause_comes_before_its_effects() {
+        let found = [
+            f("build-failure", Severity::Error, 5),
+            f("other", Severity::Error, 1),
+            f("oom", Severity::Error, 9),
+            f("network", Severity::Warning, 2),
+            f("hash-mismatch", Severity::Error, 12),
+            f("network", Severity::Error, 14),
+        ];
+        let order: Vec<&str> = root_cause_order(&found)
+            .into_iter()
+            .map(|i| found[i].category.as_str())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "oom",
+                "hash-mismatch",
+                "network",
+                "build-failure",
+                "other",
+                "network"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_categories_sit_between_the_known_and_other() {
+        assert!(cause_rank("my-category") > cause_rank("build-failure"));
+        assert!(cause_rank("my-category") < cause_rank("other"));
+        let found = [
+            f("eval-error", Severity::Error, 9),
+            f("eval-error", Severity::Error, 3),
+        ];
+        assert_eq!(root_cause_order(&found), vec![1, 0]);
+    }
+}

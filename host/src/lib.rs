@@ -8,6 +8,7 @@ pub mod actions;
 pub mod builtin;
 pub mod display;
 pub mod facts;
+pub mod fallback;
 pub mod findings;
 pub mod healing;
 pub mod history;

@@ -14,6 +14,7 @@
 //! whose prefilter cannot be built within its limits, is disabled for the run and recorded;
 //! the others go on, and the run is marked as having incomplete detection.
 
+use crate::fallback::{PendingFailure, PhaseTail};
 use crate::findings::Finding;
 use crate::plugin::MAX_EVIDENCE_LINES;
 use crate::plugin::prefilter::{PluginFilter, Prefilter};
@@ -139,6 +140,8 @@ pub struct Monitor {
     latencies: Vec<Duration>,
     last_line: u32,
     findings_per_run: usize,
+    /// The current phase's last lines, for a failure no detector explains.
+    tail: PhaseTail,
 }
 
 impl Monitor {
@@ -198,6 +201,7 @@ impl Monitor {
             latencies: Vec::new(),
             last_line: 0,
             findings_per_run,
+            tail: PhaseTail::default(),
         })
     }
 
@@ -264,6 +268,7 @@ impl Monitor {
     /// As [`Monitor::observe`], with the time the line arrived.
     pub fn observe_at(&mut self, event: Event, arrived: Instant) -> Vec<Update> {
         self.last_line = event.line;
+        let failed = self.tail.observe(&event);
         self.wanted.iter_mut().for_each(|w| *w = false);
         match event.kind {
             EventKind::Raw | EventKind::Progress | EventKind::Metric => {
@@ -317,11 +322,36 @@ impl Monitor {
             }
             self.recent.push_back((event, arrived));
         }
+        if let Some(p) = failed {
+            // Judged once the detectors have seen the lines before the marker.
+            let mut updates = self.flush_slots();
+            self.judge(&p, &mut updates);
+            return updates;
+        }
         if full { self.flush() } else { Vec::new() }
+    }
+
+    /// Adds the fallback finding for a failed phase no detector explained.
+    fn judge(&mut self, p: &PendingFailure, updates: &mut Vec<Update>) {
+        if let Some(f) = p.judge(&self.findings) {
+            for (line, text) in p.cited() {
+                if self.evidence_bytes < EVIDENCE_TOTAL_BYTES && !self.evidence.contains_key(line)
+                {
+                    self.evidence_bytes += text.len();
+                    self.evidence.insert(*line, text.clone());
+                }
+            }
+            let (update, _) = self.record(f);
+            updates.push(update);
+        }
     }
 
     /// Sends every pending batch now (the live stream calls this after each chunk).
     pub fn flush(&mut self) -> Vec<Update> {
+        self.flush_slots()
+    }
+
+    fn flush_slots(&mut self) -> Vec<Update> {
         let mut updates = Vec::new();
         for i in 0..self.slots.len() {
             let result = match &mut self.slots[i] {

@@ -4,7 +4,7 @@
 use crate::actions::HealingAction;
 use crate::display::Display;
 use crate::facts::{self, GuestFacts};
-use crate::findings::Finding;
+use crate::findings::{Finding, root_cause_order};
 use crate::healing::Healers;
 use crate::history::History;
 use crate::monitor::{Monitor, Update};
@@ -502,16 +502,25 @@ async fn run_inner(
             .map_err(|e| e.to_string())?;
         // Failures with evidence from this attempt (a known problem seen again counts too),
         // earliest first: the cause before its echoes.
-        let mut failures: Vec<usize> = (0..live.monitor.findings().len())
+        let failures: Vec<usize> = (0..live.monitor.findings().len())
             .filter(|&i| {
                 let f = &live.monitor.findings()[i];
                 f.permanent && f.severity.is_failure() && f.lines.iter().any(|l| *l > first_line)
             })
             .collect();
-        failures.sort_by_key(|&i| {
-            let f = &live.monitor.findings()[i];
-            f.lines.iter().copied().filter(|l| *l > first_line).min()
-        });
+        // The root cause first (severity, what causes what, earliest line of this attempt).
+        let attempt_view: Vec<Finding> = failures
+            .iter()
+            .map(|&i| {
+                let mut f = live.monitor.findings()[i].clone();
+                f.lines.retain(|l| *l > first_line);
+                f
+            })
+            .collect();
+        let failures: Vec<usize> = root_cause_order(&attempt_view)
+            .into_iter()
+            .map(|k| failures[k])
+            .collect();
         let passed = status == 0 && failures.is_empty();
         let entry = phase_reports[idx].get_or_insert(PhaseReport {
             name: phase.name.clone(),
@@ -540,7 +549,7 @@ async fn run_inner(
             idx += 1;
             continue;
         }
-        // Heal the earliest failure of this attempt (the cause, not its echoes).
+        // Heal the root cause of this attempt, not its echoes.
         let Some(&fi) = failures.first() else {
             live.display.note(
                 &name,

@@ -2,7 +2,7 @@
 
 use crate::actions::HealingAction;
 use crate::facts::GuestFacts;
-use crate::findings::Finding;
+use crate::findings::{Finding, root_cause_order};
 use crate::healing::Healers;
 use crate::monitor::{FaultRecord, Monitor, MonitorError};
 use crate::plugin::{HealRequest, Plugin, ProbeRecord};
@@ -130,8 +130,13 @@ fn replay_inner(
     for f in healer_faults {
         healers.seed_fault(f.clone());
     }
+    // Root cause first: the report's order is the order healing is proposed in.
+    let findings: Vec<Finding> = root_cause_order(monitor.findings())
+        .into_iter()
+        .map(|i| monitor.findings()[i].clone())
+        .collect();
     let mut actions = Vec::new();
-    for (i, f) in monitor.findings().iter().enumerate() {
+    for (i, f) in findings.iter().enumerate() {
         if !(f.permanent && f.severity.is_failure()) {
             continue;
         }
@@ -152,7 +157,7 @@ fn replay_inner(
     let mut faults = monitor.faults().to_vec();
     faults.extend(healers.faults().iter().cloned());
     Ok(ReplayReport {
-        findings: monitor.findings().to_vec(),
+        findings,
         actions,
         faults,
         probes: healers.probes().to_vec(),

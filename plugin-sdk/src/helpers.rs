@@ -226,6 +226,20 @@ impl Rule {
             summary,
         }
     }
+
+    /// A rule for noise worth showing but never a failure by itself.
+    pub const fn warning(
+        category: &'static str,
+        pattern: &'static str,
+        summary: &'static str,
+    ) -> Self {
+        Rule {
+            category,
+            severity: Severity::Warning,
+            pattern,
+            summary,
+        }
+    }
 }
 
 /// A set of [`Rule`]s checked together (one `RegexSet` pass per line, then the first matching

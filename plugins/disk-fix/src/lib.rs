@@ -48,9 +48,71 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
     }
 });
 
+/// What partitioners, formatters and the kernel print when a disk is there but cannot be
+/// used: a table that does not fit, a device held busy, I/O errors. Written from the tools'
+/// own messages (gptfdisk, util-linux, parted, e2fsprogs, zfs, cryptsetup, the block layer).
+const DEVICE_RULES: &[Rule] = &[
+    Rule::error(
+        CATEGORY,
+        r"Could not (?:create|change|delete) partition (?P<n>\d+)",
+        "sgdisk could not create partition $n",
+    ),
+    Rule::error(
+        CATEGORY,
+        r"Error encountered; not saving changes",
+        "sgdisk refused to write the partition table",
+    ),
+    Rule::error(
+        CATEGORY,
+        r"(?i)\bsfdisk: (?:failed to|cannot|unable to)|Failed to add #?\d+ partition",
+        "sfdisk could not write the partition table",
+    ),
+    Rule::error(
+        CATEGORY,
+        r"^\s*Error: (?:Can't have (?:a partition outside the disk|overlapping partitions)|The location .* is outside of the device|Partition\(s\) .* have been written, but we have been unable to inform the kernel|Error informing the kernel|.*unrecognised disk label|Invalid partition table|Unable to satisfy all constraints|Can't create any more partitions|You requested a partition from|Error opening /dev/|Input/output error)",
+        "parted could not partition the disk",
+    ),
+    Rule::error(
+        CATEGORY,
+        r"(?:BLKRRPART|Re-reading the partition table failed|unable to inform the kernel).*(?:Device or resource busy|failed)",
+        "the kernel could not re-read the partition table (disk busy)",
+    ),
+    Rule::error(
+        CATEGORY,
+        r"(?P<dev>/dev/\S+?):? (?:is apparently in use by the system|contains a mounted file ?system)",
+        "$dev is in use",
+    ),
+    Rule::error(
+        CATEGORY,
+        r"Cannot use device (?P<dev>/dev/\S+) which is in use|Device (?P<dev2>/dev/\S+) (?:does not exist or access denied|is in use|not found)",
+        "cannot use the device",
+    ),
+    Rule::error(
+        CATEGORY,
+        r"(?:blk_update_request: |\b)(?:critical )?(?:medium |I/O )error, dev (?P<dev>\w+), sector|Buffer I/O error on dev(?:ice)? (?P<dev2>\w+)",
+        "I/O errors on the disk",
+    ),
+    Rule::error(
+        CATEGORY,
+        r"Can't lookup blockdev|No medium found|not a block device",
+        "the block device is missing",
+    ),
+    Rule::error(
+        CATEGORY,
+        r"cannot (?:create|add to|open|label) '[^']+': (?:one or more devices? (?:is|are) currently unavailable|no such device|.*is (?:busy|in use)|.*must be a block device|.*is part of (?:active|exported) pool)",
+        "ZFS cannot use the device",
+    ),
+];
+
+static DEVICE_RULE_SET: LazyLock<RuleSet> = LazyLock::new(|| RuleSet::new(DEVICE_RULES));
+
 /// The detection patterns, for native baselines and documentation.
 pub fn patterns() -> Vec<String> {
     let r = &*RULES;
+    DEVICE_RULES
+        .iter()
+        .map(|r| r.pattern.to_string())
+        .chain(
     [
         &r.tool_missing,
         &r.sgdisk_problem,
@@ -62,7 +124,7 @@ pub fn patterns() -> Vec<String> {
         &r.timed_out,
     ]
     .iter()
-    .map(|re| re.as_str().to_string())
+    .map(|re| re.as_str().to_string()))
     .collect()
 }
 
@@ -87,6 +149,20 @@ impl Plugin for DiskFix {
                 "No device passed for disk",
                 "nonexistent disk",
                 "waiting for device",
+                "partition",
+                "Error encountered",
+                "sfdisk",
+                "Error: ",
+                "BLKRRPART",
+                "I/O error",
+                "medium error",
+                "blockdev",
+                "No medium",
+                "cannot create '",
+                "cannot open '",
+                "cannot add to '",
+                "cannot label '",
+                "block device",
             ])
     }
 }
@@ -143,7 +219,13 @@ impl DiskFix {
             let dev = c.name("dev").or(c.name("dev2"))?.as_str();
             return self.report(dev.trim_end_matches([':', '.', ',']), tool_of(msg), e.line);
         }
-        None
+        let f = DEVICE_RULE_SET.check(e)?;
+        let key = f.summary.clone();
+        if self.reported.contains(&key) {
+            return None;
+        }
+        self.reported.push(key);
+        Some(f)
     }
 }
 
@@ -271,6 +353,16 @@ mod tests {
             "mount: /mnt: special device /dev/disk/by-label/nixos does not exist.",
             "error: No device passed for disk 'NVME'. Pass `--disk NVME /dev/name` via commandline",
             "Mar 04 23:01:39 localhost systemd[1]: Timed out waiting for device /dev/gpt-auto-root.",
+            "Could not create partition 2 from 1050624 to 2099199",
+            "Error encountered; not saving changes.",
+            "Error: Can't have a partition outside the disk!",
+            "Error: Partition(s) 1 on /dev/sda have been written, but we have been unable to inform the kernel of the change, probably because it/they are in use.",
+            "sfdisk: Failed to add #2 partition: Numerical result out of range",
+            "/dev/sda1 is apparently in use by the system; will not make a filesystem here!",
+            "[  12.3] blk_update_request: I/O error, dev vda, sector 2048 op 0x1:(WRITE)",
+            "mount: /mnt-root/iso: fsconfig() failed: /dev/root: Can't lookup blockdev.",
+            "cannot create 'zroot': one or more devices is currently unavailable",
+            "Device /dev/sdz does not exist or access denied.",
         ] {
             let found = errors(line);
             assert_eq!(found.len(), 1, "{line}");

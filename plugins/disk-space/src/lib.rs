@@ -29,6 +29,11 @@ const RULES: &[Rule] = &[
         r"(?i)\bnot enough (?:free )?(?:disk )?space\b",
         "not enough disk space",
     ),
+    Rule::error(
+        CATEGORY,
+        r"(?i)\b(?:database or disk is full|SQLITE_FULL|out of (?:disk )?space|(?:file ?system|disk|partition|device) (?:is )?full|insufficient (?:disk )?space|write error: no space)\b",
+        "no space left on device",
+    ),
 ];
 
 static RULE_SET: LazyLock<RuleSet> = LazyLock::new(|| RuleSet::new(RULES));
@@ -47,7 +52,11 @@ impl Plugin for DiskSpace {
             .description("ENOSPC and inode exhaustion: garbage collection, temporary files, store optimisation")
             .categories([CATEGORY])
             .capability(Capability::Probe)
-            .literals(["No space left", "ENOSPC", "lack of free disk space", "quota exceeded", "enough"])
+            .literals([
+                "No space left", "ENOSPC", "lack of free disk space", "quota exceeded", "enough",
+                "is full", "disk full", "system full", "SQLITE_FULL", "out of space",
+                "out of disk space", "nsufficient", "o space",
+            ])
     }
 }
 

@@ -77,6 +77,26 @@ const RULES: &[Rule] = &[
         r"^error: (?:.*: )?(?:Cannot allocate memory|out of memory)\s*$",
         "Nix cannot allocate memory",
     ),
+    Rule::error(
+        CATEGORY,
+        r"(?i)(?:unable to|cannot|can't|failed to) (?:fork|allocate|create (?:a )?(?:thread|process))\b.*(?:Cannot allocate memory|out of memory|ENOMEM)",
+        "a process could not be started (out of memory)",
+    ),
+    Rule::error(
+        CATEGORY,
+        r"internal compiler error: Killed|(?:killed|terminated) by signal (?:9|SIGKILL|KILL)\b|\bsignal: killed\b|exit(?:ed with)? (?:code|status) 137\b",
+        "a process was killed with SIGKILL (out of memory?)",
+    ),
+    Rule::error(
+        CATEGORY,
+        r"java\.lang\.OutOfMemoryError|JavaScript heap out of memory|^MemoryError\b|runtime: out of memory|fatal error: out of memory|Out of memory!?\s*$|memory exhausted",
+        "a program ran out of memory",
+    ),
+    Rule::error(
+        CATEGORY,
+        r"(?i)\boom[-_ ]kill(?:er|ed)?\b.*(?:pid|process|task)",
+        "the OOM killer ended a process",
+    ),
 ];
 
 static RULE_SET: LazyLock<RuleSet> = LazyLock::new(|| RuleSet::new(RULES));
@@ -108,6 +128,15 @@ impl Plugin for MemoryPressure {
                 "memory exhausted",
                 "memory allocation",
                 "Cannot allocate memory",
+                "ENOMEM",
+                "internal compiler error",
+                "by signal",
+                "signal: killed",
+                " 137",
+                "OutOfMemoryError",
+                "heap out of memory",
+                "MemoryError",
+                "OOM",
             ])
     }
 }

@@ -23,6 +23,7 @@ enum Cause {
     Refused,
     Unreachable,
     Transfer,
+    Server,
 }
 
 impl Cause {
@@ -34,6 +35,7 @@ impl Cause {
             Cause::Refused => "connection refused",
             Cause::Unreachable => "unreachable",
             Cause::Transfer => "transfer broke off",
+            Cause::Server => "the server answered with an error",
         }
     }
 }
@@ -45,6 +47,10 @@ struct Rules {
     /// Other tools: curl, git, getaddrinfo users.
     tool: Regex,
     fallback_hint: Regex,
+    /// Nix's fetchers giving up: `cannot download X from any mirror`, `from any binary cache`.
+    gave_up: Regex,
+    /// A resolver, TLS or socket failure in any tool's words (curl, git, getaddrinfo users).
+    anywhere: Regex,
 }
 
 static RULES: LazyLock<Rules> = LazyLock::new(|| {
@@ -59,13 +65,21 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
     )
     .unwrap(),
     fallback_hint: Regex::new(r"usually happens due to networking issues").unwrap(),
+    gave_up: Regex::new(
+        r"(?:could not|cannot|unable to) download (?:['‘](?P<q>[^'’]+)['’]|(?P<what>\S+)) from any (?:mirror|binary cache|substituter)",
+    )
+    .unwrap(),
+    anywhere: Regex::new(
+        r"(?i)(?:could(?:n't| not) resolve (?:host|proxy)|temporary failure in name resolution|name or service not known|ssl certificate problem|certificate verify failed|unable to get local issuer certificate|ssl connect error|tls handshake (?:failed|timeout)|failed to connect to (?P<host>[\w.-]+) port \d+|(?:connection|operation) timed out after \d+ ?ms|network is unreachable|no route to host)",
+    )
+    .unwrap(),
 }
 });
 
 /// The detection patterns, for native baselines and documentation.
 pub fn patterns() -> Vec<String> {
     let r = &*RULES;
-    [&r.nix_download, &r.tool, &r.fallback_hint]
+    [&r.nix_download, &r.tool, &r.fallback_hint, &r.gave_up, &r.anywhere]
         .iter()
         .map(|re| re.as_str().to_string())
         .collect()
@@ -87,7 +101,9 @@ fn cause(reason: &str) -> Option<Cause> {
         Some(Cause::Dns)
     } else if has(&["timeout was reached", "timed out", "(28)"]) {
         Some(Cause::Timeout)
-    } else if has(&["ssl", "tls", "certificate", "(35)", "(60)"]) {
+    } else if has(&[
+        "ssl", "tls", "certificate", "(35)", "(51)", "(58)", "(60)", "(77)",
+    ]) {
         Some(Cause::Tls)
     } else if has(&[
         "connection refused",
@@ -105,8 +121,11 @@ fn cause(reason: &str) -> Option<Cause> {
         "connection reset",
         "(56)",
         "(18)",
+        "unexpected end-of-file",
     ]) {
         Some(Cause::Transfer)
+    } else if has(&["http error", "returned error", "(22)", "bad gateway", "service unavailable"]) {
+        Some(Cause::Server)
     } else {
         None
     }
@@ -145,12 +164,23 @@ impl Plugin for NetworkFix {
             .categories([CATEGORY])
             .literals([
                 "download", "curl: (", "unable to access", "unable to resolve", "ping: ",
-                "nslookup: ", "cannot connect to", "networking issues",
+                "nslookup: ", "cannot connect to", "networking issues", "resolve", "name resolution",
+                "ertificate", "SSL", "TLS", "ailed to connect to", "timed out after", "unreachable",
+                "No route to host", "not known",
             ])
     }
 }
 
 impl NetworkFix {
+    /// The cause of the most recent failure of any host.
+    fn latest_cause(&self) -> Option<Cause> {
+        self.hosts
+            .values()
+            .filter(|s| s.cause.is_some())
+            .max_by_key(|s| s.lines.last().copied())
+            .and_then(|s| s.cause)
+    }
+
     fn permanent(&mut self, host: &str) -> Option<Finding> {
         let st = self.hosts.get_mut(host)?;
         if st.gave_up {
@@ -210,8 +240,21 @@ impl Detector for NetworkFix {
                     let host = url.to_string();
                     found.extend(self.failure(&host, cause, e.line, false));
                 }
+            } else if let Some(c) = r.gave_up.captures(msg) {
+                // What failed before says why; the giving up itself is the permanent failure.
+                let what = c.name("q").or(c.name("what")).map_or("", |m| m.as_str());
+                let host = if what.contains("://") { host_of(what) } else { "download" };
+                let why = self.latest_cause().unwrap_or(Cause::Unreachable);
+                found.extend(self.failure(host, why, e.line, false));
             } else if r.fallback_hint.is_match(msg) {
                 found.extend(self.failure("substituter", Cause::Unreachable, e.line, false));
+            } else if !msg.trim_start().starts_with("ssh:")
+                && let Some(c) = r.anywhere.captures(msg)
+                && let Some(cause) = cause(msg)
+            {
+                // ssh's own failures to connect are the ssh detector's.
+                let host = c.name("host").map_or("network", |m| m.as_str()).to_string();
+                found.extend(self.failure(&host, cause, e.line, false));
             }
         }
         found

@@ -6,6 +6,7 @@
 //! directory` alone is harmless, `Failed to create EFI Boot variable entry` is not.
 
 use nixtest_plugin_sdk::prelude::*;
+use nixtest_plugin_sdk::regex::Regex;
 use std::sync::LazyLock;
 
 /// Quotes as Nix prints them: ASCII, or the typographic ones of older versions.
@@ -49,38 +50,38 @@ const RULES: &[Rule] = &[
     ),
     Rule::error(
         "eval-error",
-        concat!(r"^error: attribute ", q!("a"), r" missing"),
+        concat!(r"^\s*error: attribute ", q!("a"), r" missing"),
         "attribute $a missing",
     ),
     Rule::error(
         "eval-error",
-        concat!(r"^error: undefined variable ", q!("v")),
+        concat!(r"^\s*error: undefined variable ", q!("v")),
         "undefined variable $v",
     ),
     Rule::error(
         "eval-error",
-        concat!(r"^error: The option ", q!("o"), r" does not exist"),
+        concat!(r"^\s*error: The option ", q!("o"), r" does not exist"),
         "option $o does not exist",
     ),
     Rule::error(
         "eval-error",
-        r"^error: syntax error, unexpected",
+        r"^\s*error: syntax error, unexpected",
         "syntax error in a Nix expression",
     ),
     Rule::error(
         "eval-error",
-        r"^error: (?:value is .* while .* was expected|cannot coerce |expected a set but found|function .* called (?:without required|with unexpected) argument|A definition for option .* is not of type)",
+        r"^\s*error: (?:value is .* while .* was expected|cannot coerce |expected a set but found|function .* called (?:without required|with unexpected) argument|A definition for option .* is not of type)",
         "type error during evaluation",
     ),
     Rule::error(
         "eval-error",
-        r"^error: assertion .* failed",
+        r"^\s*error: assertion .* failed",
         "assertion failed during evaluation",
     ),
     Rule::error(
         "eval-error",
         concat!(
-            r"^error: file ",
+            r"^\s*error: file ",
             q!("f"),
             r" was not found in the Nix search path"
         ),
@@ -88,12 +89,28 @@ const RULES: &[Rule] = &[
     ),
     Rule::error(
         "eval-error",
-        r"^error: flake .* does not provide attribute",
+        r"^\s*error: flake .* does not provide attribute",
         "flake does not provide the attribute",
     ),
     Rule::error(
         "eval-error",
         r"^error: (?:… )?while evaluating\b",
+        "evaluation error",
+    ),
+    Rule::error(
+        "eval-error",
+        r"^\s*error: (?:The option |evaluation aborted with the following error message: |stack overflow|maximum call depth|(?:dynamic )?attribute .* already defined|access to (?:absolute )?path .* is forbidden|cannot look up '<[^>]+>' in pure evaluation mode|cannot find flake|getting status of '[^']*\.nix'|opening file '[^']*\.nix'|path '[^']*' does not exist|unsupported argument|anonymous function at .* called)",
+        "evaluation error",
+    ),
+    Rule::error(
+        "eval-error",
+        r"(?:is marked as (?:broken|insecure)|has an unfree license|is not available on the requested hostPlatform).*refusing to evaluate|refusing to evaluate",
+        "a package is refused by the configuration (broken, insecure or unfree)",
+    ),
+    // A Nix error with a source position: only evaluation prints those.
+    Rule::error(
+        "eval-error",
+        r"^\s*error: .*,? at (?:/|«)[^:\s]*:\d+:\d+|^\s*at (?:/|«)\S*\.nix:\d+:\d+:\s*$",
         "evaluation error",
     ),
     Rule::error(
@@ -110,6 +127,16 @@ const RULES: &[Rule] = &[
             r" failed with exit code (?P<c>\d+)"
         ),
         "build of $d failed with exit code $c",
+    ),
+    Rule::error(
+        "build-failure",
+        concat!(r"builder for ", q!("d"), r" failed\b"),
+        "build of $d failed",
+    ),
+    Rule::error(
+        "build-failure",
+        r"ninja: build stopped: subcommand failed|collect2: error: ld returned \d+ exit status|error: linker command failed|CMake Error at |error: could not compile|^\s*npm ERR! |Hunk #\d+ FAILED|patch: \*\*\*\* |error: a '\S+' with features \{.*\} is required",
+        "a build step failed",
     ),
     Rule::error(
         "build-failure",
@@ -188,13 +215,23 @@ const RULES: &[Rule] = &[
     // A Python traceback through the boot loader installer: it failed, whatever the last line.
     Rule::error(
         "bootloader",
-        r#"File "[^"]*(?:systemd-boot-builder|install-grub|install-systemd-boot)[^"]*", line \d+"#,
+        r#"File "[^"]*(?:systemd-boot|install-grub|grub-install|limine|refind|bootloader)[^"]*", line \d+"#,
         "installing the boot loader failed",
     ),
     Rule::error(
         "bootloader",
         r"File system .* is not a FAT EFI System Partition",
         "/boot is not an EFI System Partition",
+    ),
+    Rule::error(
+        "bootloader",
+        r"efiSysMountPoint = ['‘\x22](?P<p>[^'’\x22]+)['’\x22] is not a mounted partition",
+        "the EFI system partition $p is not mounted",
+    ),
+    Rule::error(
+        "bootloader",
+        r"Failed to install bootloader|(?i:could(?:n't| not) find (?:an? |the )?EFI system partition)|EFI variables are not supported on this system|Could not prepare Boot variable|(?:^|\s)error: (?:no such device|unknown filesystem|no such partition)\b.*|grub rescue>",
+        "the boot loader could not be installed",
     ),
     // mount-fs
     Rule::error(
@@ -219,6 +256,36 @@ const RULES: &[Rule] = &[
     ),
     Rule::error(
         "mount-fs",
+        r"mount: mounting (?P<w>\S+) on (?P<m>\S+) failed|mount: .*(?:fsconfig\(\) failed|not mount point or bad option|already mounted or mount point busy|Structure needs cleaning|can't find in /etc/fstab)|umount: .*target is busy",
+        "mount failed",
+    ),
+    Rule::error(
+        "mount-fs",
+        r"An error occurred in stage 1 of the boot process",
+        "stage 1 could not mount the root filesystem",
+    ),
+    Rule::error(
+        "mount-fs",
+        r"cannot mount '(?P<d>[^']+)': (?P<w>.*)|cannot import '(?P<p>[^']+)': (?P<w2>(?:pool (?:was|may be) |one or more|I/O error|insufficient replicas|no pools available).*)",
+        "ZFS cannot mount or import $d$p",
+    ),
+    Rule::warning(
+        "mount-fs",
+        r"cannot import '(?P<p>[^']+)': no such pool available",
+        "ZFS pool $p is not there (yet)",
+    ),
+    Rule::error(
+        "mount-fs",
+        r"No key available with this passphrase|Failed to open (?:the )?(?:LUKS|encrypted) device|cryptsetup: .*(?:failed|error)",
+        "the encrypted volume could not be opened",
+    ),
+    Rule::error(
+        "mount-fs",
+        r"(?:EXT4-fs|BTRFS|XFS \(\w+\)|F2FS-fs).{0,20}(?:error|corrupt)",
+        "the kernel reports filesystem corruption",
+    ),
+    Rule::error(
+        "mount-fs",
         r"VFS: Can't find (?P<fs>\w+) filesystem",
         "no $fs filesystem where one was expected",
     ),
@@ -235,7 +302,7 @@ const RULES: &[Rule] = &[
     ),
     Rule::error(
         "readonly-fs",
-        r"remounting filesystem read-only",
+        r"(?i)remounting filesystem read-only|\bEROFS\b",
         "the kernel remounted a filesystem read-only",
     ),
     // ssh
@@ -279,6 +346,21 @@ const RULES: &[Rule] = &[
         r"ssh: Could not resolve hostname (?P<h>[^:\s]+)",
         "ssh cannot resolve $h",
     ),
+    Rule::error(
+        "ssh",
+        r"Too many authentication failures|Unable to negotiate with \S+ port \d+|no matching (?:host key type|key exchange method|cipher|MAC) found|Bad owner or permissions on|ssh_dispatch_run_fatal|Connection timed out during banner exchange|banner exchange: Connection|Exceeded MaxStartups|sign_and_send_pubkey: signing failed|Permission denied, please try again",
+        "ssh could not log in",
+    ),
+    Rule::error(
+        "ssh",
+        r"(?:cannot open connection to remote store|failed to start SSH (?:master )?connection to|cannot connect to) ['‘](?P<s>ssh(?:-ng)?://[^'’]+)['’]",
+        "cannot reach the remote store $s",
+    ),
+    Rule::error(
+        "ssh",
+        r"Connection (?:reset|closed) by (?:authenticating user \S+ )?(?P<h>\S+) port \d+|Connection to (?P<h2>\S+) closed by remote host|client_loop: send disconnect|packet_write_wait: Connection to|Write failed: Broken pipe|read: Connection reset by peer",
+        "the ssh connection broke off",
+    ),
     // other: a tool that crashed or is missing
     Rule::error(
         "other",
@@ -290,13 +372,52 @@ const RULES: &[Rule] = &[
         r":\s*(?P<c>[\w.+-]+): command not found\s*$",
         "$c: command not found",
     ),
+    Rule::error(
+        "other",
+        r"lacks a valid signature|is not a trusted user|not signed by a trusted key",
+        "a store path is not trusted by the receiving store",
+    ),
+    Rule::error(
+        "other",
+        r"Job for (?P<u>\S+) failed|the following units failed: (?P<us>.*)|^Failed to (?:re)?start (?P<u2>\S+\.service)",
+        "systemd unit $u$us$u2 failed",
+    ),
+    Rule::warning(
+        "other",
+        r"(?:\[FAILED\]|systemd\[\d+\]:) Failed to start (?P<u>.*?)\.?$",
+        "systemd could not start $u",
+    ),
+    Rule::error(
+        "other",
+        r"error\(s\) occurred while switching to the new configuration",
+        "switching to the new configuration failed",
+    ),
 ];
 
+/// Reboot and shutdown cues: ssh trouble soon after one is the machine going away, expected.
+const REBOOT_CUE: &str = r"(?i)\b(?:reboot(?:ing)?|restarting (?:the )?(?:machine|host|system)|kexec|system is going down|shutting down|power(?:ing)? off|waiting for (?:the )?(?:machine|host|ssh|server) to)\b";
+/// How many lines after a reboot cue ssh noise stays expected.
+const REBOOT_WINDOW: u32 = 40;
+/// A Nix error line that no specific rule claimed: Nix itself gave up.
+const NIX_ERROR: &str = r"^\s*error: (?P<m>\S.{3,})";
+
 static RULE_SET: LazyLock<RuleSet> = LazyLock::new(|| RuleSet::new(RULES));
+static REBOOT: LazyLock<Regex> = LazyLock::new(|| Regex::new(REBOOT_CUE).unwrap());
+static NIX_ERROR_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(NIX_ERROR).unwrap());
+/// Nix errors that other built-in detectors own (downloads, space, memory): not `other`.
+static OWNED_ELSEWHERE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)unable to download|cannot download|download of|no space left|cannot allocate memory|out of memory|bad_alloc|disk quota|/dev/|unable to fork|No device passed")
+        .unwrap()
+});
 
 /// The detection patterns, for native baselines and documentation.
 pub fn patterns() -> Vec<String> {
-    RULES.iter().map(|r| r.pattern.to_string()).collect()
+    RULES
+        .iter()
+        .map(|r| r.pattern)
+        .chain([REBOOT_CUE, NIX_ERROR])
+        .map(str::to_string)
+        .collect()
 }
 
 #[derive(Default)]
@@ -305,6 +426,8 @@ pub struct NixErrors {
     in_assertions: Option<u32>,
     /// The last systemd-boot `Failed to ...` line, evidence for a bootloader failure after it.
     boot_failed_line: Option<u32>,
+    /// The last line that said the machine is rebooting.
+    reboot_line: Option<u32>,
 }
 
 impl Plugin for NixErrors {
@@ -322,7 +445,20 @@ impl Plugin for NixErrors {
                 "Failed", "mount", "modprobe", "VFS:", "fsck", "ead-only", "ssh", "Permission denied",
                 "Host key", "HOST IDENTIFICATION", "PRIVATE KEY", "Load key", "_identification",
                 "Bus error", "Segmentation fault", "Illegal instruction", "Floating point",
-                "command not found", "boot.loader", "Failed assertions",
+                "command not found", "boot.loader", "Failed assertions", "efiSysMountPoint",
+                "bootloader", "EFI", "grub rescue", "error: no such", "error: unknown filesystem",
+                "error: ", "refusing to evaluate", ".nix:", "ninja: build stopped", "collect2",
+                "linker command", "CMake Error", "could not compile", "npm ERR!", "Hunk #", "patch: ",
+                "with features", "stage 1", "cannot mount", "cannot import", "umount", "passphrase",
+                "LUKS", "encrypted device", "cryptsetup", "EXT4-fs", "BTRFS", "XFS (", "F2FS",
+                "EROFS", "authentication failures", "Unable to negotiate", "no matching",
+                "Bad owner", "ssh_dispatch", "banner exchange", "MaxStartups", "sign_and_send",
+                "please try again", "remote store", "SSH", "Connection reset", "Connection closed",
+                "closed by remote host", "client_loop", "packet_write_wait", "Broken pipe",
+                "valid signature", "trusted", "Job for", "units failed", "Failed to start",
+                "Failed to restart", "switching to the new configuration", "reboot", "Reboot",
+                "REBOOT", "kexec", "going down", "hutting down", "ower off", "owering off",
+                "estarting", "aiting for",
             ])
     }
 }
@@ -365,16 +501,48 @@ impl Detector for NixErrors {
             if msg.starts_with("Failed to ") && !msg.starts_with("Failed to mount") {
                 self.boot_failed_line = Some(e.line);
             }
+            if REBOOT.is_match(msg) {
+                self.reboot_line = Some(e.line);
+            }
             if let Some(mut f) = RULE_SET.check(e) {
                 if f.category == "bootloader"
                     && let Some(l) = self.boot_failed_line.take().filter(|l| e.line - l <= 20)
                 {
                     f = f.line(l);
                 }
+                // Refused or dropped connections while a machine restarts are expected; a
+                // refused login is not.
+                if f.category == "ssh"
+                    && self.reboot_line.is_some_and(|l| e.line - l <= REBOOT_WINDOW)
+                    && !f.summary.contains("authentication")
+                    && !f.summary.contains("log in")
+                    && !f.summary.contains("key")
+                {
+                    f.severity = Severity::Warning;
+                    f = f.temporary();
+                }
                 found.push(f);
+            } else if let Some(c) = NIX_ERROR_RE.captures(msg)
+                && !OWNED_ELSEWHERE.is_match(msg)
+            {
+                found.push(
+                    Finding::new(
+                        "other",
+                        Severity::Error,
+                        format!("Nix: {}", truncate(&c["m"], 160)),
+                    )
+                    .line(e.line),
+                );
             }
         }
         found
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
     }
 }
 

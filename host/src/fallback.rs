@@ -1,0 +1,237 @@
+//! The finding for a failure no rule explains: a phase that failed (its `::ERROR::` marker)
+//! while no detector reported an error or fatal finding in it still gets an `other` finding,
+//! pointing at the lines most likely to be the cause, so nothing fails silently.
+//!
+//! The monitor keeps the phase's last lines in a small ring of reused buffers (no allocation
+//! per line once warm) and only scores them when a phase fails.
+
+use crate::findings::{Finding, Severity};
+use nixtest_events::{Event, EventKind};
+
+/// The detector name the host's own findings carry.
+pub const HOST_DETECTOR: &str = "nixtest";
+/// Lines of a phase's tail kept for the fallback.
+const TAIL_LINES: usize = 48;
+/// Bytes of each kept line.
+const LINE_BYTES: usize = 512;
+/// Lines a fallback finding cites besides the failure marker.
+const CITED: usize = 3;
+
+/// Words that make a line look like the reason for a failure, and words that say it is not.
+const STRONG: &[&str] = &[
+    "error", "fatal", "panic", "traceback", "exception", "abort", "segmentation fault",
+];
+const WEAK: &[&str] = &[
+    "failed", "failure", "cannot", "can't", "couldn't", "could not", "unable", "denied",
+    "not found", "no such", "refused", "timed out", "timeout", "killed", "invalid", "missing",
+    "unknown", "not permitted", "bad ", "illegal", "unexpected",
+];
+const CALM: &[&str] = &[
+    "warning", "0 failed", "0 errors", "no error", "success", "succeeded", "completed",
+    "ignoring", "ignored", "retrying",
+];
+
+/// How strongly a line reads as the cause of a failure (0: not at all).
+pub fn cause_score(text: &str) -> u32 {
+    let lower = text.to_ascii_lowercase();
+    let count = |words: &[&str]| words.iter().filter(|w| lower.contains(**w)).count() as u32;
+    let strong = count(STRONG);
+    let weak = count(WEAK);
+    if strong + weak == 0 {
+        return 0;
+    }
+    let calm = count(CALM);
+    (3 * strong + weak).saturating_sub(3 * calm)
+}
+
+/// A failed phase waiting for the detectors to catch up before it is judged unexplained.
+#[derive(Debug, Clone)]
+pub struct PendingFailure {
+    phase_start: u32,
+    marker: Event,
+    cited: Vec<(u32, String)>,
+}
+
+impl PendingFailure {
+    /// The fallback finding, unless one of `findings` already explains the failure (an error
+    /// or fatal finding citing a line of the phase).
+    pub fn judge(&self, findings: &[Finding]) -> Option<Finding> {
+        let range = self.phase_start..=self.marker.line;
+        let explained = findings.iter().any(|f| {
+            f.severity.is_failure()
+                && f.detector != HOST_DETECTOR
+                && f.lines.iter().any(|l| range.contains(l))
+        });
+        if explained {
+            return None;
+        }
+        let mut summary = format!("no rule explains this: {}", self.marker.message.trim());
+        if let Some((_, text)) = self.cited.first() {
+            summary.push_str("; most likely cause: ");
+            summary.push_str(&crate::term::clip(text.trim(), 160));
+        }
+        let mut lines: Vec<u32> = self.cited.iter().map(|(l, _)| *l).collect();
+        lines.push(self.marker.line);
+        lines.sort_unstable();
+        lines.dedup();
+        Some(Finding {
+            detector: HOST_DETECTOR.into(),
+            category: "other".into(),
+            severity: Severity::Error,
+            permanent: true,
+            summary,
+            lines,
+        })
+    }
+
+    /// The lines the fallback cites, with their text (for evidence).
+    pub fn cited(&self) -> &[(u32, String)] {
+        &self.cited
+    }
+}
+
+/// The tail of the current phase.
+#[derive(Debug, Default)]
+pub struct PhaseTail {
+    phase_start: u32,
+    ring: Vec<(u32, String)>,
+    next: usize,
+}
+
+impl PhaseTail {
+    /// Takes one event; returns a pending failure when it is a phase's failure marker.
+    pub fn observe(&mut self, event: &Event) -> Option<PendingFailure> {
+        match event.kind {
+            EventKind::Phase => {
+                self.phase_start = event.line;
+                self.ring.clear();
+                self.next = 0;
+                None
+            }
+            EventKind::Error => Some(self.failed(event)),
+            EventKind::Raw | EventKind::Warning | EventKind::Context => {
+                self.keep(event);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn keep(&mut self, event: &Event) {
+        let text = event.message.as_str();
+        if text.trim().is_empty() {
+            return;
+        }
+        let mut cut = text.len().min(LINE_BYTES);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if self.ring.len() < TAIL_LINES {
+            self.ring.push((event.line, text[..cut].to_string()));
+        } else {
+            let slot = &mut self.ring[self.next];
+            slot.0 = event.line;
+            slot.1.clear();
+            slot.1.push_str(&text[..cut]);
+        }
+        self.next = (self.next + 1) % TAIL_LINES;
+    }
+
+    fn failed(&self, marker: &Event) -> PendingFailure {
+        let mut scored: Vec<(u32, u32, &str)> = self
+            .ring
+            .iter()
+            .map(|(l, t)| (cause_score(t), *l, t.as_str()))
+            .collect();
+        // Best score first; among equals the later line (closer to the failure).
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+        let mut cited: Vec<(u32, String)> = if scored.first().is_some_and(|s| s.0 > 0) {
+            scored
+                .iter()
+                .filter(|s| s.0 > 0)
+                .take(CITED)
+                .map(|s| (s.1, s.2.to_string()))
+                .collect()
+        } else {
+            // Nothing reads like an error: the last lines before the failure.
+            let mut last: Vec<&(u32, String)> = self.ring.iter().collect();
+            last.sort_by_key(|(l, _)| std::cmp::Reverse(*l));
+            last.into_iter().take(CITED).cloned().collect()
+        };
+        // Best first stays the summary's line; evidence is sorted by the finding.
+        cited.truncate(CITED);
+        PendingFailure {
+            phase_start: self.phase_start,
+            marker: marker.clone(),
+            cited,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(log: &str) -> Vec<Event> {
+        nixtest_events::parse_log(log.as_bytes())
+    }
+
+    fn pending(log: &str) -> Option<PendingFailure> {
+        let mut tail = PhaseTail::default();
+        events(log).iter().filter_map(|e| tail.observe(e)).last()
+    }
+
+    #[test]
+    fn the_line_that_reads_like_the_cause_is_cited_first() {
+        let p = pending(
+            "::PHASE::install\nstarting\nwarning: something minor\nfrobnicate: cannot open widget: permission denied\nmore output\n::ERROR::install failed with exit code 1\n",
+        )
+        .unwrap();
+        let f = p.judge(&[]).unwrap();
+        assert_eq!(f.category, "other");
+        assert_eq!(f.severity, Severity::Error);
+        assert!(f.summary.contains("frobnicate"), "{}", f.summary);
+        assert!(f.lines.contains(&4) && f.lines.contains(&6), "{:?}", f.lines);
+    }
+
+    #[test]
+    fn an_explained_failure_gets_no_fallback() {
+        let p = pending("::PHASE::a\nboom\n::ERROR::a failed with exit code 1\n").unwrap();
+        let mut f = p.judge(&[]).unwrap();
+        f.detector = "disk-fix".into();
+        assert!(p.judge(&[f.clone()]).is_none());
+        // A warning, or a finding from an earlier phase, explains nothing.
+        f.severity = Severity::Warning;
+        assert!(p.judge(&[f.clone()]).is_some());
+        f.severity = Severity::Error;
+        f.lines = vec![0];
+        assert!(p.judge(&[f]).is_some());
+    }
+
+    #[test]
+    fn quiet_failures_cite_the_last_lines() {
+        let p = pending("::PHASE::a\none\ntwo\nthree\nfour\n::ERROR::a failed with exit code 3\n")
+            .unwrap();
+        let f = p.judge(&[]).unwrap();
+        assert_eq!(f.lines, vec![3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn scores_read_the_words() {
+        assert_eq!(cause_score("copying path '/nix/store/x'"), 0);
+        assert!(cause_score("error: something broke") > cause_score("cp: cannot stat 'x'"));
+        assert_eq!(cause_score("tests: 12 passed, 0 failed"), 0);
+        assert!(cause_score("Traceback (most recent call last):") > 0);
+    }
+
+    #[test]
+    fn the_tail_is_bounded() {
+        let mut tail = PhaseTail::default();
+        let long = format!("{}\n", "é".repeat(5_000)).repeat(1000);
+        for e in events(&long) {
+            tail.observe(&e);
+        }
+        assert_eq!(tail.ring.len(), TAIL_LINES);
+        assert!(tail.ring.iter().all(|(_, t)| t.len() <= LINE_BYTES));
+    }
+}
