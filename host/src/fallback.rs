@@ -24,7 +24,8 @@ const STRONG: &[&str] = &[
 const WEAK: &[&str] = &[
     "failed", "failure", "cannot", "can't", "couldn't", "could not", "unable", "denied",
     "not found", "no such", "refused", "timed out", "timeout", "killed", "invalid", "missing",
-    "unknown", "not permitted", "bad ", "illegal", "unexpected",
+    "unknown", "not permitted", "bad ", "illegal", "unexpected", "unavailable", "not available",
+    "non-zero", "exit code", "exit status", "corrupt", "violation",
 ];
 const CALM: &[&str] = &[
     "warning", "0 failed", "0 errors", "no error", "success", "succeeded", "completed",
@@ -50,6 +51,8 @@ pub struct PendingFailure {
     phase_start: u32,
     marker: Event,
     cited: Vec<(u32, String)>,
+    /// Whether any cited line reads like an error, or they are only the last lines.
+    scored: bool,
 }
 
 impl PendingFailure {
@@ -67,7 +70,11 @@ impl PendingFailure {
         }
         let mut summary = format!("no rule explains this: {}", self.marker.message.trim());
         if let Some((_, text)) = self.cited.first() {
-            summary.push_str("; most likely cause: ");
+            summary.push_str(if self.scored {
+                "; most likely cause: "
+            } else {
+                "; last output: "
+            });
             summary.push_str(&crate::term::clip(text.trim(), 160));
         }
         let mut lines: Vec<u32> = self.cited.iter().map(|(l, _)| *l).collect();
@@ -145,7 +152,8 @@ impl PhaseTail {
             .collect();
         // Best score first; among equals the later line (closer to the failure).
         scored.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
-        let mut cited: Vec<(u32, String)> = if scored.first().is_some_and(|s| s.0 > 0) {
+        let any = scored.first().is_some_and(|s| s.0 > 0);
+        let mut cited: Vec<(u32, String)> = if any {
             scored
                 .iter()
                 .filter(|s| s.0 > 0)
@@ -164,6 +172,7 @@ impl PhaseTail {
             phase_start: self.phase_start,
             marker: marker.clone(),
             cited,
+            scored: any,
         }
     }
 }
@@ -214,6 +223,7 @@ mod tests {
             .unwrap();
         let f = p.judge(&[]).unwrap();
         assert_eq!(f.lines, vec![3, 4, 5, 6]);
+        assert!(f.summary.ends_with("last output: four"), "{}", f.summary);
     }
 
     #[test]

@@ -84,7 +84,7 @@ const DEVICE_RULES: &[Rule] = &[
     ),
     Rule::error(
         CATEGORY,
-        r"Cannot use device (?P<dev>/dev/\S+) which is in use|Device (?P<dev2>/dev/\S+) (?:does not exist or access denied|is in use|not found)",
+        r"Cannot use device (?P<dev>/dev/\S+) which is in use|Device (?P<dev2>/dev/\S+) (?:does not exist or access denied|is in use|not found|is too small)|^\s*(?:\S*/)?(?:mkfs\S*|mke2fs|mdadm|wipefs|sgdisk|sfdisk|parted|partprobe|cryptsetup|zpool|losetup|pvcreate|blockdev|blkdiscard|dd):.*Device or resource busy",
         "cannot use the device",
     ),
     Rule::error(
@@ -163,6 +163,7 @@ impl Plugin for DiskFix {
                 "cannot add to '",
                 "cannot label '",
                 "block device",
+                "resource busy",
             ])
     }
 }

@@ -242,6 +242,11 @@ mod tests {
             "GC Warning: Out of Memory! Heap size: 3072 MiB. Returning NULL!",
             "virtual memory exhausted: Cannot allocate memory",
             "memory allocation of 1048576 bytes failed",
+            "error: unable to fork: Cannot allocate memory",
+            "g++: internal compiler error: Killed (program cc1plus)",
+            "FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory",
+            "Exception in thread \"main\" java.lang.OutOfMemoryError: Java heap space",
+            "process exited with status 137",
         ] {
             let f = testing::detect_str::<MemoryPressure>(line);
             assert_eq!(testing::errors(&f).len(), 1, "{line}");

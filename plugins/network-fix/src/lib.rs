@@ -124,7 +124,16 @@ fn cause(reason: &str) -> Option<Cause> {
         "unexpected end-of-file",
     ]) {
         Some(Cause::Transfer)
-    } else if has(&["http error", "returned error", "(22)", "bad gateway", "service unavailable"]) {
+    } else if has(&[
+        // A server error, not a missing file: a narinfo 404 only means "not in this cache".
+        "http error 5",
+        "returned error: 5",
+        "http error 429",
+        "returned error: 429",
+        "bad gateway",
+        "service unavailable",
+        "gateway timeout",
+    ]) {
         Some(Cause::Server)
     } else {
         None
@@ -233,7 +242,11 @@ impl Detector for NetworkFix {
                     let host = host_of(url).to_string();
                     found.extend(self.failure(&host, cause, e.line, r.retrying.is_match(why)));
                 }
-            } else if let Some(c) = r.tool.captures(msg) {
+            } else if let Some(c) = r.tool.captures(msg)
+                && !msg.contains("socket")
+            {
+                // `cannot connect to socket at '/nix/var/nix/daemon-socket/...'` is the local
+                // daemon, not the network.
                 let url = c.name("url").map_or("network", |m| host_of(m.as_str()));
                 let why = format!("{msg} {}", &c["why"]);
                 if let Some(cause) = cause(&why) {

@@ -99,7 +99,7 @@ const RULES: &[Rule] = &[
     ),
     Rule::error(
         "eval-error",
-        r"^\s*error: (?:The option |evaluation aborted with the following error message: |stack overflow|maximum call depth|(?:dynamic )?attribute .* already defined|access to (?:absolute )?path .* is forbidden|cannot look up '<[^>]+>' in pure evaluation mode|cannot find flake|getting status of '[^']*\.nix'|opening file '[^']*\.nix'|path '[^']*' does not exist|unsupported argument|anonymous function at .* called)",
+        r"^\s*error: (?:The option |evaluation aborted with the following error message: |stack overflow|maximum call depth|(?:dynamic )?attribute .* already defined|access to (?:absolute )?path .* is forbidden|cannot look up '<[^>]+>' in pure evaluation mode|cannot find flake|getting status of '[^']*\.nix'|opening file '[^']*\.nix'|path '[^']*' does not exist|unsupported argument|anonymous function at .* called|expected a \w+ but found|list index \d+ is out of bounds|string '.*' cannot refer to other paths|experimental Nix feature '\S+' is disabled)",
         "evaluation error",
     ),
     Rule::error(
@@ -230,7 +230,7 @@ const RULES: &[Rule] = &[
     ),
     Rule::error(
         "bootloader",
-        r"Failed to install bootloader|(?i:could(?:n't| not) find (?:an? |the )?EFI system partition)|EFI variables are not supported on this system|Could not prepare Boot variable|(?:^|\s)error: (?:no such device|unknown filesystem|no such partition)\b.*|grub rescue>",
+        r"Failed to install bootloader|systemd-boot not installed in ESP|Failed to (?:write|set|read|remove) .*EFI (?:variable|Boot)|(?i:could(?:n't| not) find (?:an? |the )?EFI system partition)|EFI variables are not supported on this system|Could not prepare Boot variable|(?:^|\s)error: (?:no such device|unknown filesystem|no such partition)\b.*|grub rescue>",
         "the boot loader could not be installed",
     ),
     // mount-fs
@@ -632,6 +632,43 @@ mod tests {
                 "other",
             ),
             ("/x/disko: line 1: rm: command not found", "other"),
+            (
+                "[1/0/3 built] building nixos-systemefiSysMountPoint = '/boot' is not a mounted partition. Is the path configured correctly?",
+                "bootloader",
+            ),
+            ("Failed to install bootloader", "bootloader"),
+            (
+                "mount: mounting rpool/root on /mnt-root/ failed: No such file or directory",
+                "mount-fs",
+            ),
+            (
+                "cannot import 'rpool': pool was previously in use from another system.",
+                "mount-fs",
+            ),
+            ("No key available with this passphrase.", "mount-fs"),
+            (
+                "       error: The option `boot.loader.grub.device' is used but not defined.",
+                "eval-error",
+            ),
+            (
+                "error: Package ‘x-1.0’ in /nix/store/a/pkgs/x.nix:20 is marked as broken, refusing to evaluate.",
+                "eval-error",
+            ),
+            (
+                "error: cannot open connection to remote store 'ssh-ng://root@host': error: unexpected end-of-file",
+                "ssh",
+            ),
+            (
+                "Received disconnect from 10.0.0.1 port 22:2: Too many authentication failures",
+                "ssh",
+            ),
+            ("ninja: build stopped: subcommand failed.", "build-failure"),
+            (
+                "error: cannot add path '/nix/store/a-b' because it lacks a valid signature",
+                "other",
+            ),
+            ("warning: the following units failed: nginx.service", "other"),
+            ("error: some failure nobody wrote a rule for", "other"),
         ] {
             assert_eq!(categories(line), vec![cat.to_string()], "{line}");
         }
@@ -649,9 +686,30 @@ mod tests {
             "Failed to load module \"canberra-gtk-module\"",
             "building '/nix/store/x-mount-helper.drv'...",
             "killall: cryptsetup: no process killed",
+            "cannot import 'zroot': no such pool available",
+            "warning: error: unable to download 'https://x/y': HTTP error 502; retrying in 300 ms",
+            "error: writing to file: No space left on device",
+            "[FAILED] Failed to start Load Kernel Modules.",
+            "Failed to stop -.slice.",
+            "tests: 12 passed, 0 failed",
         ] {
             assert!(categories(line).is_empty(), "{line}");
         }
+    }
+
+    #[test]
+    fn ssh_trouble_while_the_machine_reboots_is_expected() {
+        let log = "installation finished!\nRebooting the machine...\n\
+                   Connection to 10.0.2.15 closed by remote host.\n\
+                   ssh: connect to host 10.0.2.15 port 22: Connection refused\n";
+        assert!(categories(log).is_empty());
+        // Without a reboot it is a failure; a refused login is one even during a reboot.
+        assert_eq!(
+            categories("ssh: connect to host 10.0.2.15 port 22: Connection refused\n"),
+            vec!["ssh".to_string()]
+        );
+        let log = "reboot\nroot@host: Permission denied (publickey).\n";
+        assert_eq!(categories(log), vec!["ssh".to_string()]);
     }
 
     #[test]
