@@ -8,8 +8,8 @@
 //! folder must be perfect on all three.
 
 use nixtest::facts::GuestFacts;
-use nixtest::plugin::{HostOptions, PluginHost};
 use nixtest::plugin::Plugin;
+use nixtest::plugin::{HostOptions, PluginHost};
 use nixtest::replay::replay;
 use nixtest_tests::{corpus_dir, workspace_root};
 use std::path::{Path, PathBuf};
@@ -57,7 +57,8 @@ fn score(dir: &Path) -> Score {
             s.benign += 1;
             if !failures.is_empty() {
                 s.false_alarms += 1;
-                s.wrong.push(format!("{file}: benign, but found {failures:?}"));
+                s.wrong
+                    .push(format!("{file}: benign, but found {failures:?}"));
             }
             continue;
         }

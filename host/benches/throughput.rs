@@ -182,7 +182,12 @@ fn rust_patterns() -> Vec<String> {
 
 /// Rust regex syntax to POSIX ERE as GNU grep reads it, for the subset the rules use.
 fn to_ere(p: &str) -> String {
-    let p = p.replace("(?i)", "").replace("(?:", "(");
+    // Flags (`(?i)`, `(?i-u)`) have no ERE form: grep runs case-sensitive, which only costs
+    // it matches; a flagged group `(?i-u:` is a plain group.
+    let flags = regex::Regex::new(r"\(\?[a-zA-Z-]+\)").unwrap();
+    let groups = regex::Regex::new(r"\(\?[a-zA-Z-]*:").unwrap();
+    let p = flags.replace_all(p, "");
+    let p = groups.replace_all(&p, "(");
     let mut out = String::new();
     let mut chars = p.chars().peekable();
     let mut in_class = false;
@@ -282,6 +287,9 @@ fn main() {
     let ere: Vec<String> = patterns.iter().map(|p| to_ere(p)).collect();
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(&log).unwrap();
+    if let Some(keep) = std::env::var_os("NIXTEST_BENCH_KEEP_LOG") {
+        std::fs::write(&keep, &log).unwrap();
+    }
     let mut pat_file = tempfile::NamedTempFile::new().unwrap();
     pat_file.write_all(ere.join("\n").as_bytes()).unwrap();
     let (grep, grep_hits) = best_of(3, || {
@@ -294,6 +302,12 @@ fn main() {
             .arg(file.path())
             .output()
             .expect("GNU grep runs");
+        // 1 is "no line matched"; 2 is an error (a rule grep cannot read).
+        assert!(
+            out.status.code() != Some(2),
+            "grep failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse::<usize>()

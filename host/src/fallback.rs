@@ -19,17 +19,55 @@ const CITED: usize = 3;
 
 /// Words that make a line look like the reason for a failure, and words that say it is not.
 const STRONG: &[&str] = &[
-    "error", "fatal", "panic", "traceback", "exception", "abort", "segmentation fault",
+    "error",
+    "fatal",
+    "panic",
+    "traceback",
+    "exception",
+    "abort",
+    "segmentation fault",
 ];
 const WEAK: &[&str] = &[
-    "failed", "failure", "cannot", "can't", "couldn't", "could not", "unable", "denied",
-    "not found", "no such", "refused", "timed out", "timeout", "killed", "invalid", "missing",
-    "unknown", "not permitted", "bad ", "illegal", "unexpected", "unavailable", "not available",
-    "non-zero", "exit code", "exit status", "corrupt", "violation",
+    "failed",
+    "failure",
+    "cannot",
+    "can't",
+    "couldn't",
+    "could not",
+    "unable",
+    "denied",
+    "not found",
+    "no such",
+    "refused",
+    "timed out",
+    "timeout",
+    "killed",
+    "invalid",
+    "missing",
+    "unknown",
+    "not permitted",
+    "bad ",
+    "illegal",
+    "unexpected",
+    "unavailable",
+    "not available",
+    "non-zero",
+    "exit code",
+    "exit status",
+    "corrupt",
+    "violation",
 ];
 const CALM: &[&str] = &[
-    "warning", "0 failed", "0 errors", "no error", "success", "succeeded", "completed",
-    "ignoring", "ignored", "retrying",
+    "warning",
+    "0 failed",
+    "0 errors",
+    "no error",
+    "success",
+    "succeeded",
+    "completed",
+    "ignoring",
+    "ignored",
+    "retrying",
 ];
 
 /// How strongly a line reads as the cause of a failure (0: not at all).
@@ -126,7 +164,7 @@ impl PhaseTail {
 
     fn keep(&mut self, event: &Event) {
         let text = event.message.as_str();
-        if text.trim().is_empty() {
+        if text.is_empty() {
             return;
         }
         let mut cut = text.len().min(LINE_BYTES);
@@ -200,7 +238,11 @@ mod tests {
         assert_eq!(f.category, "other");
         assert_eq!(f.severity, Severity::Error);
         assert!(f.summary.contains("frobnicate"), "{}", f.summary);
-        assert!(f.lines.contains(&4) && f.lines.contains(&6), "{:?}", f.lines);
+        assert!(
+            f.lines.contains(&4) && f.lines.contains(&6),
+            "{:?}",
+            f.lines
+        );
     }
 
     #[test]

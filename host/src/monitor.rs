@@ -335,8 +335,7 @@ impl Monitor {
     fn judge(&mut self, p: &PendingFailure, updates: &mut Vec<Update>) {
         if let Some(f) = p.judge(&self.findings) {
             for (line, text) in p.cited() {
-                if self.evidence_bytes < EVIDENCE_TOTAL_BYTES && !self.evidence.contains_key(line)
-                {
+                if self.evidence_bytes < EVIDENCE_TOTAL_BYTES && !self.evidence.contains_key(line) {
                     self.evidence_bytes += text.len();
                     self.evidence.insert(*line, text.clone());
                 }

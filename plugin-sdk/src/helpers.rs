@@ -4,7 +4,8 @@ use crate::{
     Capability, ConfigChange, Disk, Event, EventKind, Finding, GuestFacts, HealContext,
     HealingAction, Metadata, Mount, Severity,
 };
-use regex::{Regex, RegexSet};
+use regex::{Regex, RegexSet, RegexSetBuilder};
+use std::sync::OnceLock;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -248,22 +249,28 @@ impl Rule {
 pub struct RuleSet {
     rules: Vec<Rule>,
     set: RegexSet,
-    regexes: Vec<Regex>,
+    patterns: Vec<String>,
+    regexes: Vec<OnceLock<Regex>>,
 }
 
 impl RuleSet {
     /// Panics on an invalid pattern: rules are constants of the plugin, and a bad one should
     /// fail the plugin's own tests, not a user's run.
     pub fn new(rules: &[Rule]) -> Self {
-        let patterns: Vec<&str> = rules.iter().map(|r| r.pattern).collect();
-        let set = RegexSet::new(&patterns).unwrap_or_else(|e| panic!("invalid rule pattern: {e}"));
-        let regexes = patterns
-            .iter()
-            .map(|p| Regex::new(p).expect("compiled in the set already"))
-            .collect();
+        let patterns: Vec<String> = rules.iter().map(|r| ascii_classes(r.pattern)).collect();
+        let set = RegexSetBuilder::new(&patterns)
+            // Many unanchored rules make many DFA states: a roomier cache is cleared less
+            // often, so the set keeps its fast engine over a long log.
+            .dfa_size_limit(8 << 20)
+            .build()
+            .unwrap_or_else(|e| panic!("invalid rule pattern: {e}"));
+        // Each rule's own regex (for its captures) is built the first time it matches: most
+        // never do, and building them all would cost a plugin's first call its CPU budget.
+        let regexes = patterns.iter().map(|_| OnceLock::new()).collect();
         RuleSet {
             rules: rules.to_vec(),
             set,
+            patterns,
             regexes,
         }
     }
@@ -272,17 +279,109 @@ impl RuleSet {
     pub fn check(&self, event: &Event) -> Option<Finding> {
         let first = self.set.matches(&event.message).into_iter().next()?;
         let rule = &self.rules[first];
-        let caps = self.regexes[first].captures(&event.message)?;
+        let re = self.regexes[first].get_or_init(|| {
+            Regex::new(&self.patterns[first]).expect("compiled in the set already")
+        });
+        let caps = re.captures(&event.message)?;
         let mut summary = String::new();
         caps.expand(rule.summary, &mut summary);
         Some(Finding::new(rule.category, rule.severity, summary).line(event.line))
     }
 }
 
+/// `\d`, `\s`, `\w` and `\b` as their ASCII forms. Logs are ASCII where these matter, and
+/// the Unicode classes make automata many times larger: a set of rules over a long log would
+/// keep clearing its DFA cache and fall back to a slow engine, costing a plugin its CPU budget.
+pub fn ascii_classes(pattern: &str) -> String {
+    const SPACE: &str = r"\t\n\x0B\x0C\r ";
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut chars = pattern.chars();
+    let mut depth = 0u32;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let Some(n) = chars.next() else {
+                    out.push(c);
+                    break;
+                };
+                let inside = depth > 0;
+                match (n, inside) {
+                    ('d', false) => out.push_str("[0-9]"),
+                    ('d', true) => out.push_str("0-9"),
+                    ('D', false) => out.push_str("[^0-9]"),
+                    ('s', false) => {
+                        out.push('[');
+                        out.push_str(SPACE);
+                        out.push(']');
+                    }
+                    ('s', true) => out.push_str(SPACE),
+                    ('S', false) => {
+                        out.push_str("[^");
+                        out.push_str(SPACE);
+                        out.push(']');
+                    }
+                    ('w', false) => out.push_str("[0-9A-Za-z_]"),
+                    ('w', true) => out.push_str("0-9A-Za-z_"),
+                    ('W', false) => out.push_str("[^0-9A-Za-z_]"),
+                    ('b', false) => out.push_str("(?-u:\\b)"),
+                    ('B', false) => out.push_str("(?-u:\\B)"),
+                    _ => {
+                        out.push(c);
+                        out.push(n);
+                    }
+                }
+            }
+            '[' => {
+                depth += 1;
+                out.push(c);
+                // A `]` right after `[` or `[^` is a literal, not the end.
+                let mut peek = chars.clone();
+                match peek.next() {
+                    Some('^') => {
+                        out.push('^');
+                        chars.next();
+                        if chars.clone().next() == Some(']') {
+                            out.push(']');
+                            chars.next();
+                        }
+                    }
+                    Some(']') => {
+                        out.push(']');
+                        chars.next();
+                    }
+                    _ => {}
+                }
+            }
+            ']' if depth > 0 => {
+                depth -= 1;
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::FactsBuilder;
+
+    #[test]
+    fn ascii_classes_keep_the_meaning_on_ascii() {
+        for (p, yes, no) in [
+            (r"line \d+:\s+\w+", "line 12: abc", "line x: abc"),
+            (r"[\w.+-]+: not found", "a.b-c: not found", ": not found"),
+            (r"[^:\s]+:\d", "abc:1", " :1"),
+            (r"\bKilled\b", "was Killed now", "wasKilled"),
+            (r"\S+ port \d+", "host port 22", " port 22"),
+            (r"[]x]\d", "]1", "y1"),
+        ] {
+            let re = Regex::new(&ascii_classes(p)).unwrap();
+            assert!(re.is_match(yes), "{p} on {yes}");
+            assert!(!re.is_match(no), "{p} on {no}");
+        }
+    }
 
     #[test]
     fn largest_empty_disk_skips_boot_medium_and_used_disks() {

@@ -550,7 +550,12 @@ fn run_call<R: Send>(
         store.data_mut().begin_call();
         store.set_epoch_deadline(1);
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| call(&mut *store)));
-        store.data_mut().end_call();
+        let used = store.data_mut().end_call();
+        tracing::trace!(
+            plugin = store.data().plugin(),
+            cpu_us = used.as_micros() as u64,
+            "plugin call"
+        );
         match result {
             Ok(r) => r.map_err(CallError::Wasm),
             Err(p) => Err(CallError::Panic(panic_text(p))),
@@ -599,7 +604,10 @@ fn classify(err: CallError, limits: &Limits, store: &Store<SandboxState>) -> Plu
                             .max(Duration::from_secs(5))
                             .as_millis() as u64,
                     ),
-                    _ => PluginFault::Timeout(limits.cpu_per_call.as_millis() as u64),
+                    Some(sandbox::Stop::CallCpu(limit)) => {
+                        PluginFault::Timeout(limit.as_millis() as u64)
+                    }
+                    None => PluginFault::Timeout(limits.cpu_per_call.as_millis() as u64),
                 };
             }
             wasmtime::Trap::StackOverflow => return PluginFault::StackOverflow,

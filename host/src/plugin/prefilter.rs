@@ -9,7 +9,7 @@
 
 use super::PluginMeta;
 use super::sandbox::thread_cpu;
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::{RegexSet, RegexSetBuilder};
 use std::time::Duration;
 
@@ -155,6 +155,10 @@ impl Prefilter {
             Some(
                 AhoCorasick::builder()
                     .match_kind(MatchKind::Standard)
+                    // Past 100 literals the automatic choice is an NFA, several times slower
+                    // per byte; the literals are bounded per plugin (metadata caps), so a DFA
+                    // stays small enough for every line of the run to go through it.
+                    .kind(Some(AhoCorasickKind::DFA))
                     .build(&literals)
                     .map_err(|e| e.to_string())?,
             )

@@ -19,6 +19,10 @@ pub struct Limits {
     /// CPU time one call may use (the thread's own CPU clock, checked at each epoch tick):
     /// time spent waiting on the guest or descheduled does not count.
     pub cpu_per_call: Duration,
+    /// A warm-up allowance: until an instance has used this much CPU in all, a call may use
+    /// what is left of it instead of `cpu_per_call`. Plugins build their tables (compiled
+    /// regexes) lazily in their first call; this pays for that once, and only once.
+    pub cpu_warmup: Duration,
     /// CPU time one instance may use over the whole run, all calls together.
     pub cpu_per_run: Duration,
     /// All linear memories and tables of one instance together.
@@ -37,6 +41,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             cpu_per_call: Duration::from_millis(100),
+            cpu_warmup: Duration::from_millis(500),
             cpu_per_run: Duration::from_secs(20),
             memory_bytes: 64 << 20,
             output_bytes: 1 << 20,
@@ -63,7 +68,8 @@ pub trait GuestProbe: Send + Sync {
 /// Why the epoch callback stopped a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
-    CallCpu,
+    /// Over the call's CPU limit (the limit that applied).
+    CallCpu(Duration),
     RunCpu,
     Wall,
 }
@@ -256,8 +262,9 @@ impl SandboxState {
         let c = self.call.as_ref()?;
         let used = thread_cpu().saturating_sub(c.cpu_start);
         let backstop = (self.limits.cpu_per_call * WALL_BACKSTOP_FACTOR).max(WALL_BACKSTOP_MIN);
-        let stop = if used >= self.limits.cpu_per_call {
-            Some(Stop::CallCpu)
+        let limit = self.call_limit();
+        let stop = if used >= limit {
+            Some(Stop::CallCpu(limit))
         } else if self.run_cpu + used >= self.limits.cpu_per_run {
             Some(Stop::RunCpu)
         } else if c.wall_start.elapsed().saturating_sub(c.probe_wait) >= backstop {
@@ -267,6 +274,18 @@ impl SandboxState {
         };
         self.stop = stop;
         stop
+    }
+
+    /// The CPU the current call may use: the per-call limit, or what is left of the warm-up
+    /// allowance when that is more.
+    pub fn call_limit(&self) -> Duration {
+        self.limits
+            .cpu_per_call
+            .max(self.limits.cpu_warmup.saturating_sub(self.run_cpu))
+    }
+
+    pub fn plugin(&self) -> &str {
+        &self.plugin
     }
 
     pub fn run_cpu(&self) -> Duration {
@@ -387,6 +406,19 @@ impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_warm_up_allowance_is_spent_once() {
+        let limits = Limits::default();
+        let mut st = SandboxState::new(&limits, "p", false);
+        assert_eq!(st.call_limit(), limits.cpu_warmup);
+        st.run_cpu = Duration::from_millis(350);
+        assert_eq!(st.call_limit(), Duration::from_millis(150));
+        st.run_cpu = Duration::from_millis(450);
+        assert_eq!(st.call_limit(), limits.cpu_per_call);
+        st.run_cpu = Duration::from_secs(3);
+        assert_eq!(st.call_limit(), limits.cpu_per_call);
+    }
 
     #[test]
     fn the_budget_covers_every_memory_and_table_together() {

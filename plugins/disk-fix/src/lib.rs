@@ -113,19 +113,20 @@ pub fn patterns() -> Vec<String> {
         .iter()
         .map(|r| r.pattern.to_string())
         .chain(
-    [
-        &r.tool_missing,
-        &r.sgdisk_problem,
-        &r.could_not_stat,
-        &r.special_device,
-        &r.no_device_passed,
-        &r.nonexistent_disk,
-        &r.waiting,
-        &r.timed_out,
-    ]
-    .iter()
-    .map(|re| re.as_str().to_string()))
-    .collect()
+            [
+                &r.tool_missing,
+                &r.sgdisk_problem,
+                &r.could_not_stat,
+                &r.special_device,
+                &r.no_device_passed,
+                &r.nonexistent_disk,
+                &r.waiting,
+                &r.timed_out,
+            ]
+            .iter()
+            .map(|re| re.as_str().to_string()),
+        )
+        .collect()
 }
 
 #[derive(Default)]

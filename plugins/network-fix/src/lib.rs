@@ -79,10 +79,16 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
 /// The detection patterns, for native baselines and documentation.
 pub fn patterns() -> Vec<String> {
     let r = &*RULES;
-    [&r.nix_download, &r.tool, &r.fallback_hint, &r.gave_up, &r.anywhere]
-        .iter()
-        .map(|re| re.as_str().to_string())
-        .collect()
+    [
+        &r.nix_download,
+        &r.tool,
+        &r.fallback_hint,
+        &r.gave_up,
+        &r.anywhere,
+    ]
+    .iter()
+    .map(|re| re.as_str().to_string())
+    .collect()
 }
 
 fn cause(reason: &str) -> Option<Cause> {
@@ -102,7 +108,14 @@ fn cause(reason: &str) -> Option<Cause> {
     } else if has(&["timeout was reached", "timed out", "(28)"]) {
         Some(Cause::Timeout)
     } else if has(&[
-        "ssl", "tls", "certificate", "(35)", "(51)", "(58)", "(60)", "(77)",
+        "ssl",
+        "tls",
+        "certificate",
+        "(35)",
+        "(51)",
+        "(58)",
+        "(60)",
+        "(77)",
     ]) {
         Some(Cause::Tls)
     } else if has(&[
@@ -172,7 +185,8 @@ impl Plugin for NetworkFix {
             .description("DNS, timeout, TLS and unreachable-cache failures: resolver, alternative substituter, retry")
             .categories([CATEGORY])
             .literals([
-                "download", "curl: (", "unable to access", "unable to resolve", "ping: ",
+                "unable to download", "download of", "failed to download", "cannot download",
+                "could not download", "curl: (", "unable to access", "unable to resolve", "ping: ",
                 "nslookup: ", "cannot connect to", "networking issues", "resolve", "name resolution",
                 "ertificate", "SSL", "TLS", "ailed to connect to", "timed out after", "unreachable",
                 "No route to host", "not known",
@@ -256,7 +270,11 @@ impl Detector for NetworkFix {
             } else if let Some(c) = r.gave_up.captures(msg) {
                 // What failed before says why; the giving up itself is the permanent failure.
                 let what = c.name("q").or(c.name("what")).map_or("", |m| m.as_str());
-                let host = if what.contains("://") { host_of(what) } else { "download" };
+                let host = if what.contains("://") {
+                    host_of(what)
+                } else {
+                    "download"
+                };
                 let why = self.latest_cause().unwrap_or(Cause::Unreachable);
                 found.extend(self.failure(host, why, e.line, false));
             } else if r.fallback_hint.is_match(msg) {

@@ -225,12 +225,12 @@ const RULES: &[Rule] = &[
     ),
     Rule::error(
         "bootloader",
-        r"efiSysMountPoint = ['‘\x22](?P<p>[^'’\x22]+)['’\x22] is not a mounted partition",
+        r#"efiSysMountPoint = ['‘"](?P<p>[^'’"]+)['’"] is not a mounted partition"#,
         "the EFI system partition $p is not mounted",
     ),
     Rule::error(
         "bootloader",
-        r"Failed to install bootloader|systemd-boot not installed in ESP|Failed to (?:write|set|read|remove) .*EFI (?:variable|Boot)|(?i:could(?:n't| not) find (?:an? |the )?EFI system partition)|EFI variables are not supported on this system|Could not prepare Boot variable|(?:^|\s)error: (?:no such device|unknown filesystem|no such partition)\b.*|grub rescue>",
+        r"Failed to install bootloader|systemd-boot not installed in ESP|Failed to (?:write|set|read|remove) .*EFI (?:variable|Boot)|[Cc]ould(?:n't| not) find (?:an? |the )?EFI [Ss]ystem [Pp]artition|EFI variables are not supported on this system|Could not prepare Boot variable|(?:^|\s)error: (?:no such device|unknown filesystem|no such partition)\b.*|grub rescue>",
         "the boot loader could not be installed",
     ),
     // mount-fs
@@ -395,7 +395,7 @@ const RULES: &[Rule] = &[
 ];
 
 /// Reboot and shutdown cues: ssh trouble soon after one is the machine going away, expected.
-const REBOOT_CUE: &str = r"(?i)\b(?:reboot(?:ing)?|restarting (?:the )?(?:machine|host|system)|kexec|system is going down|shutting down|power(?:ing)? off|waiting for (?:the )?(?:machine|host|ssh|server) to)\b";
+const REBOOT_CUE: &str = r"(?i-u)\b(?:reboot(?:ing)?|restarting (?:the )?(?:machine|host|system)|kexec|system is going down|shutting down|power(?:ing)? off|waiting for (?:the )?(?:machine|host|ssh|server) to)\b";
 /// How many lines after a reboot cue ssh noise stays expected.
 const REBOOT_WINDOW: u32 = 40;
 /// A Nix error line that no specific rule claimed: Nix itself gave up.
@@ -439,9 +439,9 @@ impl Plugin for NixErrors {
                 "readonly-fs", "ssh", "other",
             ])
             .literals([
-                "hash", "recursion", "error:", "while evaluating", "while calling", "builder for",
+                "ash mismatch", "expected hash", "recursion", "error:", "while evaluating", "while calling", "builder for",
                 "Cannot build", "dependencies", "unpack source", "full logs", "***", "EFI",
-                "Died at", "grub", "GRUB", "bootctl", "systemd-boot", "install-grub", "efibootmgr", "CalledProcessError",
+                "Died at", "grub-install", "grub-probe", "grub-mkconfig", "grub2-", "GRUB", "bootctl", "systemd-boot", "install-grub", "efibootmgr", "CalledProcessError",
                 "Failed", "mount", "modprobe", "VFS:", "fsck", "ead-only", "ssh", "Permission denied",
                 "Host key", "HOST IDENTIFICATION", "PRIVATE KEY", "Load key", "_identification",
                 "Bus error", "Segmentation fault", "Illegal instruction", "Floating point",
@@ -501,7 +501,7 @@ impl Detector for NixErrors {
             if msg.starts_with("Failed to ") && !msg.starts_with("Failed to mount") {
                 self.boot_failed_line = Some(e.line);
             }
-            if REBOOT.is_match(msg) {
+            if msg.len() < 512 && REBOOT.is_match(msg) {
                 self.reboot_line = Some(e.line);
             }
             if let Some(mut f) = RULE_SET.check(e) {
@@ -513,7 +513,9 @@ impl Detector for NixErrors {
                 // Refused or dropped connections while a machine restarts are expected; a
                 // refused login is not.
                 if f.category == "ssh"
-                    && self.reboot_line.is_some_and(|l| e.line - l <= REBOOT_WINDOW)
+                    && self
+                        .reboot_line
+                        .is_some_and(|l| e.line - l <= REBOOT_WINDOW)
                     && !f.summary.contains("authentication")
                     && !f.summary.contains("log in")
                     && !f.summary.contains("key")
@@ -522,7 +524,8 @@ impl Detector for NixErrors {
                     f = f.temporary();
                 }
                 found.push(f);
-            } else if let Some(c) = NIX_ERROR_RE.captures(msg)
+            } else if msg.contains("error: ")
+                && let Some(c) = NIX_ERROR_RE.captures(msg)
                 && !OWNED_ELSEWHERE.is_match(msg)
             {
                 found.push(
@@ -667,7 +670,10 @@ mod tests {
                 "error: cannot add path '/nix/store/a-b' because it lacks a valid signature",
                 "other",
             ),
-            ("warning: the following units failed: nginx.service", "other"),
+            (
+                "warning: the following units failed: nginx.service",
+                "other",
+            ),
             ("error: some failure nobody wrote a rule for", "other"),
         ] {
             assert_eq!(categories(line), vec![cat.to_string()], "{line}");
