@@ -273,6 +273,12 @@ fn main() {
     let (pipeline, report) = best_of(3, || {
         nixtest::replay::replay(&log[..], &plugins, &GuestFacts::default(), &[]).unwrap()
     });
+    // A plugin disabled by a fault makes a run faster and wrong: never a result.
+    assert!(
+        report.faults.is_empty(),
+        "plugin faults: {:?}",
+        report.faults
+    );
     let failures = report
         .findings
         .iter()
