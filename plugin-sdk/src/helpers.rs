@@ -215,17 +215,26 @@ pub struct Rule {
 }
 
 impl Rule {
-    pub const fn error(
+    pub const fn new(
         category: &'static str,
+        severity: Severity,
         pattern: &'static str,
         summary: &'static str,
     ) -> Self {
         Rule {
             category,
-            severity: Severity::Error,
+            severity,
             pattern,
             summary,
         }
+    }
+
+    pub const fn error(
+        category: &'static str,
+        pattern: &'static str,
+        summary: &'static str,
+    ) -> Self {
+        Rule::new(category, Severity::Error, pattern, summary)
     }
 
     /// A rule for noise worth showing but never a failure by itself.
@@ -234,12 +243,7 @@ impl Rule {
         pattern: &'static str,
         summary: &'static str,
     ) -> Self {
-        Rule {
-            category,
-            severity: Severity::Warning,
-            pattern,
-            summary,
-        }
+        Rule::new(category, Severity::Warning, pattern, summary)
     }
 }
 
