@@ -367,6 +367,7 @@ pub async fn run_profile(
         detection_complete: true,
         probes: Vec::new(),
         plugin_output: BTreeMap::new(),
+        findings: Vec::new(),
     };
     let result = run_inner(cx, profile, opts, run_dir, &mut report).await;
     if let Err(e) = result {
@@ -787,6 +788,10 @@ async fn run_inner(
     {
         *report.errors.entry(f.category.clone()).or_default() += 1;
     }
+    report.findings = root_cause_order(live.monitor.findings())
+        .into_iter()
+        .map(|i| live.monitor.findings()[i].clone())
+        .collect();
     report.detection_latency_ms = live.monitor.latencies().iter().map(|d| ms(*d)).collect();
     report.metrics.extend(live.metrics.clone());
     report

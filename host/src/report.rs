@@ -3,6 +3,7 @@
 //! self-contained page), `logs/PROFILE.log` and `events/PROFILE.jsonl`. Every file is written
 //! whole or not at all (write, then rename). This module only consumes what the run produced.
 
+use crate::findings::Finding;
 use crate::monitor::FaultRecord;
 use crate::plugin::ProbeRecord;
 use crate::term;
@@ -115,6 +116,9 @@ pub struct ProfileReport {
     /// What plugins printed to stdout and stderr (bounded), by plugin.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugin_output: BTreeMap<String, String>,
+    /// Every finding of the run, the root cause first (severity, what causes what, line).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
 }
 
 fn yes() -> bool {
