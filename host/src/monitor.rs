@@ -33,6 +33,9 @@ const WINDOW_BYTES: usize = 8 << 20;
 /// Text kept of one evidence line, and of all evidence in a run.
 const EVIDENCE_LINE_BYTES: usize = 4096;
 const EVIDENCE_TOTAL_BYTES: usize = 16 << 20;
+/// Failure markers judged per run for the fallback finding: a guest printing markers without
+/// end gets no more judgements (nor the extra flush of every detector each one costs).
+const MAX_JUDGED: usize = 64;
 
 #[derive(Debug, Error)]
 pub enum MonitorError {
@@ -142,6 +145,8 @@ pub struct Monitor {
     findings_per_run: usize,
     /// The current phase's last lines, for a failure no detector explains.
     tail: PhaseTail,
+    /// Failure markers judged so far (each costs a flush of every detector).
+    judged: usize,
 }
 
 impl Monitor {
@@ -202,6 +207,7 @@ impl Monitor {
             last_line: 0,
             findings_per_run,
             tail: PhaseTail::default(),
+            judged: 0,
         })
     }
 
@@ -322,7 +328,8 @@ impl Monitor {
             }
             self.recent.push_back((event, arrived));
         }
-        if let Some(p) = failed {
+        if let Some(p) = failed.filter(|_| self.judged < MAX_JUDGED) {
+            self.judged += 1;
             // Judged once the detectors have seen the lines before the marker.
             let mut updates = self.flush_slots();
             self.judge(&p, &mut updates);
@@ -472,5 +479,41 @@ impl Monitor {
         self.findings.push(f);
         self.index.insert(key, self.findings.len() - 1);
         (Update::New(self.findings.len() - 1), true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fallback::HOST_DETECTOR;
+
+    fn run(log: &str) -> Monitor {
+        let mut m = Monitor::new(&[]).unwrap();
+        for e in nixtest_events::parse_log(log.as_bytes()) {
+            m.observe(e);
+        }
+        m.finish();
+        m
+    }
+
+    #[test]
+    fn an_unexplained_failed_phase_gets_an_other_finding_with_its_evidence() {
+        let m = run("::PHASE::a\nfrob: widget unavailable\n::ERROR::a failed with exit code 2\n");
+        let f = &m.findings()[0];
+        assert_eq!(
+            (f.detector.as_str(), f.category.as_str()),
+            (HOST_DETECTOR, "other")
+        );
+        assert_eq!(f.lines, vec![2, 3]);
+        assert_eq!(m.line_text(2), Some("frob: widget unavailable"));
+    }
+
+    #[test]
+    fn endless_failure_markers_are_judged_a_bounded_number_of_times() {
+        let log: String = (0..1000)
+            .map(|i| format!("::PHASE::p{i}\nbroken {i}\n::ERROR::p{i} failed with exit code 1\n"))
+            .collect();
+        let m = run(&log);
+        assert_eq!(m.findings().len(), MAX_JUDGED);
     }
 }

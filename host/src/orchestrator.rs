@@ -501,8 +501,7 @@ async fn run_inner(
             .run_phase(&phase.name, &phase.run, |chunk| live.take(chunk))
             .await
             .map_err(|e| e.to_string())?;
-        // Failures with evidence from this attempt (a known problem seen again counts too),
-        // earliest first: the cause before its echoes.
+        // Failures with evidence from this attempt (a known problem seen again counts too).
         let failures: Vec<usize> = (0..live.monitor.findings().len())
             .filter(|&i| {
                 let f = &live.monitor.findings()[i];

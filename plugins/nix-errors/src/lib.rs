@@ -403,6 +403,11 @@ const NIX_ERROR: &str = r"^\s*error: (?P<m>\S.{3,})";
 
 static RULE_SET: LazyLock<RuleSet> = LazyLock::new(|| RuleSet::new(RULES));
 static REBOOT: LazyLock<Regex> = LazyLock::new(|| Regex::new(REBOOT_CUE).unwrap());
+/// What a machine going away looks like to ssh: refused, reset, closed or timed-out
+/// connections and broken pipes (never a refused login or a bad key).
+const CONNECTION_NOISE_PATTERN: &str = r"Connection refused|Connection timed out|No route to host|Connection (?:reset|closed)|closed by remote host|Broken pipe|client_loop|packet_write_wait";
+static CONNECTION_NOISE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(CONNECTION_NOISE_PATTERN).unwrap());
 static NIX_ERROR_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(NIX_ERROR).unwrap());
 /// Nix errors that other built-in detectors own (downloads, space, memory): not `other`.
 static OWNED_ELSEWHERE: LazyLock<Regex> = LazyLock::new(|| {
@@ -516,9 +521,7 @@ impl Detector for NixErrors {
                     && self
                         .reboot_line
                         .is_some_and(|l| e.line - l <= REBOOT_WINDOW)
-                    && !f.summary.contains("authentication")
-                    && !f.summary.contains("log in")
-                    && !f.summary.contains("key")
+                    && CONNECTION_NOISE.is_match(msg)
                 {
                     f.severity = Severity::Warning;
                     f = f.temporary();
