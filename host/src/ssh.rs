@@ -2,11 +2,11 @@
 //! output and exit status, stream a command's output, upload a file. Knows nothing of VMs or
 //! markers.
 
-use russh::ChannelMsg;
 use russh::client;
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
+use russh::{Channel, ChannelMsg};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -186,6 +186,20 @@ impl SshSession {
         }
     }
 
+    /// A session channel running `command`.
+    async fn open_exec(&mut self, command: &str) -> Result<Channel<client::Msg>, SshError> {
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.lost(e))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| self.lost(e))?;
+        Ok(channel)
+    }
+
     /// Runs `command` (with `stdin` fed to it) and calls `on_stdout` / `on_stderr` with each
     /// chunk as it arrives. Returns the exit status; a command killed by a signal is 128+N.
     pub async fn exec_streaming(
@@ -195,15 +209,7 @@ impl SshSession {
         mut on_stdout: impl FnMut(&[u8]),
         mut on_stderr: impl FnMut(&[u8]),
     ) -> Result<u32, SshError> {
-        let mut channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| self.lost(e))?;
-        channel
-            .exec(true, command)
-            .await
-            .map_err(|e| self.lost(e))?;
+        let mut channel = self.open_exec(command).await?;
         if let Some(data) = stdin {
             let mut w = channel.make_writer();
             w.write_all(data).await.map_err(|e| self.lost(e))?;
@@ -232,15 +238,7 @@ impl SshSession {
         command: &str,
         cap: usize,
     ) -> Result<(Option<u32>, ExecOutput), SshError> {
-        let mut channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| self.lost(e))?;
-        channel
-            .exec(true, command)
-            .await
-            .map_err(|e| self.lost(e))?;
+        let mut channel = self.open_exec(command).await?;
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let mut status = None;
         let mut cut = false;
