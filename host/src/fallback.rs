@@ -106,7 +106,10 @@ impl PendingFailure {
         if explained {
             return None;
         }
-        let mut summary = format!("no rule explains this: {}", self.marker.message.trim());
+        let mut summary = format!(
+            "no rule explains this: {}",
+            crate::term::clip(self.marker.message.trim(), 160)
+        );
         if let Some((_, text)) = self.cited.first() {
             summary.push_str(if self.scored {
                 "; most likely cause: "
@@ -274,6 +277,18 @@ mod tests {
         assert!(cause_score("error: something broke") > cause_score("cp: cannot stat 'x'"));
         assert_eq!(cause_score("tests: 12 passed, 0 failed"), 0);
         assert!(cause_score("Traceback (most recent call last):") > 0);
+    }
+
+    #[test]
+    fn the_summary_is_bounded_and_safe_whatever_the_guest_prints() {
+        let log = format!(
+            "::PHASE::a\nerror: \x1b[2J{}\n::ERROR::a {}\n",
+            "x".repeat(10_000),
+            "y".repeat(10_000)
+        );
+        let f = pending(&log).unwrap().judge(&[]).unwrap();
+        assert!(f.summary.chars().count() < 400, "{}", f.summary.len());
+        assert!(!f.summary.contains('\x1b'));
     }
 
     #[test]
