@@ -6,9 +6,11 @@
 //! reads each line's `::KIND::` marker and carries the current phase onto every event.
 //! Nothing here panics on any input, and nothing here knows where the bytes come from.
 
+mod ingest;
 mod parser;
 mod splitter;
 
+pub use ingest::{Ingest, PatternLimits, Route, Router, pattern_set};
 pub use parser::{EventParser, MalformedMarker};
 pub use splitter::{Line, LineSplitter};
 
@@ -70,12 +72,5 @@ impl Event {
 
 /// Parses a whole recorded log (as `nixtest replay` and the SDK's test helper do).
 pub fn parse_log(bytes: &[u8]) -> Vec<Event> {
-    let mut splitter = LineSplitter::default();
-    let mut parser = EventParser::default();
-    let mut events = Vec::new();
-    splitter.push(bytes, |line| events.push(parser.parse(line)));
-    if let Some(line) = splitter.finish() {
-        events.push(parser.parse(line));
-    }
-    events
+    Ingest::parse_all(bytes)
 }

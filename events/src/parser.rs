@@ -20,14 +20,6 @@ pub struct EventParser {
 }
 
 impl EventParser {
-    /// A parser that continues a log already `lines` long (after a reconnect).
-    pub fn resume(phase: &str, lines: u32) -> Self {
-        Self {
-            phase: Arc::from(phase),
-            line: lines,
-        }
-    }
-
     pub fn phase(&self) -> &str {
         &self.phase
     }
@@ -256,16 +248,5 @@ mod tests {
         s.push(b"0123456789abcdef\n", |l| out.push(p.parse(l)));
         assert!(out[0].message.starts_with("01234567"));
         assert_eq!(out[0].field("truncated"), Some("8"));
-    }
-
-    #[test]
-    fn resume_continues_numbering_and_phase() {
-        let mut p = EventParser::resume("install", 41);
-        let e = p.parse(Line {
-            bytes: b"x",
-            truncated: 0,
-        });
-        assert_eq!(e.line, 42);
-        assert_eq!(&*e.phase, "install");
     }
 }

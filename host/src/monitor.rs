@@ -1,10 +1,10 @@
 //! The agent monitor: turns a stream of events into findings, live.
 //!
 //! Each detector plugin gets its own instance for the run (so it keeps state) and sees only
-//! the lines its metadata asks for: the run's [`Prefilter`] (one Aho-Corasick automaton over
-//! every plugin's literals and one `RegexSet` over their patterns) decides, in a single pass
-//! per line, which plugins a line goes to (with the preceding lines a plugin wants as
-//! context). Marker lines other than progress and metrics go to every detector. Lines are sent
+//! the lines its metadata asks for: the run's [`Router`] (shared with `replay` and the SDK's
+//! test harness: one Aho-Corasick automaton over every plugin's literals and one `RegexSet`
+//! over their patterns) decides, in a single pass per line, which plugins a line goes to (with
+//! the preceding lines a plugin wants as context). Marker lines other than progress and metrics go to every detector. Lines are sent
 //! in batches; the same code serves a live stream (flush after each chunk) and a replay (flush
 //! when a batch is full).
 //!
@@ -17,9 +17,9 @@
 use crate::fallback::{PendingFailure, PhaseTail};
 use crate::findings::Finding;
 use crate::plugin::MAX_EVIDENCE_LINES;
-use crate::plugin::prefilter::{PluginFilter, Prefilter};
+use crate::plugin::prefilter;
 use crate::plugin::{Plugin, PluginFault, PluginInstance};
-use nixtest_events::{Event, EventKind};
+use nixtest_events::{Event, Route, Router};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -82,9 +82,6 @@ pub enum Update {
 struct Slot {
     instance: PluginInstance,
     pending: Vec<Event>,
-    context: usize,
-    /// Line number of the last event queued for this slot, so context is never sent twice.
-    last_sent: u32,
     /// Distinct findings this plugin has made in the run.
     distinct: usize,
 }
@@ -125,10 +122,7 @@ fn clipped(text: &str, max: usize) -> String {
 pub struct Monitor {
     slots: Vec<Option<Slot>>,
     names: Vec<String>,
-    prefilter: Prefilter,
-    wanted: Vec<bool>,
-    recent: VecDeque<(Event, Instant)>,
-    max_context: usize,
+    router: Router,
     findings: Vec<Finding>,
     index: HashMap<FindingKey, usize>,
     faults: Vec<FaultRecord>,
@@ -159,18 +153,16 @@ impl Monitor {
         let mut faults = Vec::new();
         let mut findings_per_run = crate::plugin::Limits::default().findings_per_run;
         for p in &detectors {
-            let started = PluginFilter::build(&p.meta)
+            let started = prefilter::check(&p.meta)
                 .map_err(PluginFault::Prefilter)
-                .and_then(|filter| p.instantiate().map(|i| (filter, i)));
+                .and_then(|()| p.instantiate());
             match started {
-                Ok((filter, instance)) => {
+                Ok(instance) => {
                     findings_per_run = instance.limits().findings_per_run;
-                    filters.push(Some((&p.meta, filter)));
+                    filters.push(Some(&p.meta));
                     slots.push(Some(Slot {
                         instance,
                         pending: Vec::with_capacity(BATCH),
-                        context: p.meta.context_lines as usize,
-                        last_sent: 0,
                         distinct: 0,
                     }));
                 }
@@ -182,19 +174,21 @@ impl Monitor {
                 }
             }
         }
-        let prefilter = Prefilter::new(&filters).map_err(MonitorError::Prefilter)?;
-        let max_context = detectors
+        let routes: Vec<Option<Route<'_>>> = filters
             .iter()
-            .map(|p| p.meta.context_lines as usize)
-            .max()
-            .unwrap_or(0);
+            .map(|f| {
+                f.map(|meta| Route {
+                    literals: &meta.literals,
+                    patterns: &meta.patterns,
+                    context: meta.context_lines as usize,
+                })
+            })
+            .collect();
+        let router = Router::new(&routes, prefilter::LIMITS).map_err(MonitorError::Prefilter)?;
         Ok(Monitor {
-            wanted: vec![false; slots.len()],
             names: detectors.iter().map(|p| p.meta.name.clone()).collect(),
             slots,
-            prefilter,
-            recent: VecDeque::with_capacity(max_context + 1),
-            max_context,
+            router,
             findings: Vec::new(),
             index: HashMap::new(),
             faults,
@@ -275,40 +269,19 @@ impl Monitor {
     pub fn observe_at(&mut self, event: Event, arrived: Instant) -> Vec<Update> {
         self.last_line = event.line;
         let failed = self.tail.observe(&event);
-        self.wanted.iter_mut().for_each(|w| *w = false);
-        match event.kind {
-            EventKind::Raw | EventKind::Progress | EventKind::Metric => {
-                self.prefilter.route(&event.message, &mut self.wanted)
-            }
-            _ => self.wanted.iter_mut().for_each(|w| *w = true),
-        }
         let mut full = false;
-        let mut routed = false;
-        let mut context = 0;
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            let Some(slot) = slot else { continue };
-            if !self.wanted[i] {
-                continue;
+        let slots = &mut self.slots;
+        let routed = self.router.route(&event, |i, e| {
+            if let Some(slot) = &mut slots[i] {
+                slot.pending.push(e.clone());
+                full |= slot.pending.len() >= BATCH;
             }
-            routed = true;
-            if slot.context > 0 {
-                context = context.max(slot.context);
-                let skip = self.recent.len().saturating_sub(slot.context);
-                for (prev, _) in self.recent.iter().skip(skip) {
-                    if prev.line > slot.last_sent {
-                        slot.pending.push(prev.clone());
-                    }
-                }
-            }
-            slot.last_sent = event.line;
-            slot.pending.push(event.clone());
-            full |= slot.pending.len() >= BATCH;
-        }
-        if routed {
+        });
+        if let Some(context) = routed {
             // What a detector was sent, context included, may become evidence.
             let last = self.window.back().map_or(0, |s| s.line);
-            let skip = self.recent.len().saturating_sub(context);
-            for (prev, at) in self.recent.iter().skip(skip) {
+            let skip = self.router.recent().len().saturating_sub(context);
+            for (prev, at) in self.router.recent().skip(skip) {
                 if prev.line > last {
                     self.window_bytes += push_seen(&mut self.window, prev, *at);
                 }
@@ -321,13 +294,7 @@ impl Monitor {
                 }
             }
         }
-
-        if self.max_context > 0 {
-            if self.recent.len() == self.max_context {
-                self.recent.pop_front();
-            }
-            self.recent.push_back((event, arrived));
-        }
+        self.router.remember(event, arrived);
         if let Some(p) = failed.filter(|_| self.judged < MAX_JUDGED) {
             self.judged += 1;
             // Judged once the detectors have seen the lines before the marker.
@@ -432,6 +399,7 @@ impl Monitor {
         self.faults
             .push(FaultRecord::new(&plugin, fault, self.last_line, output));
         self.slots[slot] = None;
+        self.router.close(slot);
         updates.push(Update::Fault(self.faults.len() - 1));
     }
 

@@ -7,7 +7,7 @@ use crate::healing::Healers;
 use crate::monitor::{FaultRecord, Monitor, MonitorError};
 use crate::plugin::{HealRequest, Plugin, ProbeRecord};
 use crate::plugins::PluginSet;
-use nixtest_events::{EventParser, LineSplitter};
+use nixtest_events::Ingest;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -108,20 +108,18 @@ fn replay_inner(
     for f in detector_faults {
         monitor.seed_fault(f.clone());
     }
-    let mut splitter = LineSplitter::default();
-    let mut parser = EventParser::default();
+    let mut ingest = Ingest::default();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = log.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        splitter.push(&buf[..n], |line| {
-            monitor.observe(parser.parse(line));
+        ingest.push(&buf[..n], |e| {
+            monitor.observe(e);
         });
     }
-    if let Some(line) = splitter.finish() {
-        let e = parser.parse(line);
+    if let Some(e) = ingest.finish() {
         monitor.observe(e);
     }
     monitor.finish();
@@ -166,6 +164,6 @@ fn replay_inner(
             .into_iter()
             .chain(healers.outputs())
             .collect(),
-        lines: parser.lines(),
+        lines: ingest.lines(),
     })
 }

@@ -10,17 +10,19 @@
 //! assert!(findings.iter().any(|f| f.category == "oom"));
 //! ```
 //!
-//! The log is split and parsed exactly as the host does it. The host's prefilter is applied
-//! too, so a rule that needs a literal missing from your metadata fails here first.
+//! The log goes through the host's own ingest path (`nixtest_events::Ingest` and `Router`):
+//! split, parsed and routed exactly as in a run, so a rule that needs a literal missing from
+//! your metadata fails here first.
 
 use crate::ProbeOutput;
 use crate::{
     Detector, Disk, Event, EventKind, Field, Finding, GuestFacts, HealContext, Healer,
-    HealingAction, Metadata, Mount, Reachability, Severity,
+    HealingAction, Mount, Reachability, Severity,
 };
-use regex::Regex;
+use nixtest_events::{Ingest, PatternLimits, Route, Router};
 use std::cell::RefCell;
 use std::path::Path;
+use std::time::Instant;
 
 /// How many events the host sends in one batch at most.
 pub const BATCH: usize = 256;
@@ -39,16 +41,31 @@ pub fn detect_str<D: Detector>(log: &str) -> Vec<Finding> {
 /// Runs a detector over raw log bytes, in batches, and returns all its findings.
 pub fn detect_bytes<D: Detector>(bytes: &[u8]) -> Vec<Finding> {
     let meta = D::metadata();
-    let filter = Prefilter::new(&meta);
-    let events: Vec<Event> = nixtest_events::parse_log(bytes)
-        .into_iter()
-        .map(convert)
-        .collect();
-    let wanted = filter.select(&events, meta.context_lines as usize);
+    let route = Route {
+        literals: &meta.literals,
+        patterns: &meta.patterns,
+        context: meta.context_lines as usize,
+    };
+    let mut router = Router::new(&[Some(route)], PatternLimits::default())
+        .expect("the metadata's patterns must compile within the host's limits");
     let mut detector = D::default();
     let mut findings = Vec::new();
-    for batch in wanted.chunks(BATCH) {
-        findings.extend(detector.feed(batch));
+    let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
+    let mut ingest = Ingest::default();
+    let mut take = |e: nixtest_events::Event| {
+        router.route(&e, |_, e| batch.push(convert(e.clone())));
+        router.remember(e, Instant::now());
+        if batch.len() >= BATCH {
+            findings.extend(detector.feed(&batch));
+            batch.clear();
+        }
+    };
+    ingest.push(bytes, &mut take);
+    if let Some(e) = ingest.finish() {
+        take(e);
+    }
+    if !batch.is_empty() {
+        findings.extend(detector.feed(&batch));
     }
     findings.extend(detector.finish());
     findings
@@ -146,53 +163,6 @@ fn convert(e: nixtest_events::Event) -> Event {
             .into_iter()
             .map(|(key, value)| Field { key, value })
             .collect(),
-    }
-}
-
-/// The host's rule for which events a plugin sees, restated for tests.
-struct Prefilter {
-    literals: Vec<String>,
-    patterns: Vec<Regex>,
-}
-
-impl Prefilter {
-    fn new(meta: &Metadata) -> Self {
-        Prefilter {
-            literals: meta.literals.clone(),
-            patterns: meta
-                .patterns
-                .iter()
-                .map(|p| Regex::new(p).expect("metadata pattern must compile"))
-                .collect(),
-        }
-    }
-
-    fn sees_all(&self) -> bool {
-        self.literals.is_empty() && self.patterns.is_empty()
-    }
-
-    fn matches(&self, e: &Event) -> bool {
-        !matches!(
-            e.kind,
-            EventKind::Raw | EventKind::Progress | EventKind::Metric
-        ) || self.literals.iter().any(|l| e.message.contains(l.as_str()))
-            || self.patterns.iter().any(|p| p.is_match(&e.message))
-    }
-
-    fn select(&self, events: &[Event], context: usize) -> Vec<Event> {
-        if self.sees_all() {
-            return events.to_vec();
-        }
-        let mut out: Vec<Event> = Vec::new();
-        let mut sent_upto = 0usize;
-        for (i, e) in events.iter().enumerate() {
-            if self.matches(e) {
-                let from = i.saturating_sub(context).max(sent_upto);
-                out.extend_from_slice(&events[from..=i]);
-                sent_upto = i + 1;
-            }
-        }
-        out
     }
 }
 

@@ -424,7 +424,7 @@ impl PluginHost {
         })?;
         // The prefilter is built now, within its limits, so a plugin whose patterns cannot
         // be afforded is refused before anyone is asked to consent to it.
-        prefilter::PluginFilter::build(&plugin.meta).map_err(|reason| PluginError::Prefilter {
+        prefilter::check(&plugin.meta).map_err(|reason| PluginError::Prefilter {
             what: what.to_string(),
             reason,
         })?;

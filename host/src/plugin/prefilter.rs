@@ -4,21 +4,21 @@
 //! limit, and must scan a fixed sample of log shapes within a CPU budget, so no pattern can
 //! make the host compile or match for seconds. A plugin whose filter fails either check is
 //! refused at `plugin add` and, if already installed, disabled for the run with a recorded
-//! fault; the run's combined filter (one Aho-Corasick automaton and one `RegexSet` over every
-//! plugin that passed) routes each line in a single pass.
+//! fault; the run's `nixtest_events::Router` over every plugin that passed routes each line
+//! in a single pass.
 
 use super::PluginMeta;
 use super::sandbox::thread_cpu;
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
-use regex::{RegexSet, RegexSetBuilder};
+use nixtest_events::{PatternLimits, pattern_set};
 use std::time::Duration;
 
-/// Compiled size one plugin's patterns may take (regex's NFA size limit).
-pub const NFA_LIMIT: usize = 2 << 20;
-/// The lazy DFA's cache per plugin set.
-const DFA_LIMIT: usize = 2 << 20;
-/// How deep a pattern may nest.
-const NEST_LIMIT: u32 = 64;
+/// Compiled size one plugin's patterns may take (regex's NFA size limit), its lazy DFA's
+/// cache, and how deep a pattern may nest.
+pub const LIMITS: PatternLimits = PatternLimits {
+    size: 2 << 20,
+    dfa_size: 2 << 20,
+    nest: 64,
+};
 /// CPU time one plugin's filter may take to compile, and to scan the sample below.
 pub const BUILD_BUDGET: Duration = Duration::from_millis(300);
 pub const SCAN_BUDGET: Duration = Duration::from_millis(150);
@@ -39,20 +39,15 @@ fn sample() -> Vec<String> {
     lines
 }
 
-/// One plugin's compiled filter.
-#[derive(Debug)]
-pub struct PluginFilter {
-    patterns: Option<RegexSet>,
-}
-
-impl PluginFilter {
-    /// Compiles `meta`'s patterns within the limits and checks their cost on the sample.
-    pub fn build(meta: &PluginMeta) -> Result<Self, String> {
+/// Checks a plugin's filter: its patterns compile within the limits and scan the sample
+/// within the budget.
+pub fn check(meta: &PluginMeta) -> Result<(), String> {
+    {
         if meta.patterns.is_empty() {
-            return Ok(PluginFilter { patterns: None });
+            return Ok(());
         }
         let started = thread_cpu();
-        let set = builder(&meta.patterns, 1).build().map_err(|e| {
+        let set = pattern_set(&meta.patterns, LIMITS, 1).map_err(|e| {
             format!(
                 "its prefilter patterns cannot be compiled within the limits: {}",
                 regex_error(&e)
@@ -79,18 +74,8 @@ impl PluginFilter {
             }
         }
         std::hint::black_box(hits);
-        Ok(PluginFilter {
-            patterns: Some(set),
-        })
+        Ok(())
     }
-}
-
-fn builder(patterns: &[String], plugins: usize) -> RegexSetBuilder {
-    let mut b = RegexSetBuilder::new(patterns);
-    b.size_limit(NFA_LIMIT * plugins)
-        .dfa_size_limit(DFA_LIMIT * plugins)
-        .nest_limit(NEST_LIMIT);
-    b
 }
 
 /// A regex error on one line: the syntax error's own words (the last line of regex's
@@ -112,96 +97,6 @@ fn regex_error(e: &regex::Error) -> String {
     text.chars().take(300).collect()
 }
 
-/// The run's filter over every detector that passed.
-pub struct Prefilter {
-    literals: Option<AhoCorasick>,
-    literal_owner: Vec<usize>,
-    /// One set over all plugins' patterns, or (should that fail) one set per plugin.
-    sets: Vec<(RegexSet, Vec<usize>)>,
-    sees_all: Vec<usize>,
-}
-
-impl Prefilter {
-    /// `plugins[i]` is slot `i`; `None` for a slot whose filter was refused (it sees nothing).
-    pub fn new(plugins: &[Option<(&PluginMeta, PluginFilter)>]) -> Result<Self, String> {
-        let mut literals = Vec::new();
-        let mut literal_owner = Vec::new();
-        let mut patterns = Vec::new();
-        let mut pattern_owner = Vec::new();
-        let mut sees_all = Vec::new();
-        let mut own_sets = Vec::new();
-        let mut with_patterns = 0;
-        for (i, p) in plugins.iter().enumerate() {
-            let Some((meta, filter)) = p else { continue };
-            if meta.literals.is_empty() && meta.patterns.is_empty() {
-                sees_all.push(i);
-            }
-            for l in &meta.literals {
-                literals.push(l.clone());
-                literal_owner.push(i);
-            }
-            if let Some(set) = &filter.patterns {
-                with_patterns += 1;
-                own_sets.push((set.clone(), vec![i; meta.patterns.len()]));
-                for r in &meta.patterns {
-                    patterns.push(r.clone());
-                    pattern_owner.push(i);
-                }
-            }
-        }
-        let literals = if literals.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::Standard)
-                    // Past 100 literals the automatic choice is an NFA, several times slower
-                    // per byte; the literals are bounded per plugin (metadata caps), so a DFA
-                    // stays small enough for every line of the run to go through it.
-                    .kind(Some(AhoCorasickKind::DFA))
-                    .build(&literals)
-                    .map_err(|e| e.to_string())?,
-            )
-        };
-        let sets = if patterns.is_empty() {
-            Vec::new()
-        } else {
-            match builder(&patterns, with_patterns).build() {
-                Ok(set) => vec![(set, pattern_owner)],
-                Err(e) => {
-                    tracing::warn!(
-                        "one prefilter over all detectors failed ({e}); one per detector"
-                    );
-                    own_sets
-                }
-            }
-        };
-        Ok(Prefilter {
-            literals,
-            literal_owner,
-            sets,
-            sees_all,
-        })
-    }
-
-    /// Marks in `wanted` the slots that should see `text`.
-    pub fn route(&self, text: &str, wanted: &mut [bool]) {
-        for &i in &self.sees_all {
-            wanted[i] = true;
-        }
-        if let Some(ac) = &self.literals {
-            for m in ac.find_overlapping_iter(text) {
-                wanted[self.literal_owner[m.pattern().as_usize()]] = true;
-            }
-        }
-        for (set, owner) in &self.sets {
-            for i in set.matches(text).iter() {
-                wanted[owner[i]] = true;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,33 +116,18 @@ mod tests {
 
     #[test]
     fn ordinary_patterns_pass() {
-        assert!(PluginFilter::build(&meta(&[r"(?i)no space left", r"error: \w+ failed"])).is_ok());
+        assert!(check(&meta(&[r"(?i)no space left", r"error: \w+ failed"])).is_ok());
     }
 
     #[test]
     fn an_explosive_pattern_is_refused_quickly() {
         let started = std::time::Instant::now();
-        let err = PluginFilter::build(&meta(&[r"(?:\w{1,100}){1,100}x"])).unwrap_err();
+        let err = check(&meta(&[r"(?:\w{1,100}){1,100}x"])).unwrap_err();
         assert!(err.contains("compiles to more than"), "{err}");
         assert!(
             started.elapsed() < Duration::from_secs(3),
             "{:?}",
             started.elapsed()
         );
-    }
-
-    #[test]
-    fn routing_uses_literals_and_patterns() {
-        let a = meta(&[r"disk \d+"]);
-        let mut b = meta(&[]);
-        b.literals = vec!["oom".into()];
-        let c = meta(&[]);
-        let fa = PluginFilter::build(&a).unwrap();
-        let fb = PluginFilter::build(&b).unwrap();
-        let fc = PluginFilter::build(&c).unwrap();
-        let pre = Prefilter::new(&[Some((&a, fa)), Some((&b, fb)), None, Some((&c, fc))]).unwrap();
-        let mut wanted = vec![false; 4];
-        pre.route("disk 3 oom", &mut wanted);
-        assert_eq!(wanted, [true, true, false, true]);
     }
 }
