@@ -10,12 +10,14 @@
 
 mod common;
 
-use nixtest::display::Quiet;
+use nixtest::fault::Fault;
+use nixtest::healing::Policy;
 use nixtest::history::History;
-use nixtest::orchestrator::{self, Fault, RunContext, TestOptions};
+use nixtest::orchestrator::TestOptions;
 use nixtest::plugin::{HostOptions, PluginHost};
 use nixtest::profile::Profile;
 use nixtest::report::{ProfileReport, Status};
+use nixtest::session::{self, Inputs};
 use nixtest::vm::{GuestImage, VmManager};
 use std::sync::Mutex;
 
@@ -55,9 +57,11 @@ fn main() {
     let profile = Profile::load("vm").unwrap();
     let opts = TestOptions {
         inject: None,
-        heal: true,
-        max_heal_attempts: 3,
-        min_confidence: 0.3,
+        policy: Policy {
+            heal: true,
+            max_attempts: 3,
+            min_confidence: 0.3,
+        },
     };
     let data = tempfile::tempdir().unwrap();
     let history = Mutex::new(History::load(data.path()));
@@ -68,17 +72,16 @@ fn main() {
     // One install of the profile in a pristine VM, with these plugins.
     let install = |plugins: &nixtest::plugins::PluginSet, opts: &TestOptions| -> ProfileReport {
         let run_dir = tempfile::tempdir().unwrap();
-        let mut quiet = Quiet;
-        let mut cx = RunContext {
+        let inputs = Inputs {
             vm: &manager,
             image: &image,
             key: key.clone(),
             plugins,
             history: &history,
-            display: &mut quiet,
         };
-        rt.block_on(orchestrator::run_profile(
-            &mut cx,
+        rt.block_on(session::run_and_report(
+            inputs,
+            None,
             &profile,
             opts,
             run_dir.path(),
@@ -100,7 +103,7 @@ fn main() {
                 &builtins,
                 &TestOptions {
                     inject: fault,
-                    ..opts.clone()
+                    ..opts
                 },
             );
             assert_eq!(r.status, Status::Passed, "{:?}: {:?}", fault, r.error);

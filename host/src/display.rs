@@ -1,72 +1,36 @@
-//! The live display of a run, a consumer of what the run produces: 📍 PHASE, ⏳ PROGRESS,
-//! ✅ SUCCESS, ❌ ERROR, ⚠️ WARNING, ℹ️ CONTEXT, 🔍 findings and 🔧 AUTOMATED RESPONSE. Raw tool
-//! output shows only with --verbose. On a terminal each running profile has a spinner with its
-//! phase and elapsed time; without one (or with NO_COLOR) the lines are plain. Every string
-//! from the guest or a plugin is made safe for the terminal first (`term`).
+//! The live display of a run, a consumer of its events: 📍 PHASE, ⏳ PROGRESS, ✅ SUCCESS,
+//! ❌ ERROR, ⚠️ WARNING, ℹ️ CONTEXT, 🔍 findings and 🔧 AUTOMATED RESPONSE. Raw tool output shows
+//! only with --verbose. On a terminal each running profile has a spinner with its phase and
+//! elapsed time; without one (or with NO_COLOR, or writing elsewhere) the lines are plain.
+//! Every string from the guest or a plugin is made safe for the terminal first (`term`).
 
 use crate::actions::HealingAction;
 use crate::findings::Finding;
+use crate::report::Status;
+use crate::run_event::{Consumer, GiveUp, RunEvent, What};
 use crate::term;
 use nixtest_events::{Event, EventKind};
-use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::collections::{HashMap, HashSet};
+use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex, PoisonError};
-
-pub trait Display: Send {
-    fn event(&mut self, profile: &str, event: &Event);
-    fn finding(&mut self, profile: &str, finding: &Finding);
-    fn healing(&mut self, profile: &str, action: &HealingAction, note: &str);
-    fn note(&mut self, profile: &str, text: &str);
-    /// What a plugin printed during the run (shown with --verbose).
-    fn plugin_output(&mut self, _profile: &str, _plugin: &str, _text: &str) {}
-    /// The profile's run has ended.
-    fn finished(&mut self, _profile: &str) {}
-}
-
-/// Prints nothing (JSON output, tests).
-pub struct Quiet;
-
-impl Display for Quiet {
-    fn event(&mut self, _: &str, _: &Event) {}
-    fn finding(&mut self, _: &str, _: &Finding) {}
-    fn healing(&mut self, _: &str, _: &HealingAction, _: &str) {}
-    fn note(&mut self, _: &str, _: &str) {}
-}
 
 /// One display for profiles that run at the same time: each run holds a clone, and lines
 /// never interleave within one another.
 #[derive(Clone)]
-pub struct SharedDisplay(Arc<Mutex<Box<dyn Display>>>);
+pub struct SharedDisplay(Arc<Mutex<Console>>);
 
 impl SharedDisplay {
-    pub fn new(display: Box<dyn Display>) -> Self {
-        SharedDisplay(Arc::new(Mutex::new(display)))
-    }
-
-    fn with(&self, f: impl FnOnce(&mut dyn Display)) {
-        let mut d = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        f(d.as_mut())
+    pub fn new(console: Console) -> Self {
+        SharedDisplay(Arc::new(Mutex::new(console)))
     }
 }
 
-impl Display for SharedDisplay {
-    fn event(&mut self, profile: &str, event: &Event) {
-        self.with(|d| d.event(profile, event))
-    }
-    fn finding(&mut self, profile: &str, finding: &Finding) {
-        self.with(|d| d.finding(profile, finding))
-    }
-    fn healing(&mut self, profile: &str, action: &HealingAction, note: &str) {
-        self.with(|d| d.healing(profile, action, note))
-    }
-    fn note(&mut self, profile: &str, text: &str) {
-        self.with(|d| d.note(profile, text))
-    }
-    fn plugin_output(&mut self, profile: &str, plugin: &str, text: &str) {
-        self.with(|d| d.plugin_output(profile, plugin, text))
-    }
-    fn finished(&mut self, profile: &str) {
-        self.with(|d| d.finished(profile))
+impl Consumer for SharedDisplay {
+    fn consume(&mut self, event: &RunEvent) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .consume(event)
     }
 }
 
@@ -74,32 +38,45 @@ impl Display for SharedDisplay {
 pub struct Console {
     verbose: bool,
     fancy: bool,
+    out: Box<dyn Write + Send>,
     bars: indicatif::MultiProgress,
     spinners: HashMap<String, indicatif::ProgressBar>,
+    /// Findings already shown, by profile and index (later evidence is not shown again).
+    shown: HashSet<(String, usize)>,
 }
 
 impl Console {
+    /// On standard output, with spinners when it is a terminal.
     pub fn new(verbose: bool) -> Self {
         let fancy = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Self::with(verbose, fancy, Box::new(std::io::stdout()))
+    }
+
+    /// Plain lines into `out` (tests, files).
+    pub fn plain(verbose: bool, out: Box<dyn Write + Send>) -> Self {
+        Self::with(verbose, false, out)
+    }
+
+    fn with(verbose: bool, fancy: bool, out: Box<dyn Write + Send>) -> Self {
         Console {
             verbose,
             fancy,
+            out,
             bars: indicatif::MultiProgress::new(),
             spinners: HashMap::new(),
+            shown: HashSet::new(),
         }
     }
 
     fn line(&mut self, text: String) {
         if self.spinners.is_empty() || self.bars.println(&text).is_err() {
-            println!("{text}");
+            // A closed output (a pipe) must not stop the run.
+            let _ = writeln!(self.out, "{text}");
         }
     }
 
     fn start_phase(&mut self, profile: &str, name: &str) {
-        if let Some(s) = self.spinners.remove(profile) {
-            s.finish_and_clear();
-            self.bars.remove(&s);
-        }
+        self.stop_spinner(profile);
         if self.fancy {
             let s = self.bars.add(indicatif::ProgressBar::new_spinner());
             s.set_style(
@@ -111,17 +88,14 @@ impl Console {
             self.spinners.insert(profile.to_string(), s);
         }
     }
-}
 
-impl Drop for Console {
-    fn drop(&mut self) {
-        for (_, s) in self.spinners.drain() {
+    fn stop_spinner(&mut self, profile: &str) {
+        if let Some(s) = self.spinners.remove(profile) {
             s.finish_and_clear();
+            self.bars.remove(&s);
         }
     }
-}
 
-impl Display for Console {
     fn event(&mut self, profile: &str, e: &Event) {
         let message = term::line(&e.message);
         let text = match e.kind {
@@ -176,22 +150,82 @@ impl Display for Console {
     fn note(&mut self, profile: &str, text: &str) {
         self.line(format!("[{profile}] {}", term::line(text)));
     }
+}
 
-    fn plugin_output(&mut self, profile: &str, plugin: &str, text: &str) {
-        if !self.verbose {
-            return;
-        }
-        let mut t = format!("[{profile}] 📝 plugin {} printed:", term::line(plugin));
-        for l in text.lines() {
-            t.push_str(&format!("\n[{profile}]    | {}", term::line(l)));
-        }
-        self.line(t);
-    }
-
-    fn finished(&mut self, profile: &str) {
-        if let Some(s) = self.spinners.remove(profile) {
+impl Drop for Console {
+    fn drop(&mut self) {
+        for (_, s) in self.spinners.drain() {
             s.finish_and_clear();
-            self.bars.remove(&s);
+        }
+        let _ = self.out.flush();
+    }
+}
+
+impl Consumer for Console {
+    fn consume(&mut self, e: &RunEvent) {
+        let p = e.profile.as_str();
+        match &e.what {
+            What::VmStarting => self.note(p, "🖥  starting a pristine VM"),
+            What::Line { line } => self.event(p, line),
+            What::Finding { index, finding } if self.shown.insert((p.to_string(), *index)) => {
+                self.finding(p, finding)
+            }
+            What::HealingApplied { action, .. } => self.healing(p, action, ""),
+            What::HealingRefused { action, reason, .. } => {
+                self.healing(p, action, &format!(" — refused: {reason}"))
+            }
+            What::CommandFailed {
+                command,
+                status,
+                stderr,
+            } => self.note(
+                p,
+                &format!("⚠️  `{command}` exited with {status}: {stderr}"),
+            ),
+            What::GaveUp { phase, why } => match why {
+                GiveUp::Unexplained { exit_code } => self.note(
+                    p,
+                    &format!(
+                        "❌ phase {phase} failed with exit code {exit_code}; no detector \
+                         recognised why"
+                    ),
+                ),
+                GiveUp::AttemptsUsed { attempts } => self.note(
+                    p,
+                    &format!("❌ {attempts} healing attempt(s) used; giving up"),
+                ),
+                GiveUp::NoAction { summary } => self.note(
+                    p,
+                    &format!("❌ no applicable healing action for: {summary}"),
+                ),
+                GiveUp::HealingDisabled => {}
+            },
+            What::PluginFault { fault, .. } => self.note(p, &format!("⛔ {}", fault.message)),
+            What::PluginOutput { plugin, text } if self.verbose => {
+                let mut t = format!("[{p}] 📝 plugin {} printed:", term::line(plugin));
+                for l in text.lines() {
+                    t.push_str(&format!("\n[{p}]    | {}", term::line(l)));
+                }
+                self.line(t);
+            }
+            What::DetectionDone {
+                complete: false, ..
+            } => self.note(
+                p,
+                "⚠️  detection incomplete: a detector was disabled during the run (see plugin \
+                 faults)",
+            ),
+            What::Reboot => self.note(p, "🔁 rebooting into the installed system"),
+            What::CheckDone { check, status, .. } => {
+                let icon = if *status == Status::Passed {
+                    "✅"
+                } else {
+                    "❌"
+                };
+                self.note(p, &format!("{icon} verify {check}"));
+            }
+            What::ProfileFinished { .. } => self.stop_spinner(p),
+            _ => {}
         }
     }
 }

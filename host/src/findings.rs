@@ -34,6 +34,24 @@ impl fmt::Display for Severity {
     }
 }
 
+/// The finding a healing record answers: what it was and the lines it cites.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingRef {
+    pub category: String,
+    pub summary: String,
+    pub lines: Vec<u32>,
+}
+
+impl From<&Finding> for FindingRef {
+    fn from(f: &Finding) -> Self {
+        FindingRef {
+            category: f.category.clone(),
+            summary: f.summary.clone(),
+            lines: f.lines.clone(),
+        }
+    }
+}
+
 /// One problem a detector saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {

@@ -2,9 +2,11 @@
 //! and used to weight the ranking: an action that keeps failing sinks, one that keeps healing
 //! rises. Unknown actions weigh 1.0.
 
+use crate::run_event::{Consumer, RunEvent, What};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Tally {
@@ -64,6 +66,52 @@ impl History {
             crate::report::write_atomic(path, &bytes)?;
         }
         Ok(())
+    }
+}
+
+/// Records, from a run's events, whether each applied action healed, and saves the history
+/// when the profile ends.
+pub struct HistoryRecorder<'a> {
+    history: &'a Mutex<History>,
+    /// The applied action waiting for its retry: (healer, action).
+    pending: Option<(String, String)>,
+}
+
+impl<'a> HistoryRecorder<'a> {
+    pub fn new(history: &'a Mutex<History>) -> Self {
+        HistoryRecorder {
+            history,
+            pending: None,
+        }
+    }
+
+    fn resolve(&mut self, healed: bool) {
+        if let Some((healer, action)) = self.pending.take() {
+            self.history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .record(&healer, &action, healed);
+        }
+    }
+}
+
+impl Consumer for HistoryRecorder<'_> {
+    fn consume(&mut self, e: &RunEvent) {
+        match &e.what {
+            What::HealingApplied { action, .. } => {
+                self.pending = Some((action.healer.clone(), action.name.clone()))
+            }
+            What::HealingResolved { healed } => self.resolve(*healed),
+            What::ProfileFinished { .. } => {
+                // An action whose retry never ended did not heal.
+                self.resolve(false);
+                let h = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Err(e) = h.save() {
+                    tracing::warn!("cannot save the healing history: {e}");
+                }
+            }
+            _ => {}
+        }
     }
 }
 

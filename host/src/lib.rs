@@ -6,10 +6,13 @@
 
 pub mod actions;
 pub mod builtin;
+pub mod config_copy;
 pub mod display;
 pub mod facts;
 pub mod fallback;
+pub mod fault;
 pub mod findings;
+pub mod guest;
 pub mod healing;
 pub mod history;
 pub mod monitor;
@@ -22,8 +25,13 @@ pub mod profile;
 pub mod registry;
 pub mod replay;
 pub mod report;
+pub mod run_event;
+pub mod run_files;
+pub mod session;
 pub mod settings;
 pub mod ssh;
 pub mod stream;
 pub mod term;
+pub mod verify;
 pub mod vm;
+pub mod watch;

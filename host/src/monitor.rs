@@ -20,7 +20,7 @@ use crate::plugin::MAX_EVIDENCE_LINES;
 use crate::plugin::prefilter;
 use crate::plugin::{Plugin, PluginFault, PluginInstance};
 use nixtest_events::{Event, Route, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -64,6 +64,27 @@ impl FaultRecord {
             fault,
             line,
             output,
+        }
+    }
+}
+
+/// A plugin fault as reports and events keep it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginFaultDetail {
+    pub plugin: String,
+    pub message: String,
+    pub line: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
+}
+
+impl From<&FaultRecord> for PluginFaultDetail {
+    fn from(f: &FaultRecord) -> Self {
+        PluginFaultDetail {
+            plugin: f.plugin.clone(),
+            message: f.message.clone(),
+            line: f.line,
+            output: f.output.clone(),
         }
     }
 }

@@ -31,11 +31,13 @@ pub struct Check {
     pub run: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VmOverrides {
+pub struct VmSettings {
     pub memory_mib: Option<u64>,
     pub disk: Option<String>,
+    /// The installed system's root device, which the VM boots for the checks.
+    pub root: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -44,8 +46,7 @@ struct ProfileFile {
     name: String,
     #[serde(default)]
     description: String,
-    #[serde(default)]
-    vm: VmOverrides,
+    vm: VmSettings,
     phases: Vec<Phase>,
     #[serde(default)]
     checks: Vec<Check>,
@@ -56,7 +57,7 @@ struct ProfileFile {
 pub struct Profile {
     pub name: String,
     pub description: String,
-    pub vm: VmOverrides,
+    pub vm: VmSettings,
     pub phases: Vec<Phase>,
     pub checks: Vec<Check>,
     /// (relative path, content) of every configuration file.
@@ -178,6 +179,12 @@ impl Profile {
                 )));
             }
         }
+        if !f.vm.root.starts_with("/dev/") {
+            return Err(invalid(format!(
+                "vm.root {:?} is not a device path like /dev/vdb2",
+                crate::term::clip(&f.vm.root, 80)
+            )));
+        }
         if let Some(d) = &f.vm.disk
             && crate::vm::parse_size(d).is_none()
         {
@@ -222,7 +229,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("profile.toml"),
-            "name = \"x\"\nphases = []\n",
+            "name = \"x\"\nphases = []\n[vm]\nroot = \"/dev/vdb2\"\n",
         )
         .unwrap();
         let err = Profile::load(dir.path().to_str().unwrap()).unwrap_err();

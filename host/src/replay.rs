@@ -7,9 +7,11 @@ use crate::healing::Healers;
 use crate::monitor::{FaultRecord, Monitor, MonitorError};
 use crate::plugin::{HealRequest, Plugin, ProbeRecord};
 use crate::plugins::PluginSet;
+use crate::term;
 use nixtest_events::Ingest;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::io::Read;
 use std::path::Path;
 use thiserror::Error;
@@ -40,6 +42,89 @@ pub struct ReplayReport {
 }
 
 impl ReplayReport {
+    /// For people: findings, actions, faults and probes; everything a plugin returned is made
+    /// safe for the terminal (`term`).
+    pub fn text(&self, verbose: bool) -> String {
+        let r = self;
+        // Writing to a String cannot fail.
+        let mut t = String::new();
+        let failures = r
+            .findings
+            .iter()
+            .filter(|f| f.severity.is_failure())
+            .count();
+        let _ = writeln!(
+            t,
+            "{} lines, {} findings ({} failures)",
+            r.lines,
+            r.findings.len(),
+            failures
+        );
+        for (i, f) in r.findings.iter().enumerate() {
+            let icon = if f.severity.is_failure() {
+                "❌"
+            } else {
+                "⚠️ "
+            };
+            let kind = if f.permanent { "" } else { " (temporary)" };
+            let _ = writeln!(
+                t,
+                "{icon} [{i}] {} {}{kind}: {}  (lines {}; {})",
+                f.severity,
+                term::line(&f.category),
+                term::line(&f.summary),
+                compact_lines(&f.lines),
+                term::line(&f.detector)
+            );
+        }
+        for a in &r.actions {
+            let _ = writeln!(
+                t,
+                "🔧 for [{}] {} ({}, confidence {}): {}",
+                a.finding,
+                term::line(&a.name),
+                term::line(&a.healer),
+                a.confidence,
+                term::line(&a.description)
+            );
+            for c in &a.commands {
+                let _ = writeln!(t, "     $ {}", term::line(c));
+            }
+            for c in &a.config_changes {
+                let _ = writeln!(t, "     ✎ {}", term::line(&c.path));
+            }
+        }
+        for f in &r.faults {
+            let _ = writeln!(t, "⛔ {}", term::line(&f.message));
+            if verbose && !f.output.is_empty() {
+                for l in f.output.lines() {
+                    let _ = writeln!(t, "   | {}", term::line(l));
+                }
+            }
+        }
+        for p in &r.probes {
+            let _ = writeln!(
+                t,
+                "🔎 probe by {}: {}{}",
+                term::line(&p.plugin),
+                term::line(&p.command),
+                p.refused
+                    .as_ref()
+                    .map(|w| format!(" (refused: {})", term::line(w)))
+                    .unwrap_or_default()
+            );
+        }
+        if verbose {
+            for (name, out) in &r.plugin_output {
+                let _ = writeln!(t, "📝 {} printed:", term::line(name));
+                for l in out.lines() {
+                    let _ = writeln!(t, "   | {}", term::line(l));
+                }
+            }
+        }
+        t
+    }
+
     pub fn failed(&self) -> bool {
         self.findings.iter().any(|f| f.severity.is_failure())
     }
@@ -166,4 +251,13 @@ fn replay_inner(
             .collect(),
         lines: ingest.lines(),
     })
+}
+
+fn compact_lines(lines: &[u32]) -> String {
+    let shown: Vec<String> = lines.iter().take(6).map(u32::to_string).collect();
+    if lines.len() > 6 {
+        format!("{}, … {} in all", shown.join(", "), lines.len())
+    } else {
+        shown.join(", ")
+    }
 }

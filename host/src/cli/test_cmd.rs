@@ -3,12 +3,16 @@
 use super::vm_cmd::{VmContext, runtime, vm_failure};
 use super::{CliResult, Failure, Format};
 use anyhow::anyhow;
-use nixtest::display::{Console, Quiet, SharedDisplay};
+use nixtest::display::{Console, SharedDisplay};
+use nixtest::fault::Fault;
+use nixtest::healing::Policy;
 use nixtest::history::History;
-use nixtest::orchestrator::{self, Fault, RunContext, TestOptions};
+use nixtest::orchestrator::TestOptions;
 use nixtest::profile::Profile;
 use nixtest::registry::Registry;
 use nixtest::report::{self, ProfileReport, Report, Status};
+use nixtest::run_event::Consumer;
+use nixtest::session::{self, Inputs};
 use nixtest::settings::{Settings, SettingsError};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -164,9 +168,11 @@ fn plan(args: &TestArgs, settings: &Settings) -> Result<Plan, SettingsError> {
         report_dir,
         opts: TestOptions {
             inject,
-            heal,
-            max_heal_attempts,
-            min_confidence,
+            policy: Policy {
+                heal,
+                max_attempts: max_heal_attempts,
+                min_confidence,
+            },
         },
     })
 }
@@ -202,11 +208,7 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
         std::process::id() & 0xffff
     );
     let run_dir = report::run_dir(&plan.report_dir, &run_id);
-    let display = SharedDisplay::new(if json {
-        Box::new(Quiet)
-    } else {
-        Box::new(Console::new(verbose))
-    });
+    let display = (!json).then(|| SharedDisplay::new(Console::new(verbose)));
     // One thread (and runtime) per VM running at the same time; each takes the next profile.
     let runtimes = (0..plan.parallel)
         .map(|_| runtime())
@@ -224,16 +226,16 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
                     let Some(profile) = plan.profiles.get(i) else {
                         break;
                     };
-                    let mut rcx = RunContext {
+                    let inputs = Inputs {
                         vm: &cx.manager,
                         image: &cx.image,
                         key: cx.key.clone(),
                         plugins,
                         history,
-                        display: &mut display,
                     };
-                    let r = rt.block_on(orchestrator::run_profile(
-                        &mut rcx, profile, &plan.opts, run_dir,
+                    let display = display.as_mut().map(|d| d as &mut dyn Consumer);
+                    let r = rt.block_on(session::run_and_report(
+                        inputs, display, profile, &plan.opts, run_dir,
                     ));
                     slots.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(r);
                 }
@@ -272,7 +274,7 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
                 Status::Error => "⛔",
             };
             println!(
-                "{icon} {} {:?} in {:.1} s{}",
+                "{icon} {} {} in {:.1} s{}",
                 p.name,
                 p.status,
                 p.duration_ms as f64 / 1000.0,

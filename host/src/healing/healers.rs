@@ -1,15 +1,17 @@
 //! Asking healers: for a finding, every healer plugin that covers its category proposes
 //! actions; they are ranked by confidence (weighted by how well each action worked before,
-//! when a history is given). Applying them is the orchestrator's business.
+//! when a history is given). Vetting and applying them is the healing loop's business.
 //!
 //! A healer that cannot start or faults is disabled for the run and recorded; the others are
 //! still asked. Every probe a healer makes, allowed or refused, is kept for the report.
 
+use super::{Proposal, Propose};
 use crate::actions::HealingAction;
 use crate::findings::Finding;
+use crate::history::History;
 use crate::monitor::FaultRecord;
 use crate::plugin::{GuestProbe, HealRequest, Plugin, PluginInstance, ProbeRecord};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 struct Slot {
     name: String,
@@ -116,6 +118,50 @@ impl Healers {
         }
         rank(&mut actions, weight);
         actions
+    }
+}
+
+/// The run's healers as the healing loop asks them: ranked with the healing history, and
+/// handing over the probes and faults of each answer.
+pub struct Ranked<'a> {
+    pub healers: Healers,
+    history: &'a Mutex<History>,
+    probes_seen: usize,
+    faults_seen: usize,
+}
+
+impl<'a> Ranked<'a> {
+    /// Faults from before the run (healers that did not load) count as handed over: the
+    /// caller reports them at the start.
+    pub fn new(healers: Healers, history: &'a Mutex<History>) -> Self {
+        let faults_seen = healers.faults().len();
+        Ranked {
+            healers,
+            history,
+            probes_seen: 0,
+            faults_seen,
+        }
+    }
+}
+
+impl Propose for Ranked<'_> {
+    fn propose(&mut self, index: usize, finding: &Finding, request: &HealRequest<'_>) -> Proposal {
+        let history = self.history;
+        let actions = self.healers.propose(index, finding, request, |a| {
+            history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .weight(&a.healer, &a.name)
+        });
+        let probes = self.healers.probes()[self.probes_seen..].to_vec();
+        let faults = self.healers.faults()[self.faults_seen..].to_vec();
+        self.probes_seen += probes.len();
+        self.faults_seen += faults.len();
+        Proposal {
+            actions,
+            probes,
+            faults,
+        }
     }
 }
 

@@ -1,0 +1,232 @@
+//! The run's copy of the profile's configuration: healers' changes go into it (never into the
+//! profile), each change vetted to stay inside it and applied all or nothing.
+
+use crate::actions::ConfigChange;
+use std::path::{Component, Path, PathBuf};
+
+/// Where the run's configuration copy lives in the guest.
+pub const GUEST_CONFIG: &str = "/etc/nixtest/config";
+
+/// The run's copy of the profile's configuration: changes stay inside it.
+pub struct ConfigCopy {
+    dir: PathBuf,
+    files: Vec<(String, String)>,
+}
+
+impl ConfigCopy {
+    pub fn content(&self, path: &str) -> Option<&str> {
+        self.files
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, c)| c.as_str())
+    }
+
+    pub fn set(&mut self, path: &str, content: String) -> std::io::Result<()> {
+        crate::report::write_atomic(&self.dir.join(path), content.as_bytes())?;
+        match self.files.iter_mut().find(|(p, _)| p == path) {
+            Some(f) => f.1 = content,
+            None => self.files.push((path.to_string(), content)),
+        }
+        Ok(())
+    }
+
+    /// A change may only name a file inside the copy that can be written: a relative path
+    /// of plain names (no absolute path, no `..`, no NUL, not ending in `/`, not too long),
+    /// not through a link, not under an existing file, and not an existing folder.
+    pub fn check_path(&self, path: &str) -> Result<(), String> {
+        const MAX_PATH: usize = 1024;
+        const MAX_NAME: usize = 255;
+        const MAX_DEPTH: usize = 16;
+        let shown = crate::term::clip(path, 120);
+        if path.is_empty() || path.len() > MAX_PATH {
+            return Err(format!(
+                "{shown:?} is empty or longer than {MAX_PATH} bytes"
+            ));
+        }
+        if path.contains('\0') {
+            return Err(format!("{shown:?} contains a NUL byte"));
+        }
+        if path.ends_with('/') {
+            return Err(format!("{shown:?} names a folder, not a file"));
+        }
+        let p = Path::new(path);
+        if p.is_absolute() {
+            return Err(format!(
+                "{shown:?} is not a relative path inside the configuration copy"
+            ));
+        }
+        let parts: Vec<_> = p.components().collect();
+        if parts.iter().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(format!("{shown:?} leaves the configuration copy"));
+        }
+        if parts.len() > MAX_DEPTH || parts.iter().any(|c| c.as_os_str().len() > MAX_NAME) {
+            return Err(format!(
+                "{shown:?} is too deep or has a name over {MAX_NAME} bytes"
+            ));
+        }
+        let mut at = self.dir.clone();
+        for (i, c) in parts.iter().enumerate() {
+            at.push(c);
+            let Ok(meta) = std::fs::symlink_metadata(&at) else {
+                break;
+            };
+            if meta.file_type().is_symlink() {
+                return Err(format!("{shown:?} goes through a link"));
+            }
+            let last = i + 1 == parts.len();
+            if !last && !meta.is_dir() {
+                return Err(format!("{shown:?} goes through a file"));
+            }
+            if last && meta.is_dir() {
+                return Err(format!("{shown:?} is a folder"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies every change of an action, all or none: on a failure the files written so far
+    /// get their old content back. Returns the diffs.
+    pub fn apply(&mut self, changes: &[ConfigChange]) -> Result<Vec<String>, String> {
+        let mut done: Vec<(String, Option<String>)> = Vec::new();
+        let mut diffs = Vec::new();
+        for c in changes {
+            let old = self.content(&c.path).map(str::to_string);
+            if let Err(e) = self.set(&c.path, c.content.clone()) {
+                for (path, old) in done.into_iter().rev() {
+                    match old {
+                        Some(content) => {
+                            let _ = self.set(&path, content);
+                        }
+                        None => {
+                            let _ = std::fs::remove_file(self.dir.join(&path));
+                            self.files.retain(|(p, _)| p != &path);
+                        }
+                    }
+                }
+                return Err(format!(
+                    "cannot write {}: {e}",
+                    crate::term::clip(&c.path, 120)
+                ));
+            }
+            diffs.push(crate::report::config_diff(
+                &c.path,
+                old.as_deref().unwrap_or(""),
+                &c.content,
+            ));
+            done.push((c.path.clone(), old));
+        }
+        Ok(diffs)
+    }
+
+    /// The binary caches the configuration names (for the facts healers get).
+    pub fn substituters(&self) -> Vec<String> {
+        let Some(c) = self.content("configuration.nix") else {
+            return Vec::new();
+        };
+        let Some(start) = c.find("substituters") else {
+            return Vec::new();
+        };
+        let rest = &c[start..];
+        let end = rest.find(';').unwrap_or(rest.len());
+        rest[..end]
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl ConfigCopy {
+    /// A copy in `dir` of `files` (relative path, content), written out.
+    pub fn create(dir: PathBuf, files: &[(String, String)]) -> std::io::Result<Self> {
+        let mut copy = ConfigCopy {
+            dir,
+            files: Vec::new(),
+        };
+        for (p, c) in files {
+            copy.set(p, c.clone())?;
+        }
+        Ok(copy)
+    }
+
+    /// The files, relative path and content.
+    pub fn files(&self) -> &[(String, String)] {
+        &self.files
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_changes_stay_inside_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = ConfigCopy {
+            dir: dir.path().to_path_buf(),
+            files: Vec::new(),
+        };
+        assert!(copy.check_path("disko-config.nix").is_ok());
+        assert!(copy.check_path("modules/net.nix").is_ok());
+        for bad in ["/etc/passwd", "../x.nix", "a/../../x", "", "./x"] {
+            assert!(copy.check_path(bad).is_err(), "{bad}");
+        }
+        std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
+        assert!(copy.check_path("link/passwd").is_err());
+        // Paths that cannot be written are refused before anything is written.
+        std::fs::write(dir.path().join("file.nix"), "x").unwrap();
+        std::fs::create_dir(dir.path().join("folder")).unwrap();
+        let long = "a".repeat(300);
+        let deep = vec!["d"; 40].join("/");
+        for bad in [
+            "x/",
+            "a\0b",
+            "file.nix/inner.nix",
+            "folder",
+            long.as_str(),
+            deep.as_str(),
+        ] {
+            assert!(copy.check_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_change_that_fails_half_way_is_undone_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut copy = ConfigCopy {
+            dir: dir.path().to_path_buf(),
+            files: Vec::new(),
+        };
+        copy.set("a.nix", "old".into()).unwrap();
+        std::fs::write(dir.path().join("blocker"), "a file").unwrap();
+        let changes = [
+            ConfigChange {
+                path: "a.nix".into(),
+                content: "new".into(),
+            },
+            ConfigChange {
+                path: "blocker/b.nix".into(),
+                content: "x".into(),
+            },
+        ];
+        assert!(copy.apply(&changes).is_err());
+        assert_eq!(copy.content("a.nix"), Some("old"));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a.nix")).unwrap(),
+            "old"
+        );
+    }
+
+    #[test]
+    fn substituters_from_the_configuration() {
+        let copy = ConfigCopy {
+            dir: PathBuf::new(),
+            files: vec![(
+                "configuration.nix".into(),
+                "{ nix.settings.substituters = [ \"http://a:1\" \"http://b:2\" ]; }".into(),
+            )],
+        };
+        assert_eq!(copy.substituters(), vec!["http://a:1", "http://b:2"]);
+    }
+}

@@ -1,0 +1,90 @@
+//! The faults `nixtest test --inject` makes real, and how each is made (shared/DESIGN.md,
+//! "The test guest").
+
+use crate::config_copy::ConfigCopy;
+use crate::vm::manager::RunOverrides;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A fault `--inject` makes real for a run (shared/DESIGN.md, "The test guest").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fault {
+    /// The disko config names a disk the VM does not have.
+    Disk,
+    /// The VM's memory is too small for the build step.
+    Memory,
+    /// The target disk is too small for the closure.
+    Space,
+    /// The binary cache's name does not resolve.
+    Network,
+}
+
+impl FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "disk" => Ok(Fault::Disk),
+            "memory" => Ok(Fault::Memory),
+            "space" => Ok(Fault::Space),
+            "network" => Ok(Fault::Network),
+            _ => Err(format!(
+                "unknown fault {s:?}: use disk, memory, space or network"
+            )),
+        }
+    }
+}
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Disk => "disk",
+            Fault::Memory => "memory",
+            Fault::Space => "space",
+            Fault::Network => "network",
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Applies the fault to the run's VM and configuration.
+pub fn inject(
+    fault: Option<Fault>,
+    overrides: &mut RunOverrides,
+    config: &mut ConfigCopy,
+) -> std::io::Result<()> {
+    match fault {
+        None | Some(Fault::Network) => {}
+        Some(Fault::Disk) => {
+            if let Some(c) = config.content("disko-config.nix") {
+                let bad = c.replace("\"/dev/vdb\"", "\"/dev/sdz\"");
+                config.set("disko-config.nix", bad)?;
+            }
+        }
+        Some(Fault::Memory) => {
+            overrides.memory_mib = Some(192);
+            if let Some(c) = config.content("configuration.nix") {
+                let hungry = c.replacen("{\n", "{\n  nixtest.buildMemoryMB = 400;\n", 2);
+                config.set("configuration.nix", hungry)?;
+            }
+        }
+        // Big enough for the system only without the profile's generous ESP.
+        Some(Fault::Space) => overrides.disk_bytes = Some(280 << 20),
+    }
+    Ok(())
+}
+
+/// The `nix.conf` the run installs in the guest: no binary cache is reachable here, so the
+/// build is local, except that the network fault names one that does not resolve.
+pub fn nix_conf(fault: Option<Fault>) -> &'static str {
+    match fault {
+        Some(Fault::Network) => "substituters = http://cache.nixtest.internal:8080\n",
+        _ => "substituters =\n",
+    }
+}

@@ -1,0 +1,384 @@
+//! The healing loop against a scripted guest and scripted healers: every outcome, no VM.
+
+use super::*;
+use crate::actions::{Confidence, ConfigChange};
+use crate::guest::fake::{Attempt, ScriptedGuest};
+use crate::run_event::{Emitter, RunEvent};
+use crate::watch::Watch;
+
+/// Healers that answer a finding whose evidence holds `needle` with `action`.
+#[derive(Default)]
+struct ScriptedHealers(Vec<(&'static str, HealingAction)>);
+
+impl Propose for ScriptedHealers {
+    fn propose(&mut self, index: usize, finding: &Finding, request: &HealRequest<'_>) -> Proposal {
+        let text = format!("{} {}", finding.summary, request.evidence.join(" "));
+        let actions = self
+            .0
+            .iter()
+            .filter(|(needle, _)| text.contains(needle))
+            .map(|(_, a)| HealingAction {
+                finding: index,
+                ..a.clone()
+            })
+            .collect();
+        Proposal {
+            actions,
+            ..Proposal::default()
+        }
+    }
+}
+
+fn action(name: &str, confidence: f32, path: &str, retry: Option<&str>) -> HealingAction {
+    HealingAction {
+        healer: "scripted".into(),
+        finding: 0,
+        name: name.into(),
+        description: format!("does {name}"),
+        confidence: Confidence::new(confidence),
+        commands: vec![format!("echo {name}")],
+        config_changes: vec![ConfigChange {
+            path: path.into(),
+            content: format!("# changed by {name}\n"),
+        }],
+        retry_phase: retry.map(str::to_string),
+    }
+}
+
+const POLICY: Policy = Policy {
+    heal: true,
+    max_attempts: 3,
+    min_confidence: 0.3,
+};
+
+struct Outcome {
+    ending: Ending,
+    events: Vec<RunEvent>,
+    guest: ScriptedGuest,
+    config: Vec<(String, String)>,
+}
+
+impl Outcome {
+    fn whats(&self) -> Vec<&What> {
+        self.events.iter().map(|e| &e.what).collect()
+    }
+
+    fn phases_run(&self) -> Vec<&str> {
+        self.guest
+            .calls
+            .iter()
+            .filter_map(|c| c.strip_prefix("phase "))
+            .collect()
+    }
+
+    fn applied(&self) -> Vec<&str> {
+        self.whats()
+            .into_iter()
+            .filter_map(|w| match w {
+                What::HealingApplied { action, .. } => Some(action.name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn resolved(&self) -> Vec<bool> {
+        self.whats()
+            .into_iter()
+            .filter_map(|w| match w {
+                What::HealingResolved { healed } => Some(*healed),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn gave_up(&self) -> Option<&GiveUp> {
+        self.whats().into_iter().find_map(|w| match w {
+            What::GaveUp { why, .. } => Some(why),
+            _ => None,
+        })
+    }
+
+    fn refused(&self) -> Vec<&str> {
+        self.whats()
+            .into_iter()
+            .filter_map(|w| match w {
+                What::HealingRefused { reason, .. } => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn run(mut guest: ScriptedGuest, mut healers: ScriptedHealers, policy: Policy) -> Outcome {
+    let profile = Profile::load("vm").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ConfigCopy::create(dir.path().to_path_buf(), &profile.config).unwrap();
+    let mut events: Vec<RunEvent> = Vec::new();
+    let mut raw: Vec<u8> = Vec::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let ending = {
+        let emitter = Emitter::new("vm", Instant::now(), &mut events);
+        let monitor = crate::monitor::Monitor::new(&[]).unwrap();
+        let mut watch = Watch::new(emitter, monitor, &mut raw);
+        let ending = rt
+            .block_on(run_phases(
+                &mut guest,
+                &mut watch,
+                &mut healers,
+                &mut config,
+                &profile,
+                policy,
+            ))
+            .unwrap();
+        watch.finish();
+        ending
+    };
+    Outcome {
+        ending,
+        events,
+        guest,
+        config: config.files().to_vec(),
+    }
+}
+
+fn failing(phase: &str, cause: &str) -> Attempt {
+    Attempt::new(phase, &["working...", cause], 1)
+}
+
+#[test]
+fn a_failure_healed_by_the_first_action_passes() {
+    let guest = ScriptedGuest::default().phase(
+        "disk_partitioning",
+        vec![failing(
+            "disk_partitioning",
+            "Error: /dev/sdz: no such device",
+        )],
+    );
+    let healers = ScriptedHealers(vec![(
+        "/dev/sdz",
+        action("fix-disk", 0.9, "disko-config.nix", None),
+    )]);
+    let out = run(guest, healers, POLICY);
+    assert_eq!(out.ending, Ending::Passed);
+    assert_eq!(
+        out.phases_run(),
+        [
+            "disk_partitioning",
+            "disk_partitioning",
+            "generate_config",
+            "install"
+        ]
+    );
+    assert_eq!(out.applied(), ["fix-disk"]);
+    assert_eq!(out.resolved(), [true]);
+    // The change went into the run's copy and to the guest; the command ran once.
+    let disko = &out
+        .config
+        .iter()
+        .find(|(p, _)| p == "disko-config.nix")
+        .unwrap()
+        .1;
+    assert_eq!(disko, "# changed by fix-disk\n");
+    assert_eq!(
+        out.guest.uploads["/etc/nixtest/config/disko-config.nix"],
+        b"# changed by fix-disk\n"
+    );
+    assert!(out.guest.calls.contains(&"once echo fix-disk".to_string()));
+    // The diff names the file; the phase's attempts are numbered.
+    let diff = out.whats().into_iter().find_map(|w| match w {
+        What::HealingApplied { config_diff, .. } => config_diff.clone(),
+        _ => None,
+    });
+    assert!(diff.unwrap().contains("disko-config.nix"));
+    assert!(out.whats().contains(&&What::PhaseStarted {
+        phase: "disk_partitioning".into(),
+        attempt: 2
+    }));
+}
+
+#[test]
+fn an_action_that_does_not_heal_is_not_tried_again() {
+    let guest = ScriptedGuest::default().phase(
+        "install",
+        vec![
+            failing("install", "error: builder failed: out of luck"),
+            failing("install", "error: builder failed: out of luck"),
+        ],
+    );
+    let healers = ScriptedHealers(vec![(
+        "out of luck",
+        action("try-again", 0.8, "configuration.nix", None),
+    )]);
+    let out = run(guest, healers, POLICY);
+    assert_eq!(out.ending, Ending::Failed);
+    assert_eq!(out.applied(), ["try-again"]);
+    assert_eq!(out.resolved(), [false]);
+    assert!(matches!(out.gave_up(), Some(GiveUp::NoAction { .. })));
+}
+
+#[test]
+fn unsafe_weak_and_later_phase_actions_are_refused_and_nothing_is_applied() {
+    let guest = ScriptedGuest::default().phase(
+        "generate_config",
+        vec![failing("generate_config", "fatal: broken")],
+    );
+    let healers = ScriptedHealers(vec![
+        ("broken", action("escape", 0.9, "../../etc/passwd", None)),
+        ("broken", action("weak", 0.1, "configuration.nix", None)),
+        (
+            "broken",
+            action("later", 0.9, "configuration.nix", Some("install")),
+        ),
+    ]);
+    let out = run(guest, healers, POLICY);
+    assert_eq!(out.ending, Ending::Failed);
+    let refused = out.refused();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(refused[0].contains("leaves the configuration copy"));
+    assert!(refused[1].contains("below the minimum"));
+    assert!(refused[2].contains("not the failed phase or an earlier one"));
+    assert!(out.applied().is_empty());
+    assert!(out.guest.uploads.is_empty());
+    assert!(matches!(out.gave_up(), Some(GiveUp::NoAction { .. })));
+}
+
+#[test]
+fn with_healing_off_the_finding_is_skipped() {
+    let guest = ScriptedGuest::default().phase(
+        "disk_partitioning",
+        vec![failing("disk_partitioning", "Error: no disk")],
+    );
+    let healers = ScriptedHealers(vec![(
+        "no disk",
+        action("fix", 0.9, "disko-config.nix", None),
+    )]);
+    let out = run(
+        guest,
+        healers,
+        Policy {
+            heal: false,
+            ..POLICY
+        },
+    );
+    assert_eq!(out.ending, Ending::Failed);
+    assert!(
+        out.whats()
+            .iter()
+            .any(|w| matches!(w, What::HealingSkipped { .. }))
+    );
+    assert_eq!(out.gave_up(), Some(&GiveUp::HealingDisabled));
+    assert!(out.applied().is_empty());
+}
+
+#[test]
+fn the_attempt_limit_stops_healing() {
+    let guest = ScriptedGuest::default().phase(
+        "install",
+        vec![
+            failing("install", "error: first problem"),
+            failing("install", "error: second problem"),
+        ],
+    );
+    let healers = ScriptedHealers(vec![
+        ("first problem", action("a", 0.9, "configuration.nix", None)),
+        (
+            "second problem",
+            action("b", 0.9, "configuration.nix", None),
+        ),
+    ]);
+    let out = run(
+        guest,
+        healers,
+        Policy {
+            max_attempts: 1,
+            ..POLICY
+        },
+    );
+    assert_eq!(out.ending, Ending::Failed);
+    assert_eq!(out.applied(), ["a"]);
+    assert_eq!(out.gave_up(), Some(&GiveUp::AttemptsUsed { attempts: 1 }));
+}
+
+#[test]
+fn a_retry_that_fails_differently_gets_the_next_action() {
+    let guest = ScriptedGuest::default().phase(
+        "install",
+        vec![
+            failing("install", "error: first problem"),
+            failing("install", "error: second problem"),
+        ],
+    );
+    let healers = ScriptedHealers(vec![
+        ("first problem", action("a", 0.9, "configuration.nix", None)),
+        (
+            "second problem",
+            action("b", 0.9, "configuration.nix", None),
+        ),
+    ]);
+    let out = run(guest, healers, POLICY);
+    assert_eq!(out.ending, Ending::Passed);
+    assert_eq!(out.applied(), ["a", "b"]);
+    assert_eq!(out.resolved(), [false, true]);
+}
+
+#[test]
+fn an_action_may_retry_an_earlier_phase() {
+    let guest = ScriptedGuest::default().phase(
+        "generate_config",
+        vec![failing("generate_config", "error: no /mnt")],
+    );
+    let healers = ScriptedHealers(vec![(
+        "no /mnt",
+        action(
+            "remount",
+            0.9,
+            "disko-config.nix",
+            Some("disk_partitioning"),
+        ),
+    )]);
+    let out = run(guest, healers, POLICY);
+    assert_eq!(out.ending, Ending::Passed);
+    assert_eq!(
+        out.phases_run(),
+        [
+            "disk_partitioning",
+            "generate_config",
+            "disk_partitioning",
+            "generate_config",
+            "install"
+        ]
+    );
+}
+
+#[test]
+fn a_failure_nothing_explains_ends_the_phases() {
+    let quiet = Attempt {
+        output: "::PHASE::disk_partitioning\nbye\n".into(),
+        exit_code: 2,
+    };
+    let guest = ScriptedGuest::default().phase("disk_partitioning", vec![quiet]);
+    let out = run(guest, ScriptedHealers::default(), POLICY);
+    assert_eq!(out.ending, Ending::Failed);
+    assert_eq!(out.gave_up(), Some(&GiveUp::Unexplained { exit_code: 2 }));
+    assert_eq!(out.phases_run(), ["disk_partitioning"]);
+}
+
+#[test]
+fn vetting_refuses_later_phases_weak_and_unsafe_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = ConfigCopy::create(dir.path().to_path_buf(), &[]).unwrap();
+    let profile = Profile::load("vm").unwrap();
+    let failed = 1;
+    let first = profile.phases[0].name.as_str();
+    let this = profile.phases[failed].name.as_str();
+    let later = profile.phases[failed + 1].name.as_str();
+    let vet = |a: HealingAction| vet(&a, &copy, &profile, failed, 0.3);
+    assert_eq!(vet(action("a", 0.9, "x.nix", Some(first))), None);
+    assert_eq!(vet(action("a", 0.9, "x.nix", Some(this))), None);
+    assert!(vet(action("a", 0.9, "x.nix", Some(later))).is_some());
+    assert!(vet(action("a", 0.9, "x.nix", Some("nope"))).is_some());
+    assert!(vet(action("a", 0.1, "x.nix", None)).is_some());
+    assert!(vet(action("a", 0.9, "../x.nix", None)).is_some());
+}

@@ -1,0 +1,75 @@
+//! One profile's run wired to its consumers: the report builder, the healing history, the
+//! events file, the raw logs and (when given) the display. `nixtest test` and the install
+//! bench both run profiles through here.
+
+use crate::history::{History, HistoryRecorder};
+use crate::orchestrator::{self, RunContext, TestOptions};
+use crate::plugins::PluginSet;
+use crate::profile::Profile;
+use crate::report::{ProfileReport, ReportBuilder};
+use crate::run_event::{Consumer, Fanout};
+use crate::run_files::{EventLog, LogFiles};
+use crate::vm::{GuestImage, VmManager};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// What a profile's run needs besides its consumers.
+pub struct Inputs<'a> {
+    pub vm: &'a VmManager,
+    pub image: &'a GuestImage,
+    pub key: Arc<russh::keys::PrivateKey>,
+    pub plugins: &'a PluginSet,
+    pub history: &'a Mutex<History>,
+}
+/// One profile's run, its events going to the display, the report, the events file and the
+/// healing history.
+pub async fn run_and_report(
+    parts: Inputs<'_>,
+    display: Option<&mut dyn Consumer>,
+    profile: &Profile,
+    opts: &TestOptions,
+    run_dir: &Path,
+) -> ProfileReport {
+    let mut builder = ReportBuilder::new(&profile.name);
+    let mut recorder = HistoryRecorder::new(parts.history);
+    let mut events = EventLog::create(run_dir, &profile.name);
+    let mut logs = LogFiles::create(run_dir, &profile.name);
+    let mut sink: Vec<u8> = Vec::new();
+    let mut consumers: Vec<&mut dyn Consumer> = vec![&mut builder, &mut recorder];
+    if let Some(d) = display {
+        consumers.push(d);
+    }
+    if let Ok(e) = &mut events {
+        consumers.push(e);
+    }
+    let mut fanout = Fanout(consumers);
+    let mut rcx = RunContext {
+        vm: parts.vm,
+        image: parts.image,
+        key: parts.key,
+        plugins: parts.plugins,
+        history: parts.history,
+        events: &mut fanout,
+        logs: match &mut logs {
+            Ok(l) => l,
+            Err(_) => &mut sink,
+        },
+    };
+    orchestrator::run_profile(&mut rcx, profile, opts, run_dir).await;
+    drop(fanout);
+    let mut report = builder.finish();
+    let unwritten = [
+        events.err().map(|e| format!("events file: {e}")),
+        match logs {
+            Ok(l) => l.close().err().map(|e| format!("raw log: {e}")),
+            Err(e) => Some(format!("raw log: {e}")),
+        },
+    ];
+    for e in unwritten.into_iter().flatten() {
+        tracing::error!("profile {}: cannot write its {e}", profile.name);
+        if report.error.is_none() {
+            report.error = Some(format!("cannot write its {e}"));
+        }
+    }
+    report
+}
