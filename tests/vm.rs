@@ -80,7 +80,7 @@ fn in_run_vm(
     let g = guest();
     let vm = g
         .manager
-        .create_run_vm(&g.image, label, &overrides, Vec::new())
+        .create_run_vm(&g.image, label, &overrides)
         .unwrap();
     g.manager.start(&vm.name).unwrap();
     let target = target(&g, vm.ssh_addr());
@@ -161,7 +161,7 @@ fn categories_of(log: &str) -> Vec<String> {
         .findings
         .iter()
         .filter(|f| f.severity.is_failure())
-        .map(|f| f.category.clone())
+        .map(|f| f.category.to_string())
         .collect()
 }
 
@@ -316,13 +316,13 @@ fn runs_share_the_pristine_base_which_stays_shut_while_they_go() {
     let g = guest();
     let a = g
         .manager
-        .create_run_vm(&g.image, "share-a", &RunOverrides::default(), Vec::new())
+        .create_run_vm(&g.image, "share-a", &RunOverrides::default())
         .unwrap();
     g.manager.start(&a.name).unwrap();
     // A second run while the first one's VM is up: the base is pristine, nothing to revert.
     let b = g
         .manager
-        .create_run_vm(&g.image, "share-b", &RunOverrides::default(), Vec::new())
+        .create_run_vm(&g.image, "share-b", &RunOverrides::default())
         .unwrap();
     g.manager.start(&b.name).unwrap();
     // A healer's probe reaches the run's guest through its own SSH session and thread.
@@ -375,7 +375,7 @@ fn hold_a_run_vm_until_killed() {
     let g = guest();
     let vm = g
         .manager
-        .create_run_vm(&g.image, "held", &RunOverrides::default(), Vec::new())
+        .create_run_vm(&g.image, "held", &RunOverrides::default())
         .unwrap();
     g.manager.start(&vm.name).unwrap();
     println!("HOLDING {} {}", vm.name, vm.dir.display());
@@ -471,7 +471,7 @@ fn healer_commands_and_phase_starts_run_once_when_asked_again() {
     let g = guest();
     let vm = g
         .manager
-        .create_run_vm(&g.image, "once", &RunOverrides::default(), Vec::new())
+        .create_run_vm(&g.image, "once", &RunOverrides::default())
         .unwrap();
     g.manager.start(&vm.name).unwrap();
     let target = target(&g, vm.ssh_addr());

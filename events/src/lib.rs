@@ -6,10 +6,12 @@
 //! reads each line's `::KIND::` marker and carries the current phase onto every event.
 //! Nothing here panics on any input, and nothing here knows where the bytes come from.
 
+mod category;
 mod ingest;
 mod parser;
 mod splitter;
 
+pub use category::Category;
 pub use ingest::{Ingest, PatternLimits, Route, Router, pattern_set};
 pub use parser::{EventParser, MalformedMarker};
 pub use splitter::{Line, LineSplitter};

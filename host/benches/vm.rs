@@ -69,12 +69,7 @@ fn main() {
     for i in 0..3 {
         let t = Instant::now();
         let vm = m
-            .create_run_vm(
-                &image,
-                &format!("boot{i}"),
-                &RunOverrides::default(),
-                Vec::new(),
-            )
+            .create_run_vm(&image, &format!("boot{i}"), &RunOverrides::default())
             .unwrap();
         m.start(&vm.name).unwrap();
         let target = SshTarget {

@@ -6,8 +6,7 @@
 
 use crate::actions::HealingAction;
 use crate::findings::Finding;
-use crate::report::Status;
-use crate::run_event::{Consumer, GiveUp, RunEvent, What};
+use crate::run_event::{Consumer, GiveUp, RunEvent, Status, What};
 use crate::term;
 use nixtest_events::{Event, EventKind};
 use std::collections::{HashMap, HashSet};
@@ -122,7 +121,7 @@ impl Console {
         self.line(format!(
             "[{profile}] 🔍 {} {}{kind}: {} (line {}; {})",
             f.severity,
-            term::line(&f.category),
+            term::line(f.category.as_str()),
             term::line(&f.summary),
             f.lines.first().copied().unwrap_or(0),
             term::line(&f.detector)

@@ -1,4 +1,4 @@
-//! Facts about the guest (disks, memory, swap, free space, DNS, reachability), gathered by the
+//! Facts about the guest (disks, memory, swap, free space, DNS, binary caches), gathered by the
 //! host and handed to healers.
 
 use serde::{Deserialize, Serialize};
@@ -26,13 +26,6 @@ pub struct Mount {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reachability {
-    pub target: String,
-    pub reachable: bool,
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestFacts {
     pub disks: Vec<Disk>,
     pub mounts: Vec<Mount>,
@@ -42,7 +35,6 @@ pub struct GuestFacts {
     pub swap_free_bytes: u64,
     pub cpus: u32,
     pub resolvers: Vec<String>,
-    pub reachability: Vec<Reachability>,
     pub substituters: Vec<String>,
 }
 

@@ -123,6 +123,7 @@ impl PendingFailure {
         lines.sort_unstable();
         lines.dedup();
         Some(Finding {
+            details: Vec::new(),
             detector: HOST_DETECTOR.into(),
             category: "other".into(),
             severity: Severity::Error,

@@ -1,5 +1,6 @@
 //! What detectors report: findings with a category, a severity and evidence lines.
 
+pub use nixtest_events::Category;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -37,7 +38,7 @@ impl fmt::Display for Severity {
 /// The finding a healing record answers: what it was and the lines it cites.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FindingRef {
-    pub category: String,
+    pub category: Category,
     pub summary: String,
     pub lines: Vec<u32>,
 }
@@ -57,12 +58,15 @@ impl From<&Finding> for FindingRef {
 pub struct Finding {
     /// The plugin that reported it.
     pub detector: String,
-    pub category: String,
+    pub category: Category,
     pub severity: Severity,
     pub permanent: bool,
     pub summary: String,
     /// 1-based line numbers in the log.
     pub lines: Vec<u32>,
+    /// Structured facts for healers (key, value), as the detector gave them (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<(String, String)>,
 }
 
 impl Finding {
@@ -75,31 +79,20 @@ impl Finding {
     }
 }
 
-/// The built-in categories from the earliest cause to the latest effect: what usually makes
-/// the others happen comes first (memory or space running out breaks builds; a missing disk
-/// breaks mounts; a boot loader assertion is reported as an evaluation error too). A category
-/// nixtest does not know sits before `other`, which is last: it is what no rule explained.
-pub const CAUSE_ORDER: &[&str] = &[
-    "oom",
-    "disk-full",
-    "disk-device",
-    "readonly-fs",
-    "hash-mismatch",
-    "network",
-    "ssh",
-    "mount-fs",
-    "bootloader",
-    "eval-error",
-    "build-failure",
-    "hang",
-];
-
-/// Where a category stands in [`CAUSE_ORDER`]; unknown ones after the known, `other` last.
-pub fn cause_rank(category: &str) -> usize {
-    match CAUSE_ORDER.iter().position(|c| *c == category) {
-        Some(i) => i,
-        None if category == "other" => CAUSE_ORDER.len() + 1,
-        None => CAUSE_ORDER.len(),
+/// Where a category stands among the causes: the built-in categories from the earliest cause
+/// to the latest effect ([`Category::BUILT_IN`]: what usually makes the others happen comes
+/// first — memory or space running out breaks builds; a missing disk breaks mounts; a boot
+/// loader assertion is reported as an evaluation error too). A category nixtest does not know
+/// sits before `other`, which is last: it is what no rule explained.
+pub fn cause_rank(category: &Category) -> usize {
+    let known = Category::BUILT_IN.len() - 1;
+    match category {
+        Category::Other => known + 1,
+        Category::Custom(_) => known,
+        c => Category::BUILT_IN
+            .iter()
+            .position(|b| b == c)
+            .expect("a built-in category"),
     }
 }
 
@@ -125,6 +118,7 @@ mod tests {
 
     fn f(category: &str, severity: Severity, line: u32) -> Finding {
         Finding {
+            details: Vec::new(),
             detector: "d".into(),
             category: category.into(),
             severity,
@@ -163,8 +157,11 @@ mod tests {
 
     #[test]
     fn unknown_categories_sit_between_the_known_and_other() {
-        assert!(cause_rank("my-category") > cause_rank("build-failure"));
-        assert!(cause_rank("my-category") < cause_rank("other"));
+        assert!(
+            cause_rank(&Category::from("my-category"))
+                > cause_rank(&Category::from("build-failure"))
+        );
+        assert!(cause_rank(&Category::from("my-category")) < cause_rank(&Category::from("other")));
         let found = [
             f("eval-error", Severity::Error, 9),
             f("eval-error", Severity::Error, 3),

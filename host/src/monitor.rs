@@ -114,7 +114,7 @@ struct Seen {
     text: String,
 }
 
-type FindingKey = (String, String, String, bool);
+type FindingKey = (String, crate::findings::Category, String, bool);
 
 /// Appends a line to the window; returns the bytes it holds.
 fn push_seen(window: &mut VecDeque<Seen>, event: &Event, at: Instant) -> usize {

@@ -11,8 +11,7 @@ use crate::history::History;
 use crate::monitor::{Monitor, MonitorError, PluginFaultDetail};
 use crate::plugins::PluginSet;
 use crate::profile::Profile;
-use crate::report::Status;
-use crate::run_event::{Consumer, Emitter, What};
+use crate::run_event::{Consumer, Emitter, Status, What};
 use crate::ssh::{SshError, SshTarget};
 use crate::stream::StreamRunner;
 use crate::verify::{self, Reboot, VerifyError};
@@ -145,9 +144,7 @@ async fn run_inner(
     fault::inject(opts.inject, &mut overrides, &mut config).map_err(RunError::Inject)?;
 
     emitter.emit(What::VmStarting);
-    let vm = cx
-        .vm
-        .create_run_vm(cx.image, &profile.name, &overrides, Vec::new())?;
+    let vm = cx.vm.create_run_vm(cx.image, &profile.name, &overrides)?;
     cx.vm.start(&vm.name)?;
     let target = SshTarget {
         addr: vm.ssh_addr(),
@@ -241,6 +238,10 @@ async fn run_inner(
     } else {
         false
     };
+    emitter.emit(What::Metric {
+        name: "ssh_reconnects".into(),
+        value: f64::from(runner.reconnects),
+    });
     runner.close().await;
     vm.remove();
     Ok(ending == Ending::Passed && verified)

@@ -4,7 +4,7 @@
 //! and happen inside the run's async task, so the commands go to a thread of their own with
 //! its own SSH session and runtime, and the call waits on the answer with a deadline.
 
-use crate::plugin::bindings::nixtest::plugin::probe::ProbeOutput;
+use crate::plugin::bindings::current::nixtest::plugin::probe::ProbeOutput;
 use crate::plugin::{GuestProbe, ProbeCommand};
 use crate::ssh::{SshSession, SshTarget};
 use std::sync::Mutex;

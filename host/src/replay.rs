@@ -71,7 +71,7 @@ impl ReplayReport {
                 t,
                 "{icon} [{i}] {} {}{kind}: {}  (lines {}; {})",
                 f.severity,
-                term::line(&f.category),
+                term::line(f.category.as_str()),
                 term::line(&f.summary),
                 compact_lines(&f.lines),
                 term::line(&f.detector)

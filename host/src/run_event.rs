@@ -8,7 +8,6 @@ use crate::fault::Fault;
 use crate::findings::{Finding, FindingRef};
 use crate::monitor::PluginFaultDetail;
 use crate::plugin::ProbeRecord;
-use crate::report::Status;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -21,6 +20,33 @@ pub struct RunEvent {
     pub profile: String,
     #[serde(flatten)]
     pub what: What,
+}
+
+/// How a phase, a check, a profile or a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Passed,
+    Failed,
+    /// The infrastructure failed (libvirt, SSH, image).
+    Error,
+}
+
+impl Status {
+    /// The name report.json uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Passed => "passed",
+            Status::Failed => "failed",
+            Status::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why the healing of a failed phase stopped.

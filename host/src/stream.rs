@@ -67,10 +67,6 @@ impl StreamRunner {
         })
     }
 
-    pub fn bytes_received(&self) -> u64 {
-        self.offset
-    }
-
     async fn session(&mut self) -> Result<&mut SshSession, SshError> {
         if self.session.is_none() {
             self.reconnects += 1;

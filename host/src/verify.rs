@@ -3,8 +3,7 @@
 
 use crate::guest::{Guest, GuestError};
 use crate::profile::Profile;
-use crate::report::Status;
-use crate::run_event::{Emitter, What};
+use crate::run_event::{Emitter, Status, What};
 use std::time::Instant;
 
 /// Restarts the machine into the installed system (the VM manager, or a test's stand-in).

@@ -11,7 +11,7 @@ use common::handmade::{self, Body, Meta};
 use nixtest::facts::GuestFacts;
 use nixtest::findings::{Finding, Severity};
 use nixtest::monitor::Monitor;
-use nixtest::plugin::bindings::nixtest::plugin::probe::ProbeOutput;
+use nixtest::plugin::bindings::current::nixtest::plugin::probe::ProbeOutput;
 use nixtest::plugin::{
     GuestProbe, HealRequest, HostOptions, Limits, Origin, Plugin, PluginError, PluginFault,
     PluginHost, ProbeCommand,
@@ -490,6 +490,7 @@ fn heal(
 ) -> Result<Vec<nixtest::actions::HealingAction>, PluginFault> {
     let mut inst = plugin.instantiate().unwrap();
     let finding = Finding {
+        details: Vec::new(),
         detector: "x".into(),
         category: "other".into(),
         severity: Severity::Error,
@@ -545,6 +546,7 @@ fn every_probe_is_recorded_allowed_or_refused() {
     let mut inst = prober.instantiate().unwrap();
     inst.set_probe(Some(Arc::new(Echo)));
     let finding = Finding {
+        details: Vec::new(),
         detector: "x".into(),
         category: "other".into(),
         severity: Severity::Error,

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 fn finding() -> Finding {
     Finding {
+        details: Vec::new(),
         detector: "disk-fix".into(),
         category: "disk-device".into(),
         severity: Severity::Error,
@@ -348,6 +349,7 @@ fn replay() {
         findings: vec![
             finding(),
             Finding {
+                details: Vec::new(),
                 detector: "network-fix".into(),
                 category: "network".into(),
                 severity: Severity::Warning,

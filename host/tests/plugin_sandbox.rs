@@ -5,7 +5,7 @@
 mod common;
 
 use nixtest::facts::GuestFacts;
-use nixtest::plugin::bindings::nixtest::plugin::probe::ProbeOutput;
+use nixtest::plugin::bindings::current::nixtest::plugin::probe::ProbeOutput;
 use nixtest::plugin::{
     ContractError, GuestProbe, HealRequest, HostOptions, Origin, Plugin, PluginError, PluginFault,
     PluginHost, ProbeCommand,
@@ -139,6 +139,7 @@ fn probe_without_the_capability_is_refused() {
     let hostile = load(&host, "hostile");
     let mut inst = hostile.instantiate().unwrap();
     let finding = nixtest::findings::Finding {
+        details: Vec::new(),
         detector: "x".into(),
         category: "other".into(),
         severity: nixtest::findings::Severity::Error,
@@ -190,6 +191,7 @@ fn prober_heals(summary: &str, probe: Option<Arc<dyn GuestProbe>>) -> Vec<String
     let mut inst = prober.instantiate().unwrap();
     inst.set_probe(probe);
     let finding = nixtest::findings::Finding {
+        details: Vec::new(),
         detector: "x".into(),
         category: "other".into(),
         severity: nixtest::findings::Severity::Error,
@@ -272,13 +274,15 @@ fn incompatible_contract_is_refused_naming_both_versions() {
     match contract.as_ref() {
         ContractError::Incompatible { plugin, host, .. } => {
             assert_eq!(plugin.to_string(), "1.0.0");
-            assert_eq!(host.to_string(), "0.1.0");
+            assert_eq!(host.to_string(), "0.2.0");
         }
         other => panic!("expected an incompatible contract, got {other}"),
     }
     let msg = err.to_string();
     assert!(
-        msg.contains("nixtest:plugin@1.0.0") && msg.contains("nixtest:plugin@0.1.0"),
+        msg.contains("nixtest:plugin@1.0.0")
+            && msg.contains("nixtest:plugin@0.2.0")
+            && msg.contains("0.1.x"),
         "{msg}"
     );
     neighbour_still_works(&host);

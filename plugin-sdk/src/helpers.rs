@@ -61,15 +61,44 @@ impl Metadata {
 }
 
 impl Finding {
-    /// A permanent finding with no evidence yet.
-    pub fn new(category: &str, severity: Severity, summary: impl Into<String>) -> Self {
+    /// A permanent finding with no evidence yet; `category` is a [`crate::Category`] or a
+    /// plugin's own word.
+    pub fn new(category: impl AsRef<str>, severity: Severity, summary: impl Into<String>) -> Self {
         Finding {
-            category: category.to_string(),
+            category: category.as_ref().to_string(),
             severity,
             summary: summary.into(),
             lines: Vec::new(),
             permanent: true,
+            details: Vec::new(),
         }
+    }
+
+    /// The finding's category, typed.
+    pub fn category(&self) -> crate::Category {
+        crate::Category::from(self.category.as_str())
+    }
+
+    /// Adds a structured fact for healers (replacing one with the same key), so that they
+    /// need not parse the summary.
+    pub fn detail(mut self, key: &str, value: impl Into<String>) -> Self {
+        let value = value.into();
+        match self.details.iter_mut().find(|f| f.key == key) {
+            Some(f) => f.value = value,
+            None => self.details.push(crate::Field {
+                key: key.to_string(),
+                value,
+            }),
+        }
+        self
+    }
+
+    /// The value of a detail, if the detector gave it.
+    pub fn detail_value(&self, key: &str) -> Option<&str> {
+        self.details
+            .iter()
+            .find(|f| f.key == key)
+            .map(|f| f.value.as_str())
     }
 
     pub fn line(mut self, line: u32) -> Self {

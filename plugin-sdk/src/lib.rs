@@ -66,7 +66,7 @@ pub mod bindings {
     //! them into the `full-plugin` world.
     pub mod detector {
         wit_bindgen::generate!({
-            path: "../wit/v0.1.0",
+            path: "../wit/current",
             world: "detector-plugin",
             pub_export_macro: true,
             export_macro_name: "__export_detector_world",
@@ -75,13 +75,15 @@ pub mod bindings {
     }
     pub mod healer {
         wit_bindgen::generate!({
-            path: "../wit/v0.1.0",
+            path: "../wit/current",
             world: "healer-plugin",
             pub_export_macro: true,
             export_macro_name: "__export_healer_world",
             default_bindings_module: "nixtest_plugin_sdk::bindings::healer",
+            // wit-bindgen wants the version in this key; it refuses a key that names another
+            // version than wit/current's, so the two cannot drift apart.
             with: {
-                "nixtest:plugin/types@0.1.0": crate::bindings::detector::nixtest::plugin::types,
+                "nixtest:plugin/types@0.2.0": crate::bindings::detector::nixtest::plugin::types,
             },
         });
     }
@@ -89,20 +91,28 @@ pub mod bindings {
 
 pub use bindings::detector::nixtest::plugin::types::{
     Capability, ConfigChange, ConfigFile, Disk, Event, EventKind, Field, Finding, GuestFacts,
-    HealContext, HealingAction, Metadata, Mount, Reachability, Severity,
+    HealContext, HealingAction, Metadata, Mount, Severity,
 };
 pub use bindings::healer::nixtest::plugin::probe::ProbeOutput;
 pub use helpers::{Rule, RuleSet};
+/// The categories of findings: the built-in ones, or a plugin's own (`Category::Custom`).
+pub use nixtest_events::Category;
 /// The regex crate, for rules (the same version the SDK's helpers use).
 pub use regex;
 
-/// The contract version this SDK builds against.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+/// The contract this SDK builds against, as `wit/current/plugin.wit` names its package.
+pub fn contract_version() -> &'static str {
+    include_str!("../../wit/current/plugin.wit")
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("package nixtest:plugin@"))
+        .map(|v| v.trim_end_matches(';'))
+        .expect("the contract names its package")
+}
 
 /// Everything a plugin usually needs, in one `use`.
 pub mod prelude {
     pub use crate::{
-        Capability, ConfigChange, ConfigFile, Detector, Disk, Event, EventKind, Finding,
+        Capability, Category, ConfigChange, ConfigFile, Detector, Disk, Event, EventKind, Finding,
         GuestFacts, HealContext, Healer, HealingAction, Metadata, Mount, Plugin, Rule, RuleSet,
         Severity,
     };

@@ -17,7 +17,7 @@
 use crate::ProbeOutput;
 use crate::{
     Detector, Disk, Event, EventKind, Field, Finding, GuestFacts, HealContext, Healer,
-    HealingAction, Mount, Reachability, Severity,
+    HealingAction, Mount, Severity,
 };
 use nixtest_events::{Ingest, PatternLimits, Route, Router};
 use std::cell::RefCell;
@@ -191,7 +191,6 @@ impl FactsBuilder {
                 swap_free_bytes: 0,
                 cpus: 1,
                 resolvers: Vec::new(),
-                reachability: Vec::new(),
                 substituters: Vec::new(),
             },
         }
@@ -243,15 +242,6 @@ impl FactsBuilder {
 
     pub fn resolver(mut self, addr: &str) -> Self {
         self.facts.resolvers.push(addr.to_string());
-        self
-    }
-
-    pub fn reachable(mut self, target: &str, ok: bool) -> Self {
-        self.facts.reachability.push(Reachability {
-            target: target.to_string(),
-            reachable: ok,
-            detail: String::new(),
-        });
         self
     }
 

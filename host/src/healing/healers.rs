@@ -97,7 +97,11 @@ impl Healers {
     ) -> Vec<HealingAction> {
         let mut actions = Vec::new();
         for slot in &mut self.slots {
-            if !slot.categories.iter().any(|c| c == &finding.category) {
+            if !slot
+                .categories
+                .iter()
+                .any(|c| finding.category == c.as_str())
+            {
                 continue;
             }
             let Some(instance) = &mut slot.instance else {

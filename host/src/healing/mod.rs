@@ -18,8 +18,8 @@ use crate::guest::{Guest, GuestError};
 use crate::monitor::{FaultRecord, PluginFaultDetail};
 use crate::plugin::{HealRequest, ProbeRecord};
 use crate::profile::Profile;
-use crate::report::Status;
-use crate::run_event::{GiveUp, Timing, What};
+use crate::run_event::{GiveUp, Status, Timing, What};
+use crate::stream::GuestClock;
 use crate::watch::Watch;
 use std::time::Instant;
 
@@ -103,52 +103,104 @@ pub async fn run_phases<G: Guest>(
     profile: &Profile,
     policy: Policy,
 ) -> Result<Ending, GuestError> {
-    let substituters = config.substituters();
-    let mut attempts = vec![0u32; profile.phases.len()];
-    let mut tried: Vec<(String, String)> = Vec::new();
-    let mut pending = false;
-    let mut used = 0u32;
-    let mut idx = 0;
-    while idx < profile.phases.len() {
-        let phase = &profile.phases[idx];
+    let mut run = PhaseLoop {
+        substituters: config.substituters(),
+        guest,
+        watch,
+        healers,
+        config,
+        profile,
+        policy,
+        tried: Vec::new(),
+        used: 0,
+    };
+    run.run().await
+}
+
+/// One profile's phases and what healing has done so far.
+struct PhaseLoop<'a, 'w, G: Guest> {
+    guest: &'a mut G,
+    watch: &'a mut Watch<'w>,
+    healers: &'a mut dyn Propose,
+    config: &'a mut ConfigCopy,
+    profile: &'a Profile,
+    policy: Policy,
+    substituters: Vec<String>,
+    /// Actions tried or refused (healer, name): never proposed twice.
+    tried: Vec<(String, String)>,
+    /// Actions applied.
+    used: u32,
+}
+
+/// One attempt of a phase as it ended.
+struct Attempt {
+    phase: usize,
+    exit_code: i32,
+    /// The first line of the attempt is after this one.
+    first_line: u32,
+    clock: Option<GuestClock>,
+    /// Failure findings with evidence in this attempt, the root cause first.
+    failures: Vec<usize>,
+}
+
+impl<G: Guest> PhaseLoop<'_, '_, G> {
+    async fn run(&mut self) -> Result<Ending, GuestError> {
+        let mut attempts = vec![0u32; self.profile.phases.len()];
+        let mut pending = false;
+        let mut idx = 0;
+        while idx < self.profile.phases.len() {
+            attempts[idx] += 1;
+            let attempt = self.attempt(idx, attempts[idx]).await?;
+            let passed = attempt.exit_code == 0 && attempt.failures.is_empty();
+            if std::mem::take(&mut pending) {
+                self.emit(What::HealingResolved { healed: passed });
+            }
+            if passed {
+                idx += 1;
+                continue;
+            }
+            match self.heal(&attempt).await? {
+                Ok(retry) => {
+                    pending = true;
+                    idx = retry;
+                }
+                Err(why) => {
+                    self.emit(What::GaveUp {
+                        phase: self.profile.phases[idx].name.clone(),
+                        why,
+                    });
+                    return Ok(Ending::Failed);
+                }
+            }
+        }
+        Ok(Ending::Passed)
+    }
+
+    fn emit(&mut self, what: What) {
+        self.watch.emitter.emit(what);
+    }
+
+    /// Runs phase `idx` once, watched.
+    async fn attempt(&mut self, idx: usize, attempt: u32) -> Result<Attempt, GuestError> {
+        let phase = &self.profile.phases[idx];
         // Pairs the guest's clock with ours, to time lines from when the guest printed them
         // (before the phase's clock starts: it is measurement, not the phase).
-        let clock = guest.clock().await;
-        attempts[idx] += 1;
-        let attempt = attempts[idx];
-        watch.emitter.emit(What::PhaseStarted {
+        let clock = self.guest.clock().await;
+        self.watch.emitter.emit(What::PhaseStarted {
             phase: phase.name.clone(),
             attempt,
         });
         let t0 = Instant::now();
-        let first_line = watch.lines();
-        watch.seen_in_attempt.clear();
-        let exit_code = guest
+        let first_line = self.watch.lines();
+        self.watch.seen_in_attempt.clear();
+        let watch = &mut *self.watch;
+        let exit_code = self
+            .guest
             .run_phase(&phase.name, &phase.run, &mut |chunk| watch.take(chunk))
             .await?;
-        // Failures with evidence from this attempt (a known problem seen again counts too),
-        // the root cause first.
-        let findings = watch.monitor.findings();
-        let failures: Vec<usize> = (0..findings.len())
-            .filter(|&i| {
-                let f = &findings[i];
-                f.permanent && f.severity.is_failure() && f.lines.iter().any(|l| *l > first_line)
-            })
-            .collect();
-        let attempt_view: Vec<Finding> = failures
-            .iter()
-            .map(|&i| {
-                let mut f = findings[i].clone();
-                f.lines.retain(|l| *l > first_line);
-                f
-            })
-            .collect();
-        let failures: Vec<usize> = root_cause_order(&attempt_view)
-            .into_iter()
-            .map(|k| failures[k])
-            .collect();
+        let failures = attempt_failures(self.watch.monitor.findings(), first_line);
         let passed = exit_code == 0 && failures.is_empty();
-        watch.emitter.emit(What::PhaseFinished {
+        self.watch.emitter.emit(What::PhaseFinished {
             phase: phase.name.clone(),
             attempt,
             status: if passed {
@@ -159,67 +211,46 @@ pub async fn run_phases<G: Guest>(
             exit_code,
             duration_ms: t0.elapsed().as_millis() as u64,
         });
-        if std::mem::take(&mut pending) {
-            watch.emitter.emit(What::HealingResolved { healed: passed });
-        }
-        if passed {
-            idx += 1;
-            continue;
-        }
-        let give_up = |watch: &mut Watch<'_>, why: GiveUp| {
-            watch.emitter.emit(What::GaveUp {
-                phase: phase.name.clone(),
-                why,
-            });
-            Ok(Ending::Failed)
+        Ok(Attempt {
+            phase: idx,
+            exit_code,
+            first_line,
+            clock,
+            failures,
+        })
+    }
+
+    /// Heals the root cause of a failed attempt: the phase to run next, or why not.
+    async fn heal(&mut self, attempt: &Attempt) -> Result<Result<usize, GiveUp>, GuestError> {
+        // The root cause of this attempt, not its echoes.
+        let Some(&fi) = attempt.failures.first() else {
+            return Ok(Err(GiveUp::Unexplained {
+                exit_code: attempt.exit_code,
+            }));
         };
-        // Heal the root cause of this attempt, not its echoes.
-        let Some(&fi) = failures.first() else {
-            return give_up(watch, GiveUp::Unexplained { exit_code });
-        };
-        let finding = watch.monitor.findings()[fi].clone();
-        if !policy.heal {
-            watch.emitter.emit(What::HealingSkipped {
+        let finding = self.watch.monitor.findings()[fi].clone();
+        if !self.policy.heal {
+            self.emit(What::HealingSkipped {
                 finding: FindingRef::from(&finding),
                 detector: finding.detector.clone(),
                 reason: "healing is disabled".into(),
             });
-            return give_up(watch, GiveUp::HealingDisabled);
+            return Ok(Err(GiveUp::HealingDisabled));
         }
-        if used >= policy.max_attempts {
-            return give_up(watch, GiveUp::AttemptsUsed { attempts: used });
+        if self.used >= self.policy.max_attempts {
+            return Ok(Err(GiveUp::AttemptsUsed {
+                attempts: self.used,
+            }));
         }
-        let gathered = guest.exec(facts::GATHER_COMMAND).await?;
-        let facts: GuestFacts = facts::parse_gathered(&gathered.stdout_text(), &substituters);
-        let evidence: Vec<String> = finding
-            .lines
-            .iter()
-            .filter_map(|l| watch.monitor.line_text(*l).map(str::to_string))
-            .collect();
-        let request = HealRequest {
-            facts: &facts,
-            phase: &phase.name,
-            config: config.files(),
-            evidence: &evidence,
-            attempt: used,
-        };
-        let proposal = healers.propose(fi, &finding, &request);
-        for probe in proposal.probes {
-            watch.emitter.emit(What::Probe { probe });
-        }
-        for f in &proposal.faults {
-            watch.emitter.emit(What::PluginFault {
-                fault: PluginFaultDetail::from(f),
-                detector: false,
-            });
-        }
+        let proposal = self.propose(fi, &finding, attempt.phase).await?;
+        let watch = &mut *self.watch;
         let Some((action, config_diff)) = choose(
-            proposal.actions,
-            &mut tried,
-            config,
-            profile,
-            idx,
-            policy.min_confidence,
+            proposal,
+            &mut self.tried,
+            self.config,
+            self.profile,
+            attempt.phase,
+            self.policy.min_confidence,
             &mut |action, reason| {
                 watch.emitter.emit(What::HealingRefused {
                     finding: FindingRef::from(&finding),
@@ -228,49 +259,118 @@ pub async fn run_phases<G: Guest>(
                 })
             },
         ) else {
-            return give_up(
-                watch,
-                GiveUp::NoAction {
-                    summary: finding.summary.clone(),
-                },
-            );
+            return Ok(Err(GiveUp::NoAction {
+                summary: finding.summary.clone(),
+            }));
         };
-        used += 1;
-        for c in &action.config_changes {
-            let path = format!("{GUEST_CONFIG}/{}", c.path);
-            guest.upload(&path, c.content.as_bytes(), 0o644).await?;
-        }
-        let mut failed_commands = Vec::new();
-        for c in &action.commands {
-            let out = guest.exec_once(c).await?;
-            if out.status != 0 {
-                failed_commands.push(What::CommandFailed {
-                    command: c.clone(),
-                    status: out.status as i32,
-                    stderr: out.stderr_text().trim().to_string(),
-                });
-            }
-        }
-        let applied_at = Instant::now();
-        let timing = timing(guest, watch, &finding, fi, first_line, clock, applied_at).await;
+        self.used += 1;
+        let failed_commands = self.apply(&action).await?;
+        let timing = timing(
+            self.guest,
+            self.watch,
+            &finding,
+            fi,
+            attempt.first_line,
+            attempt.clock,
+            Instant::now(),
+        )
+        .await;
         let retry = action
             .retry_phase
             .as_deref()
-            .and_then(|p| profile.phase_index(p))
-            .unwrap_or(idx);
-        watch.emitter.emit(What::HealingApplied {
+            .and_then(|p| self.profile.phase_index(p))
+            .unwrap_or(attempt.phase);
+        self.emit(What::HealingApplied {
             finding: FindingRef::from(&finding),
             action,
             config_diff,
             timing,
         });
         for e in failed_commands {
-            watch.emitter.emit(e);
+            self.emit(e);
         }
-        pending = true;
-        idx = retry;
+        Ok(Ok(retry))
     }
-    Ok(Ending::Passed)
+
+    /// Every healer's actions for the finding, with the guest's facts gathered now.
+    async fn propose(
+        &mut self,
+        index: usize,
+        finding: &Finding,
+        phase: usize,
+    ) -> Result<Vec<HealingAction>, GuestError> {
+        let gathered = self.guest.exec(facts::GATHER_COMMAND).await?;
+        let facts: GuestFacts = facts::parse_gathered(&gathered.stdout_text(), &self.substituters);
+        let evidence: Vec<String> = finding
+            .lines
+            .iter()
+            .filter_map(|l| self.watch.monitor.line_text(*l).map(str::to_string))
+            .collect();
+        let request = HealRequest {
+            facts: &facts,
+            phase: &self.profile.phases[phase].name,
+            config: self.config.files(),
+            evidence: &evidence,
+            attempt: self.used,
+        };
+        let proposal = self.healers.propose(index, finding, &request);
+        for probe in proposal.probes {
+            self.emit(What::Probe { probe });
+        }
+        for f in &proposal.faults {
+            self.emit(What::PluginFault {
+                fault: PluginFaultDetail::from(f),
+                detector: false,
+            });
+        }
+        Ok(proposal.actions)
+    }
+
+    /// Puts the action's changes into the guest and runs its commands (each at most once);
+    /// returns the events of commands that failed (the retry decides whether it healed).
+    async fn apply(&mut self, action: &HealingAction) -> Result<Vec<What>, GuestError> {
+        for c in &action.config_changes {
+            let path = format!("{GUEST_CONFIG}/{}", c.path);
+            self.guest
+                .upload(&path, c.content.as_bytes(), 0o644)
+                .await?;
+        }
+        let mut failed = Vec::new();
+        for c in &action.commands {
+            let out = self.guest.exec_once(c).await?;
+            if out.status != 0 {
+                failed.push(What::CommandFailed {
+                    command: c.clone(),
+                    status: out.status as i32,
+                    stderr: out.stderr_text().trim().to_string(),
+                });
+            }
+        }
+        Ok(failed)
+    }
+}
+
+/// The failure findings with evidence after `first_line` (a known problem seen again counts
+/// too), the root cause of the attempt first.
+fn attempt_failures(findings: &[Finding], first_line: u32) -> Vec<usize> {
+    let failures: Vec<usize> = (0..findings.len())
+        .filter(|&i| {
+            let f = &findings[i];
+            f.permanent && f.severity.is_failure() && f.lines.iter().any(|l| *l > first_line)
+        })
+        .collect();
+    let attempt_view: Vec<Finding> = failures
+        .iter()
+        .map(|&i| {
+            let mut f = findings[i].clone();
+            f.lines.retain(|l| *l > first_line);
+            f
+        })
+        .collect();
+    root_cause_order(&attempt_view)
+        .into_iter()
+        .map(|k| failures[k])
+        .collect()
 }
 
 /// Vets every proposal: unsafe and weak ones are refused whatever their rank; the best
@@ -318,7 +418,7 @@ async fn timing<G: Guest>(
     finding: &Finding,
     index: usize,
     first_line: u32,
-    clock: Option<crate::stream::GuestClock>,
+    clock: Option<GuestClock>,
     applied_at: Instant,
 ) -> Timing {
     let ms = |d: std::time::Duration| d.as_millis() as u64;

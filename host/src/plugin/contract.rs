@@ -8,16 +8,39 @@ use wasmtime::component::Component;
 
 pub const CONTRACT_PACKAGE: &str = "nixtest:plugin";
 
-/// The contract this host implements (the version of `wit/v0.1.0`).
+/// The current contract's WIT: its package line is the one place its version is written.
+const CURRENT_WIT: &str = include_str!("../../../wit/current/plugin.wit");
+
+/// The contract this host implements (the package version in `wit/current`).
 pub fn host_contract() -> semver::Version {
-    semver::Version::new(0, 1, 0)
+    static VERSION: std::sync::OnceLock<semver::Version> = std::sync::OnceLock::new();
+    VERSION
+        .get_or_init(|| {
+            let line = CURRENT_WIT
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("package nixtest:plugin@"))
+                .expect("wit/current names its package");
+            semver::Version::parse(line.trim_end_matches(';')).expect("a semver package version")
+        })
+        .clone()
+}
+
+/// Earlier contracts the host still runs through bindings of their own.
+fn earlier_contracts() -> [semver::Version; 1] {
+    [semver::Version::new(0, 1, 0)]
+}
+
+/// Whether a component's contract is 0.1.x (run through the 0.1.0 bindings).
+pub(super) fn is_v0_1(v: &semver::Version) -> bool {
+    requirement(&earlier_contracts()[0]).matches(v)
 }
 
 #[derive(Debug, Error)]
 pub enum ContractError {
     #[error(
         "{what} was built against contract {CONTRACT_PACKAGE}@{plugin}, but this nixtest speaks \
-         {CONTRACT_PACKAGE}@{host}; rebuild the plugin with a nixtest-plugin-sdk for {host_req}"
+         {CONTRACT_PACKAGE}@{host} (and still runs 0.1.x); rebuild the plugin with a \
+         nixtest-plugin-sdk for {host_req}"
     )]
     Incompatible {
         what: String,
@@ -82,7 +105,10 @@ pub(super) fn inspect(
     let plugin = version.expect("a role export carries a version");
     let host = host_contract();
     let req = requirement(&host);
-    if !req.matches(&plugin) {
+    let accepted = std::iter::once(&host)
+        .chain(&earlier_contracts())
+        .any(|v| requirement(v).matches(&plugin));
+    if !accepted {
         return Err(ContractError::Incompatible {
             what: what.to_string(),
             plugin,
@@ -100,10 +126,13 @@ mod tests {
 
     #[test]
     fn semver_compatibility() {
+        assert_eq!(host_contract(), semver::Version::new(0, 2, 0));
         let req = requirement(&host_contract());
-        assert!(req.matches(&semver::Version::new(0, 1, 0)));
-        assert!(req.matches(&semver::Version::new(0, 1, 7)));
-        assert!(!req.matches(&semver::Version::new(0, 2, 0)));
+        assert!(req.matches(&semver::Version::new(0, 2, 0)));
+        assert!(req.matches(&semver::Version::new(0, 2, 7)));
+        assert!(!req.matches(&semver::Version::new(0, 3, 0)));
         assert!(!req.matches(&semver::Version::new(1, 0, 0)));
+        assert!(is_v0_1(&semver::Version::new(0, 1, 3)));
+        assert!(!is_v0_1(&semver::Version::new(0, 2, 0)));
     }
 }

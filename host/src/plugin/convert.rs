@@ -1,6 +1,6 @@
 //! Conversions between the generated WIT types and the host's own.
 
-use super::bindings::nixtest::plugin::types as wit;
+use super::bindings::current::nixtest::plugin::types as wit;
 use super::{Capability, HealRequest, PluginMeta};
 use crate::actions::{Confidence, ConfigChange, HealingAction};
 use crate::facts::GuestFacts;
@@ -223,6 +223,10 @@ fn severity_to_wit(s: Severity) -> wit::Severity {
 pub const MAX_EVIDENCE_LINES: usize = 256;
 /// A finding's summary, at most (longer ones are cut).
 pub const MAX_SUMMARY: usize = 512;
+/// A finding's details: how many, a key's length, a value's length (longer values are cut).
+pub const MAX_DETAILS: usize = 16;
+pub const MAX_DETAIL_KEY: usize = 64;
+pub const MAX_DETAIL_VALUE: usize = 512;
 /// Actions one heal call may return.
 pub const MAX_ACTIONS_PER_HEAL: usize = 32;
 /// Per action: guest commands, config changes, and their sizes.
@@ -251,27 +255,51 @@ pub fn finding(f: wit::Finding, detector: &str) -> Result<Finding, String> {
     lines.sort_unstable();
     lines.dedup();
     lines.truncate(MAX_EVIDENCE_LINES);
+    over("a finding's details", f.details.len(), MAX_DETAILS)?;
+    let details = f
+        .details
+        .into_iter()
+        .map(|d| {
+            over("a detail's key", d.key.len(), MAX_DETAIL_KEY)?;
+            Ok((d.key, cut(d.value, MAX_DETAIL_VALUE)))
+        })
+        .collect::<Result<_, String>>()?;
     Ok(Finding {
         detector: detector.to_string(),
-        category: f.category,
+        category: f.category.into(),
         severity: severity(f.severity),
         permanent: f.permanent,
         summary: cut(f.summary, MAX_SUMMARY),
         lines,
+        details,
     })
 }
 
 pub fn finding_size(f: &wit::Finding) -> usize {
-    f.category.len() + f.summary.len() + f.lines.len() * 4
+    f.category.len()
+        + f.summary.len()
+        + f.lines.len() * 4
+        + f.details
+            .iter()
+            .map(|d| d.key.len() + d.value.len())
+            .sum::<usize>()
 }
 
 pub fn finding_to_wit(f: &Finding) -> wit::Finding {
     wit::Finding {
-        category: f.category.clone(),
+        category: f.category.to_string(),
         severity: severity_to_wit(f.severity),
         summary: f.summary.clone(),
         lines: f.lines.clone(),
         permanent: f.permanent,
+        details: f
+            .details
+            .iter()
+            .map(|(key, value)| wit::Field {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -386,15 +414,6 @@ fn facts(f: &GuestFacts) -> wit::GuestFacts {
         swap_free_bytes: f.swap_free_bytes,
         cpus: f.cpus,
         resolvers: f.resolvers.clone(),
-        reachability: f
-            .reachability
-            .iter()
-            .map(|r| wit::Reachability {
-                target: r.target.clone(),
-                reachable: r.reachable,
-                detail: r.detail.clone(),
-            })
-            .collect(),
         substituters: f.substituters.clone(),
     }
 }

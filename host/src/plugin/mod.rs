@@ -14,6 +14,7 @@
 //! nothing of VMs, streams or the monitor.
 
 mod cache;
+mod compat_v0_1_0;
 mod contract;
 mod convert;
 pub mod prefilter;
@@ -22,12 +23,24 @@ mod sandbox;
 mod stdio;
 
 pub mod bindings {
-    //! Host bindings of the `full-plugin` world. Detector-only and healer-only components use
-    //! the same interface bindings; the world a component implements is read from its exports.
-    wasmtime::component::bindgen!({
-        path: "../wit/v0.1.0",
-        world: "full-plugin",
-    });
+    //! Host bindings of the `full-plugin` world, one module per contract version the host
+    //! accepts (as Zed's extension host keeps them). Detector-only and healer-only components
+    //! use the same interface bindings; the world a component implements, and its version,
+    //! are read from its exports.
+    pub mod current {
+        //! The contract in `wit/current`.
+        wasmtime::component::bindgen!({
+            path: "../wit/current",
+            world: "full-plugin",
+        });
+    }
+    pub mod v0_1_0 {
+        //! Contract 0.1.0 (see `compat_v0_1_0`).
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.1.0",
+            world: "full-plugin",
+        });
+    }
 }
 
 pub use cache::{CacheError, CompiledCache};
@@ -39,7 +52,43 @@ pub use sandbox::{GuestProbe, Limits, ProbeRecord, SandboxState};
 use crate::actions::HealingAction;
 use crate::facts::GuestFacts;
 use crate::findings::Finding;
-use bindings::exports::nixtest::plugin::{detector, healer};
+use bindings::current::exports::nixtest::plugin::{detector, healer};
+use bindings::current::nixtest::plugin::types as wit;
+use bindings::v0_1_0::exports::nixtest::plugin::{
+    detector as detector_v0_1, healer as healer_v0_1,
+};
+use compat_v0_1_0 as compat;
+
+/// Where a component's roles are, by the contract it was built against.
+enum Indices {
+    Current(Option<detector::GuestIndices>, Option<healer::GuestIndices>),
+    V0_1(
+        Option<detector_v0_1::GuestIndices>,
+        Option<healer_v0_1::GuestIndices>,
+    ),
+}
+
+/// A running instance's roles, by contract.
+enum Roles {
+    Current(Option<detector::Guest>, Option<healer::Guest>),
+    V0_1(Option<detector_v0_1::Guest>, Option<healer_v0_1::Guest>),
+}
+
+impl Roles {
+    fn detects(&self) -> bool {
+        match self {
+            Roles::Current(d, _) => d.is_some(),
+            Roles::V0_1(d, _) => d.is_some(),
+        }
+    }
+
+    fn heals(&self) -> bool {
+        match self {
+            Roles::Current(_, h) => h.is_some(),
+            Roles::V0_1(_, h) => h.is_some(),
+        }
+    }
+}
 use nixtest_events::Event;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -202,8 +251,7 @@ pub struct Plugin {
     pub sha256: String,
     pub origin: Origin,
     pre: InstancePre<SandboxState>,
-    detector: Option<detector::GuestIndices>,
-    healer: Option<healer::GuestIndices>,
+    indices: Indices,
     host: HostShared,
 }
 
@@ -303,7 +351,12 @@ impl PluginHost {
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         link_wasi(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-        bindings::nixtest::plugin::probe::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+        bindings::current::nixtest::plugin::probe::add_to_linker::<
+            _,
+            wasmtime::component::HasSelf<_>,
+        >(&mut linker, |s| s)
+        .map_err(|e| PluginError::Engine(e.to_string()))?;
+        bindings::v0_1_0::nixtest::plugin::probe::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
         )
@@ -382,13 +435,28 @@ impl PluginHost {
         };
         let (world, contract) = contract::inspect(&self.shared.engine, &component, what)?;
         let pre = self.linker.instantiate_pre(&component).map_err(link)?;
-        let detector = match world.detects() {
-            true => Some(detector::GuestIndices::new(&pre).map_err(link)?),
-            false => None,
-        };
-        let healer = match world.heals() {
-            true => Some(healer::GuestIndices::new(&pre).map_err(link)?),
-            false => None,
+        let indices = if contract::is_v0_1(&contract) {
+            Indices::V0_1(
+                match world.detects() {
+                    true => Some(detector_v0_1::GuestIndices::new(&pre).map_err(link)?),
+                    false => None,
+                },
+                match world.heals() {
+                    true => Some(healer_v0_1::GuestIndices::new(&pre).map_err(link)?),
+                    false => None,
+                },
+            )
+        } else {
+            Indices::Current(
+                match world.detects() {
+                    true => Some(detector::GuestIndices::new(&pre).map_err(link)?),
+                    false => None,
+                },
+                match world.heals() {
+                    true => Some(healer::GuestIndices::new(&pre).map_err(link)?),
+                    false => None,
+                },
+            )
         };
         let mut plugin = Plugin {
             meta: PluginMeta {
@@ -406,8 +474,7 @@ impl PluginHost {
             sha256,
             origin,
             pre,
-            detector,
-            healer,
+            indices,
             host: self.shared.clone(),
         };
         let describe = |fault| PluginError::Describe {
@@ -489,26 +556,34 @@ impl Plugin {
             })
         });
         let pre = &self.pre;
-        let (detector_ix, healer_ix) = (&self.detector, &self.healer);
+        let indices = &self.indices;
         // Instantiation runs the component's start code: the same deadline and isolation.
         let made = run_call(&mut store, |store| {
             let instance = pre.instantiate(&mut *store)?;
-            let detector = match detector_ix {
-                Some(ix) => Some(ix.load(&mut *store, &instance)?),
-                None => None,
-            };
-            let healer = match healer_ix {
-                Some(ix) => Some(ix.load(&mut *store, &instance)?),
-                None => None,
-            };
-            Ok((detector, healer))
+            Ok(match indices {
+                Indices::Current(d, h) => Roles::Current(
+                    d.as_ref()
+                        .map(|ix| ix.load(&mut *store, &instance))
+                        .transpose()?,
+                    h.as_ref()
+                        .map(|ix| ix.load(&mut *store, &instance))
+                        .transpose()?,
+                ),
+                Indices::V0_1(d, h) => Roles::V0_1(
+                    d.as_ref()
+                        .map(|ix| ix.load(&mut *store, &instance))
+                        .transpose()?,
+                    h.as_ref()
+                        .map(|ix| ix.load(&mut *store, &instance))
+                        .transpose()?,
+                ),
+            })
         });
-        let (detector, healer) = made.map_err(|e| classify(e, &limits, &store))?;
+        let roles = made.map_err(|e| classify(e, &limits, &store))?;
         Ok(PluginInstance {
             name: self.meta.name.clone(),
             store,
-            detector,
-            healer,
+            roles,
             limits,
             disabled: None,
             findings_reported: 0,
@@ -660,8 +735,7 @@ fn cap_text(text: &str) -> String {
 pub struct PluginInstance {
     name: String,
     store: Store<SandboxState>,
-    detector: Option<detector::Guest>,
-    healer: Option<healer::Guest>,
+    roles: Roles,
     limits: Limits,
     disabled: Option<PluginFault>,
     findings_reported: usize,
@@ -674,11 +748,11 @@ impl PluginInstance {
     }
 
     pub fn is_detector(&self) -> bool {
-        self.detector.is_some()
+        self.roles.detects()
     }
 
     pub fn is_healer(&self) -> bool {
-        self.healer.is_some()
+        self.roles.heals()
     }
 
     pub fn disabled(&self) -> Option<&PluginFault> {
@@ -713,11 +787,13 @@ impl PluginInstance {
         std::mem::take(&mut self.probes)
     }
 
-    fn describe(&mut self) -> Result<bindings::nixtest::plugin::types::Metadata, PluginFault> {
-        let raw = self.guarded(|store, d, h| match (d, h) {
-            (Some(d), _) => d.call_describe(store),
-            (_, Some(h)) => h.call_describe(store),
-            (None, None) => unreachable!("a plugin has at least one role"),
+    fn describe(&mut self) -> Result<wit::Metadata, PluginFault> {
+        let raw = self.guarded(|store, roles| match roles {
+            Roles::Current(Some(d), _) => d.call_describe(store),
+            Roles::Current(_, Some(h)) => h.call_describe(store),
+            Roles::V0_1(Some(d), _) => d.call_describe(store).map(compat::metadata_from),
+            Roles::V0_1(_, Some(h)) => h.call_describe(store).map(compat::metadata_from),
+            _ => unreachable!("a plugin has at least one role"),
         })?;
         self.check_output(1, convert::metadata_size(&raw))?;
         Ok(raw)
@@ -725,20 +801,36 @@ impl PluginInstance {
 
     /// Sends a batch of events; returns the findings, each labelled with this plugin's name.
     pub fn feed(&mut self, events: &[Event]) -> Result<Vec<Finding>, PluginFault> {
-        if self.detector.is_none() || events.is_empty() {
+        if !self.roles.detects() || events.is_empty() {
             return Ok(Vec::new());
         }
         let batch: Vec<_> = events.iter().map(convert::event).collect();
-        let raw = self.guarded(|store, d, _| d.expect("a detector").call_feed(store, &batch))?;
+        let raw = self.guarded(|store, roles| match roles {
+            Roles::Current(Some(d), _) => d.call_feed(store, &batch),
+            Roles::V0_1(Some(d), _) => {
+                let old: Vec<_> = batch.into_iter().map(compat::event).collect();
+                let found = d.call_feed(store, &old)?;
+                Ok(found.into_iter().map(compat::finding_from).collect())
+            }
+            _ => unreachable!("checked: a detector"),
+        })?;
         self.check_findings(raw)
     }
 
     /// The stream ended.
     pub fn finish(&mut self) -> Result<Vec<Finding>, PluginFault> {
-        if self.detector.is_none() {
+        if !self.roles.detects() {
             return Ok(Vec::new());
         }
-        let raw = self.guarded(|store, d, _| d.expect("a detector").call_finish(store))?;
+        let raw = self.guarded(|store, roles| match roles {
+            Roles::Current(Some(d), _) => d.call_finish(store),
+            Roles::V0_1(Some(d), _) => Ok(d
+                .call_finish(store)?
+                .into_iter()
+                .map(compat::finding_from)
+                .collect()),
+            _ => unreachable!("checked: a detector"),
+        })?;
         self.check_findings(raw)
     }
 
@@ -749,13 +841,25 @@ impl PluginInstance {
         finding_index: usize,
         cx: &HealRequest<'_>,
     ) -> Result<Vec<HealingAction>, PluginFault> {
-        if self.healer.is_none() {
+        if !self.roles.heals() {
             return Ok(Vec::new());
         }
         let wit_finding = convert::finding_to_wit(finding);
         let wit_cx = convert::heal_context(cx);
-        let raw = self
-            .guarded(|store, _, h| h.expect("a healer").call_heal(store, &wit_finding, &wit_cx))?;
+        let raw = self.guarded(|store, roles| match roles {
+            Roles::Current(_, Some(h)) => h.call_heal(store, &wit_finding, &wit_cx),
+            Roles::V0_1(_, Some(h)) => {
+                let (f, cx) = (
+                    compat::finding_to(wit_finding),
+                    compat::heal_context(wit_cx),
+                );
+                Ok(h.call_heal(store, &f, &cx)?
+                    .into_iter()
+                    .map(compat::action_from)
+                    .collect())
+            }
+            _ => unreachable!("checked: a healer"),
+        })?;
         let size: usize = raw.iter().map(convert::action_size).sum();
         self.check_output(raw.len(), size)?;
         if raw.len() > convert::MAX_ACTIONS_PER_HEAL {
@@ -775,10 +879,7 @@ impl PluginInstance {
         Ok(actions)
     }
 
-    fn check_findings(
-        &mut self,
-        raw: Vec<bindings::nixtest::plugin::types::Finding>,
-    ) -> Result<Vec<Finding>, PluginFault> {
+    fn check_findings(&mut self, raw: Vec<wit::Finding>) -> Result<Vec<Finding>, PluginFault> {
         let size: usize = raw.iter().map(convert::finding_size).sum();
         self.check_output(raw.len(), size)?;
         self.findings_reported += raw.len();
@@ -829,18 +930,13 @@ impl PluginInstance {
     /// state cannot be trusted, and wasmtime will not enter it again).
     fn guarded<R: Send>(
         &mut self,
-        call: impl FnOnce(
-            &mut Store<SandboxState>,
-            Option<&detector::Guest>,
-            Option<&healer::Guest>,
-        ) -> wasmtime::Result<R>
-        + Send,
+        call: impl FnOnce(&mut Store<SandboxState>, &Roles) -> wasmtime::Result<R> + Send,
     ) -> Result<R, PluginFault> {
         if let Some(f) = &self.disabled {
             return Err(PluginFault::Disabled(f.to_string()));
         }
-        let (detector, healer) = (self.detector.as_ref(), self.healer.as_ref());
-        let result = run_call(&mut self.store, |store| call(store, detector, healer));
+        let roles = &self.roles;
+        let result = run_call(&mut self.store, |store| call(store, roles));
         self.probes.extend(self.store.data_mut().take_probes());
         match result {
             Ok(r) => Ok(r),

@@ -3,7 +3,7 @@
 //! and per run, captured stdio, and the `probe` import that is refused unless the plugin
 //! declared the capability and the command is a read-only shape.
 
-use super::bindings::nixtest::plugin::probe;
+use super::bindings::current::nixtest::plugin::probe;
 use super::probe_policy::{self, ProbeCommand};
 use super::stdio::Capture;
 use serde::{Deserialize, Serialize};

@@ -202,7 +202,7 @@ impl Consumer for ReportBuilder {
                 let r = &mut self.report;
                 r.errors.clear();
                 for f in findings.iter().filter(|f| f.severity.is_failure()) {
-                    *r.errors.entry(f.category.clone()).or_default() += 1;
+                    *r.errors.entry(f.category.to_string()).or_default() += 1;
                 }
                 r.findings = root_cause_order(&findings)
                     .into_iter()

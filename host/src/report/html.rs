@@ -52,7 +52,7 @@ impl Report {
                     let o = r.outcome.as_str().to_string();
                     h.push_str(&format!(
                         "<tr><td>{}: {} (lines {:?})</td><td>{}</td><td>{}</td><td>{:.2}</td><td class=\"{o}\">{o}{}</td><td>{:.1} s</td></tr>",
-                        esc(&r.finding.category),
+                        esc(r.finding.category.as_str()),
                         esc(&r.finding.summary),
                         r.finding.lines,
                         esc(&r.action),

@@ -67,7 +67,7 @@ impl Report {
                     term::line(&h.action),
                     term::line(&h.plugin),
                     h.confidence,
-                    term::line(&h.finding.category),
+                    term::line(h.finding.category.as_str()),
                     term::line(&h.finding.summary),
                     h.outcome,
                     h.reason

@@ -1,23 +1,13 @@
 //! The libvirt domain of a VM, built as a typed value and written as XML with escaping.
 //!
-//! Networking is QEMU user networking with `restrict=on`: the guest reaches nothing but what
-//! is forwarded. SSH is forwarded from 127.0.0.1 on the host; host services reach the guest
-//! only through `guestfwd` to 127.0.0.1. No libvirt network is used.
+//! Networking is QEMU user networking with `restrict=on`: the guest reaches nothing. SSH is
+//! forwarded from 127.0.0.1 on the host, and nothing else (a host service the guest had to
+//! reach would go through `guestfwd` to 127.0.0.1). No libvirt network is used.
 
 use quick_xml::Writer;
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use std::io::Cursor;
 use std::path::PathBuf;
-
-/// A guest address that is forwarded to a service on the host's loopback.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuestForward {
-    /// Address the guest connects to, in the user network (10.0.2.0/24).
-    pub guest_addr: String,
-    pub guest_port: u16,
-    /// Port on 127.0.0.1 of the host.
-    pub host_port: u16,
-}
 
 #[derive(Debug, Clone)]
 pub struct DomainSpec {
@@ -35,23 +25,15 @@ pub struct DomainSpec {
     pub disks: Vec<PathBuf>,
     pub console_log: PathBuf,
     pub ssh_port: u16,
-    pub forwards: Vec<GuestForward>,
 }
 
 impl DomainSpec {
-    /// The `-netdev` value: user networking, restricted, SSH and service forwards on loopback.
+    /// The `-netdev` value: user networking, restricted, SSH forwarded on loopback.
     pub fn netdev(&self) -> String {
-        let mut s = format!(
+        format!(
             "user,id=nixtest0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22",
             self.ssh_port
-        );
-        for f in &self.forwards {
-            s.push_str(&format!(
-                ",guestfwd=tcp:{}:{}-tcp:127.0.0.1:{}",
-                f.guest_addr, f.guest_port, f.host_port
-            ));
-        }
-        s
+        )
     }
 
     pub fn to_xml(&self) -> String {
@@ -179,11 +161,6 @@ mod tests {
             disks: vec!["/v/root.qcow2".into(), "/v/target.qcow2".into()],
             console_log: "/v/console.log".into(),
             ssh_port: 2222,
-            forwards: vec![GuestForward {
-                guest_addr: "10.0.2.100".into(),
-                guest_port: 8080,
-                host_port: 40000,
-            }],
         }
     }
 
@@ -199,9 +176,10 @@ mod tests {
     #[test]
     fn user_networking_is_restricted_and_on_loopback() {
         let xml = spec().to_xml();
-        assert!(xml.contains(
-            "user,id=nixtest0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22,guestfwd=tcp:10.0.2.100:8080-tcp:127.0.0.1:40000"
-        ), "{xml}");
+        assert!(
+            xml.contains("\"user,id=nixtest0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22\""),
+            "{xml}"
+        );
         assert!(!xml.contains("<interface"), "no libvirt network: {xml}");
         assert!(xml.contains("<target dev=\"vdb\" bus=\"virtio\"/>"));
     }

@@ -1,7 +1,7 @@
 //! Domains on libvirt: the base VM with its `pristine` snapshot, and run VMs on overlays.
 
 use super::cleanup::{self, Resource};
-use super::domain::{DomainSpec, GuestForward};
+use super::domain::DomainSpec;
 use super::image::GuestImage;
 use super::kvm::{self, AccelChoice};
 use super::{VmError, VmSettings};
@@ -105,7 +105,6 @@ impl VmManager {
             disks,
             console_log,
             ssh_port,
-            forwards: Vec::new(),
         }
     }
 
@@ -336,7 +335,6 @@ impl VmManager {
         image: &GuestImage,
         label: &str,
         overrides: &RunOverrides,
-        forwards: Vec<GuestForward>,
     ) -> Result<RunVm, VmError> {
         self.sweep_stale();
         if !self.has_pristine() {
@@ -384,7 +382,7 @@ impl VmManager {
             None,
         )?;
         vm.ssh_port = free_port()?;
-        let mut spec = self.spec(
+        let spec = self.spec(
             &name,
             image,
             vec![root, target],
@@ -392,7 +390,6 @@ impl VmManager {
             vm.ssh_port,
             overrides.memory_mib.unwrap_or(self.settings.memory_mib),
         );
-        spec.forwards = forwards;
         Domain::define_xml(&self.conn, &spec.to_xml()).map_err(lv("defining the run VM"))?;
         Ok(vm)
     }
@@ -428,15 +425,6 @@ impl VmManager {
         }
         Domain::define_xml(&self.conn, &xml).map_err(lv("redefining the VM"))?;
         dom.create().map(drop).map_err(lv("starting the VM"))
-    }
-
-    /// Power-cycles a running VM (a reboot into the installed system).
-    pub fn reset(&self, name: &str) -> Result<(), VmError> {
-        let dom = self.lookup(name).ok_or_else(|| VmError::Libvirt {
-            action: format!("rebooting {name}"),
-            reason: "no such domain".into(),
-        })?;
-        dom.reset().map(drop).map_err(lv("rebooting the VM"))
     }
 
     fn run_domains(&self) -> Vec<String> {

@@ -9,7 +9,7 @@ pub mod image;
 pub mod kvm;
 pub mod manager;
 
-pub use domain::{DomainSpec, GuestForward};
+pub use domain::DomainSpec;
 pub use image::GuestImage;
 pub use kvm::{Accel, AccelChoice};
 pub use manager::{BaseStatus, RunVm, VmManager};

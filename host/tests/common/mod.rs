@@ -35,6 +35,8 @@ pub fn fixtures() -> &'static Path {
                 "disk-fix",
                 "-p",
                 "prober",
+                "-p",
+                "contract-v0-1-0",
             ])
             .arg("--target-dir")
             .arg(&target)

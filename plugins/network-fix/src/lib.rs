@@ -27,6 +27,19 @@ enum Cause {
 }
 
 impl Cause {
+    /// The word a finding's `cause` detail holds.
+    fn name(self) -> &'static str {
+        match self {
+            Cause::Dns => "dns",
+            Cause::Timeout => "timeout",
+            Cause::Tls => "tls",
+            Cause::Refused => "refused",
+            Cause::Unreachable => "unreachable",
+            Cause::Transfer => "transfer",
+            Cause::Server => "server",
+        }
+    }
+
     fn describe(self) -> &'static str {
         match self {
             Cause::Dns => "name does not resolve",
@@ -211,10 +224,13 @@ impl NetworkFix {
         }
         st.gave_up = true;
         let why = st.cause.map_or("failed", Cause::describe);
-        Some(
-            Finding::new(CATEGORY, Severity::Error, format!("{host}: {why}"))
-                .lines(st.lines.iter().copied()),
-        )
+        let mut f = Finding::new(CATEGORY, Severity::Error, format!("{host}: {why}"))
+            .lines(st.lines.iter().copied())
+            .detail("host", host);
+        if let Some(c) = st.cause {
+            f = f.detail("cause", c.name());
+        }
+        Some(f)
     }
 
     fn failure(&mut self, host: &str, why: Cause, line: u32, retrying: bool) -> Vec<Finding> {
@@ -232,6 +248,8 @@ impl NetworkFix {
                     format!("{host}: {} (retry {retries})", why.describe()),
                 )
                 .line(line)
+                .detail("host", host)
+                .detail("cause", why.name())
                 .temporary(),
             );
             if retries >= RETRIES_TO_GIVE_UP {
@@ -310,32 +328,23 @@ impl Healer for NetworkFix {
         let phase = cx.phase.as_str();
         let facts = &cx.facts;
         let mut actions = Vec::new();
-        let reachable = |t: &str| {
-            facts
-                .reachability
-                .iter()
-                .any(|r| r.reachable && r.target == t)
-        };
-        // The summary is `HOST: CAUSE`; compare names without ports.
-        let failing = finding.summary.split(": ").next().unwrap_or("");
+        // What failed and why, from the finding's details; compare names without ports.
+        let failing = finding.detail_value("host").unwrap_or("the binary cache");
         let failing_name = without_port(failing);
+        let dns = finding.detail_value("cause") == Some(Cause::Dns.name());
 
-        // Another substituter the profile lists, preferably one known to answer.
+        // Another substituter the profile lists (whether it answers is not known: the guest
+        // may have no network at all, so building locally ranks above it).
         let alternatives: Vec<&String> = facts
             .substituters
             .iter()
             .filter(|s| without_port(host_of(s)) != failing_name)
             .collect();
-        if let Some(alt) = alternatives
-            .iter()
-            .find(|s| reachable(s))
-            .or(alternatives.first())
-        {
-            let confidence = if reachable(alt) { 0.85 } else { 0.5 };
+        if let Some(alt) = alternatives.first() {
             let mut action = HealingAction::new(
                 "use-alternative-substituter",
                 format!("{failing} fails; use the profile's substituter {alt}"),
-                confidence,
+                0.5,
             )
             .command(format!(
                 "mkdir -p /etc/nix && touch /etc/nix/nix.conf && sed -i '/^substituters *=/d' /etc/nix/nix.conf && echo 'substituters = {alt}' >> /etc/nix/nix.conf"
@@ -352,52 +361,34 @@ impl Healer for NetworkFix {
         }
 
         // A resolver that works, for names that do not resolve.
-        if finding.summary.contains(Cause::Dns.describe()) {
-            let working = facts
-                .resolvers
-                .iter()
-                .find(|r| reachable(&format!("dns:{r}")))
-                .or(facts.resolvers.first());
-            if let Some(ns) = working {
-                let confidence = if reachable(&format!("dns:{ns}")) {
-                    0.7
-                } else {
-                    0.35
-                };
-                actions.push(
-                    HealingAction::new(
-                        "use-working-resolver",
-                        format!("names do not resolve; use the resolver {ns}"),
-                        confidence,
-                    )
-                    .command(format!("printf 'nameserver {ns}\\n' > /etc/resolv.conf"))
-                    .retry(phase),
-                );
-            }
-        }
-
-        // No cache that answers: build everything locally (slower, but needs no network).
-        if !alternatives.iter().any(|s| reachable(s)) {
+        if dns && let Some(ns) = facts.resolvers.first() {
             actions.push(
                 HealingAction::new(
-                    "build-without-substituters",
-                    format!("{failing} cannot be reached and no other cache answers; build locally"),
-                    0.6,
+                    "use-working-resolver",
+                    format!("names do not resolve; use the resolver {ns}"),
+                    0.35,
                 )
-                .command(
-                    "mkdir -p /etc/nix && touch /etc/nix/nix.conf && sed -i '/^substituters *=/d' /etc/nix/nix.conf && echo 'substituters =' >> /etc/nix/nix.conf",
-                )
+                .command(format!("printf 'nameserver {ns}\\n' > /etc/resolv.conf"))
                 .retry(phase),
             );
         }
 
+        // Build everything locally: slower, but needs no network.
+        actions.push(
+            HealingAction::new(
+                "build-without-substituters",
+                format!("{failing} cannot be reached; build locally"),
+                0.6,
+            )
+            .command(
+                "mkdir -p /etc/nix && touch /etc/nix/nix.conf && sed -i '/^substituters *=/d' /etc/nix/nix.conf && echo 'substituters =' >> /etc/nix/nix.conf",
+            )
+            .retry(phase),
+        );
+
         // Waiting helps with timeouts and flaky links, rarely with DNS.
         let wait = 5 + 5 * cx.attempt.min(5);
-        let confidence = if finding.summary.contains(Cause::Dns.describe()) {
-            0.2
-        } else {
-            0.4
-        };
+        let confidence = if dns { 0.2 } else { 0.4 };
         actions.push(
             HealingAction::new(
                 "retry-with-backoff",
@@ -482,11 +473,10 @@ mod tests {
     }
 
     #[test]
-    fn heal_prefers_a_reachable_alternative_substituter() {
+    fn heal_offers_the_other_substituter_a_resolver_and_local_builds() {
         let facts = FactsBuilder::new()
             .substituter("http://cache.nixtest.internal:8080")
             .substituter("http://10.0.2.100:8080")
-            .reachable("http://10.0.2.100:8080", true)
             .resolver("10.0.2.3")
             .build();
         let config =
@@ -496,11 +486,19 @@ mod tests {
             CATEGORY,
             Severity::Error,
             "cache.nixtest.internal:8080: name does not resolve",
-        );
+        )
+        .detail("host", "cache.nixtest.internal:8080")
+        .detail("cause", "dns");
         let actions = testing::heal::<NetworkFix>(&finding, &cx);
-        let top = &actions[0];
-        assert_eq!(top.name, "use-alternative-substituter");
-        assert!((top.confidence - 0.85).abs() < 1e-6);
+        assert_eq!(actions[0].name, "build-without-substituters");
+        let top = actions
+            .iter()
+            .find(|a| a.name == "use-alternative-substituter")
+            .unwrap();
+        assert!(
+            top.description
+                .contains("cache.nixtest.internal:8080 fails")
+        );
         assert_eq!(top.config_changes.len(), 1);
         assert_eq!(
             top.config_changes[0].content,
@@ -521,7 +519,9 @@ mod tests {
             CATEGORY,
             Severity::Error,
             "cache.nixtest.internal:8080: timed out",
-        );
+        )
+        .detail("host", "cache.nixtest.internal:8080")
+        .detail("cause", "timeout");
         let actions = testing::heal::<NetworkFix>(&finding, &cx);
         assert!(
             actions
