@@ -4,6 +4,37 @@
 use crate::actions::ConfigChange;
 use std::path::{Component, Path, PathBuf};
 
+/// A config change's path that may not be written, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path:?} {why}")]
+pub struct PathRefused {
+    /// The path as given (clipped).
+    pub path: String,
+    pub why: Why,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Why {
+    #[error("is empty or longer than {0} bytes")]
+    Length(usize),
+    #[error("contains a NUL byte")]
+    Nul,
+    #[error("names a folder, not a file")]
+    NamesAFolder,
+    #[error("is not a relative path inside the configuration copy")]
+    Absolute,
+    #[error("leaves the configuration copy")]
+    Leaves,
+    #[error("is too deep or has a name over {0} bytes")]
+    TooDeep(usize),
+    #[error("goes through a link")]
+    Link,
+    #[error("goes through a file")]
+    ThroughAFile,
+    #[error("is a folder")]
+    IsAFolder,
+}
+
 /// Where the run's configuration copy lives in the guest.
 pub const GUEST_CONFIG: &str = "/etc/nixtest/config";
 
@@ -33,36 +64,33 @@ impl ConfigCopy {
     /// A change may only name a file inside the copy that can be written: a relative path
     /// of plain names (no absolute path, no `..`, no NUL, not ending in `/`, not too long),
     /// not through a link, not under an existing file, and not an existing folder.
-    pub fn check_path(&self, path: &str) -> Result<(), String> {
+    pub fn check_path(&self, path: &str) -> Result<(), PathRefused> {
         const MAX_PATH: usize = 1024;
         const MAX_NAME: usize = 255;
         const MAX_DEPTH: usize = 16;
-        let shown = crate::term::clip(path, 120);
+        let refuse = |why: Why| PathRefused {
+            path: crate::term::clip(path, 120),
+            why,
+        };
         if path.is_empty() || path.len() > MAX_PATH {
-            return Err(format!(
-                "{shown:?} is empty or longer than {MAX_PATH} bytes"
-            ));
+            return Err(refuse(Why::Length(MAX_PATH)));
         }
         if path.contains('\0') {
-            return Err(format!("{shown:?} contains a NUL byte"));
+            return Err(refuse(Why::Nul));
         }
         if path.ends_with('/') {
-            return Err(format!("{shown:?} names a folder, not a file"));
+            return Err(refuse(Why::NamesAFolder));
         }
         let p = Path::new(path);
         if p.is_absolute() {
-            return Err(format!(
-                "{shown:?} is not a relative path inside the configuration copy"
-            ));
+            return Err(refuse(Why::Absolute));
         }
         let parts: Vec<_> = p.components().collect();
         if parts.iter().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(format!("{shown:?} leaves the configuration copy"));
+            return Err(refuse(Why::Leaves));
         }
         if parts.len() > MAX_DEPTH || parts.iter().any(|c| c.as_os_str().len() > MAX_NAME) {
-            return Err(format!(
-                "{shown:?} is too deep or has a name over {MAX_NAME} bytes"
-            ));
+            return Err(refuse(Why::TooDeep(MAX_NAME)));
         }
         let mut at = self.dir.clone();
         for (i, c) in parts.iter().enumerate() {
@@ -71,14 +99,14 @@ impl ConfigCopy {
                 break;
             };
             if meta.file_type().is_symlink() {
-                return Err(format!("{shown:?} goes through a link"));
+                return Err(refuse(Why::Link));
             }
             let last = i + 1 == parts.len();
             if !last && !meta.is_dir() {
-                return Err(format!("{shown:?} goes through a file"));
+                return Err(refuse(Why::ThroughAFile));
             }
             if last && meta.is_dir() {
-                return Err(format!("{shown:?} is a folder"));
+                return Err(refuse(Why::IsAFolder));
             }
         }
         Ok(())

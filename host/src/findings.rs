@@ -69,16 +69,6 @@ pub struct Finding {
     pub details: Vec<(String, String)>,
 }
 
-impl Finding {
-    /// Two findings are the same problem when the same detector reports the same category and
-    /// summary; the monitor keeps the first and merges evidence.
-    pub fn same_problem(&self, other: &Finding) -> bool {
-        self.detector == other.detector
-            && self.category == other.category
-            && self.summary == other.summary
-    }
-}
-
 /// Where a category stands among the causes: the built-in categories from the earliest cause
 /// to the latest effect ([`Category::BUILT_IN`]: what usually makes the others happen comes
 /// first — memory or space running out breaks builds; a missing disk breaks mounts; a boot

@@ -119,10 +119,8 @@ struct VmReboot<'a> {
 }
 
 impl Reboot for VmReboot<'_> {
-    fn reboot_into(&mut self, root_device: &str) -> Result<(), String> {
-        self.manager
-            .reboot_into(self.name, root_device)
-            .map_err(|e| e.to_string())
+    fn reboot_into(&mut self, root_device: &str) -> Result<(), VmError> {
+        self.manager.reboot_into(self.name, root_device)
     }
 }
 

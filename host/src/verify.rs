@@ -4,19 +4,20 @@
 use crate::guest::{Guest, GuestError};
 use crate::profile::Profile;
 use crate::run_event::{Emitter, Status, What};
+use crate::vm::VmError;
 use std::time::Instant;
 
 /// Restarts the machine into the installed system (the VM manager, or a test's stand-in).
 pub trait Reboot {
-    fn reboot_into(&mut self, root_device: &str) -> Result<(), String>;
+    fn reboot_into(&mut self, root_device: &str) -> Result<(), VmError>;
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error(transparent)]
     Guest(#[from] GuestError),
-    #[error("cannot reboot into the installed system on {root}: {reason}")]
-    Reboot { root: String, reason: String },
+    #[error("cannot reboot into the installed system on {root}: {source}")]
+    Reboot { root: String, source: VmError },
     #[error("verification: {0}")]
     Check(GuestError),
 }
@@ -34,9 +35,9 @@ pub async fn reboot_and_verify<G: Guest>(
     guest.exec("sync; umount -R /mnt 2>/dev/null; sync").await?;
     machine
         .reboot_into(&profile.vm.root)
-        .map_err(|reason| VerifyError::Reboot {
+        .map_err(|source| VerifyError::Reboot {
             root: profile.vm.root.clone(),
-            reason,
+            source,
         })?;
     guest.rebooted();
     let mut all = true;

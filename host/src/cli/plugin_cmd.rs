@@ -196,10 +196,7 @@ fn info(host: &PluginHost, registry: &Registry, name: &str) -> CliResult {
     println!("capabilities: {}", capabilities(m));
     println!("contract:     nixtest:plugin@{}", plugin.contract);
     println!("sha256:       {}", plugin.sha256);
-    println!(
-        "origin:       {}",
-        term::line(&format!("{:?}", plugin.origin))
-    );
+    println!("origin:       {}", term::line(&plugin.origin.to_string()));
     // Debug formatting escapes control characters already.
     println!("prefilter:    literals {:?}", m.literals);
     println!("              patterns {:?}", m.patterns);

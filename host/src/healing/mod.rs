@@ -61,7 +61,7 @@ pub fn vet(
     if let Some(why) = a
         .config_changes
         .iter()
-        .find_map(|c| config.check_path(&c.path).err())
+        .find_map(|c| config.check_path(&c.path).err().map(|e| e.to_string()))
     {
         return Some(why);
     }

@@ -243,6 +243,16 @@ pub enum Origin {
     File(PathBuf),
 }
 
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Builtin => f.write_str("built in"),
+            Origin::Installed(p) => write!(f, "installed at {}", p.display()),
+            Origin::File(p) => write!(f, "loaded from {}", p.display()),
+        }
+    }
+}
+
 /// A loaded, checked and pre-linked plugin. Cheap to instantiate.
 pub struct Plugin {
     pub meta: PluginMeta,
@@ -745,14 +755,6 @@ pub struct PluginInstance {
 impl PluginInstance {
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    pub fn is_detector(&self) -> bool {
-        self.roles.detects()
-    }
-
-    pub fn is_healer(&self) -> bool {
-        self.roles.heals()
     }
 
     pub fn disabled(&self) -> Option<&PluginFault> {

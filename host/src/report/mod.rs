@@ -206,17 +206,32 @@ impl Report {
 
 impl Report {
     /// Reads a run's report.json back (`nixtest report show`).
-    pub fn load(dir: &Path) -> Result<Self, String> {
+    pub fn load(dir: &Path) -> Result<Self, LoadError> {
         let path = dir.join("report.json");
-        let bytes =
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            format!(
-                "{} is not a nixtest report ({e}); was it written by another program?",
-                path.display()
-            )
-        })
+        let bytes = std::fs::read(&path).map_err(|source| LoadError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|source| LoadError::NotAReport { path, source })
     }
+}
+
+/// Why a run's report.json could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{} is not a nixtest report ({source}); was it written by another program?",
+        path.display()
+    )]
+    NotAReport {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 /// Writes a file whole or not at all.
@@ -320,6 +335,6 @@ mod tests {
         assert!(t.contains(": healed"), "{t}");
         std::fs::write(dir.path().join("report.json"), "{\"x\": 1}").unwrap();
         let e = Report::load(dir.path()).unwrap_err();
-        assert!(e.contains("is not a nixtest report"), "{e}");
+        assert!(e.to_string().contains("is not a nixtest report"), "{e}");
     }
 }
