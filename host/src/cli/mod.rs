@@ -4,6 +4,7 @@ mod plugin_cmd;
 mod replay_cmd;
 mod report_cmd;
 mod scaffold;
+mod templates_cmd;
 mod test_cmd;
 mod vm_cmd;
 
@@ -91,6 +92,15 @@ enum Command {
         /// Guest facts as JSON (disks, mounts, memory...), for healers.
         #[arg(long, value_name = "FILE.json")]
         facts: Option<PathBuf>,
+    },
+    /// The template of every line of a log (variable parts masked) with its id, then every
+    /// template with its count: how the failure miner groups lines.
+    Templates {
+        /// The log file, or - for standard input.
+        log: PathBuf,
+        /// One JSON object per line: line, text, template_id, template.
+        #[arg(long)]
+        json: bool,
     },
     /// Install each profile in a pristine VM, heal what fails, verify after a reboot, report.
     Test(test_cmd::TestArgs),
@@ -204,7 +214,10 @@ pub fn main() -> ExitCode {
     // to VMs keep SIGPIPE ignored: a broken socket is an error they handle.
     if matches!(
         cli.command,
-        Command::Plugin(_) | Command::Report(_) | Command::Replay { .. }
+        Command::Plugin(_)
+            | Command::Report(_)
+            | Command::Replay { .. }
+            | Command::Templates { .. }
     ) {
         // SAFETY: restoring a signal's default action before any thread is started.
         unsafe {
@@ -228,6 +241,7 @@ pub fn main() -> ExitCode {
             format,
         }) => report_cmd::show(&run, report_dir, format == Format::Json),
         Command::Report(ReportCommand::List { report_dir }) => report_cmd::list(report_dir),
+        Command::Templates { log, json } => templates_cmd::run(&log, json),
         Command::Replay {
             log,
             json,
