@@ -19,7 +19,7 @@
 //! Group ids are stable for the life of a [`Miner`]: a merged group answers to the id of the
 //! group it merged into ([`Miner::group`]).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// A group of lines with one template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,16 +52,40 @@ impl Default for Settings {
 pub const WILDCARD: &str = "<*>";
 
 struct Group {
-    tokens: Vec<String>,
+    /// The masked template of the line that made the group, and where each token is in it
+    /// (never changed: sibling sets compare against it).
+    text: String,
+    spans: Vec<(u32, u32)>,
+    /// Positions that became values by merging (for the group's template).
+    wild: Vec<bool>,
     count: u64,
     parent: u32,
 }
 
-/// Words seen at one position of otherwise equal templates.
-#[derive(Default)]
+/// Words seen at one position of templates that are otherwise the same.
 struct Siblings {
-    words: Vec<(String, u32)>,
+    /// A group with the shared pattern, and the varying position.
+    rep: u32,
+    pos: u32,
+    /// The groups that brought each different word (the word is theirs at `pos`).
+    words: Vec<u32>,
     merged: Option<u32>,
+}
+
+impl Group {
+    fn tok(&self, i: usize) -> &str {
+        let (a, b) = self.spans[i];
+        &self.text[a as usize..b as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether two groups' templates are the same except at `p`.
+    fn same_but(&self, other: &Group, p: usize) -> bool {
+        self.len() == other.len() && (0..self.len()).all(|i| i == p || self.tok(i) == other.tok(i))
+    }
 }
 
 pub struct Miner {
@@ -69,11 +93,11 @@ pub struct Miner {
     groups: Vec<Group>,
     /// Masked template (tokens joined by one space) → group.
     by_template: HashMap<String, u32>,
-    /// A template with one position blanked → the words seen there.
-    siblings: HashMap<String, Siblings>,
+    /// Hash of a template with one position blanked → the sibling sets with that hash (the
+    /// pattern is checked on a hit, so a collision never merges strangers).
+    siblings: HashMap<u64, Vec<Siblings>>,
     /// Reused per line.
     buf: String,
-    tokens: Vec<String>,
 }
 
 impl Default for Miner {
@@ -82,15 +106,25 @@ impl Default for Miner {
     }
 }
 
+fn token_hash(t: &str, i: usize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    t.hash(&mut h);
+    i.hash(&mut h);
+    // Spread the bits: the keys are sums of these.
+    h.finish()
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(29)
+}
+
 impl Miner {
     pub fn new(settings: Settings) -> Self {
         Miner {
             settings,
             groups: Vec::new(),
-            by_template: HashMap::new(),
-            siblings: HashMap::new(),
+            by_template: HashMap::default(),
+            siblings: HashMap::default(),
             buf: String::new(),
-            tokens: Vec::new(),
         }
     }
 
@@ -99,40 +133,39 @@ impl Miner {
         self.buf.clear();
         let mut count = 0;
         let mut last_wild = false;
-        for raw in line.split_whitespace() {
+        for raw in line.split_ascii_whitespace() {
             let start = self.buf.len();
             if count > 0 {
                 self.buf.push(' ');
             }
             let wild = mask_into(raw, &mut self.buf);
             // A run of values is one value.
-            if wild && last_wild && self.buf[start..].trim_start() == WILDCARD {
+            if wild && last_wild {
                 self.buf.truncate(start);
                 continue;
             }
-            last_wild = wild && self.buf[start..].trim_start() == WILDCARD;
+            last_wild = wild;
             count += 1;
         }
         if let Some(&g) = self.by_template.get(self.buf.as_str()) {
-            let root = self.find(g);
             self.groups[g as usize].count += 1;
-            return GroupId(root);
+            return GroupId(self.find(g));
         }
         let id = self.groups.len() as u32;
-        self.tokens.clear();
-        self.tokens.extend(
-            self.buf
-                .split(' ')
-                .filter(|t| !t.is_empty())
-                .map(str::to_string),
-        );
+        let mut spans = Vec::with_capacity(count);
+        let mut at = 0u32;
+        for t in self.buf.split(' ').filter(|t| !t.is_empty()) {
+            spans.push((at, at + t.len() as u32));
+            at += t.len() as u32 + 1;
+        }
+        self.by_template.insert(self.buf.clone(), id);
         self.groups.push(Group {
-            tokens: self.tokens.clone(),
+            text: std::mem::take(&mut self.buf),
+            wild: vec![false; spans.len()],
+            spans,
             count: 1,
             parent: id,
         });
-        let template = std::mem::take(&mut self.buf);
-        self.by_template.insert(template, id);
         self.register_siblings(id);
         GroupId(self.find(id))
     }
@@ -140,25 +173,52 @@ impl Miner {
     /// Records the new group's words as siblings and merges where a position has shown
     /// enough different words.
     fn register_siblings(&mut self, id: u32) {
-        let tokens = self.groups[id as usize].tokens.clone();
-        let is_word = |t: &str| t != WILDCARD && t.chars().any(char::is_alphabetic);
-        let words = tokens.iter().filter(|t| is_word(t)).count();
-        for (p, t) in tokens.iter().enumerate() {
-            // The first word names the event; a template needs context around the varying word.
-            if p == 0 || !is_word(t) || words - 1 < self.settings.context_words {
+        let is_word =
+            |t: &str| t != WILDCARD && t.bytes().any(|b| b.is_ascii_alphabetic() || b >= 0x80);
+        let g = &self.groups[id as usize];
+        let words = (0..g.len()).filter(|&i| is_word(g.tok(i))).count();
+        // A template needs context around the varying word.
+        if words == 0 || words - 1 < self.settings.context_words {
+            return;
+        }
+        let hashes: Vec<u64> = (0..g.len()).map(|i| token_hash(g.tok(i), i)).collect();
+        let total = hashes
+            .iter()
+            .fold(hashes.len() as u64, |a, h| a.wrapping_add(*h));
+        // The first word names the event: never a value by this rule.
+        for (p, hash) in hashes.iter().enumerate().skip(1) {
+            if !is_word(self.groups[id as usize].tok(p)) {
                 continue;
             }
-            let key = blanked(&tokens, p, "\u{0}");
-            let sib = self.siblings.entry(key).or_default();
-            match sib.words.iter_mut().find(|(w, _)| w == t) {
-                Some(_) => {}
-                None => sib.words.push((t.clone(), id)),
+            let key = total.wrapping_sub(*hash) ^ (p as u64).rotate_left(7);
+            let groups = &self.groups;
+            let me = &groups[id as usize];
+            let sets = self.siblings.entry(key).or_default();
+            let at = match sets
+                .iter()
+                .position(|s| s.pos as usize == p && groups[s.rep as usize].same_but(me, p))
+            {
+                Some(at) => at,
+                None => {
+                    sets.push(Siblings {
+                        rep: id,
+                        pos: p as u32,
+                        words: Vec::new(),
+                        merged: None,
+                    });
+                    sets.len() - 1
+                }
+            };
+            let sib = &mut sets[at];
+            let word = me.tok(p);
+            if !sib.words.iter().any(|&w| groups[w as usize].tok(p) == word) {
+                sib.words.push(id);
+            }
+            if sib.words.len() < self.settings.siblings && sib.merged.is_none() {
+                continue;
             }
             let merged_before = sib.merged;
-            if sib.words.len() < self.settings.siblings && merged_before.is_none() {
-                continue;
-            }
-            let members: Vec<u32> = sib.words.iter().map(|(_, g)| *g).collect();
+            let members = sib.words.clone();
             let mut root = merged_before.map(|g| self.find(g));
             for g in members {
                 let r = self.find(g);
@@ -167,21 +227,17 @@ impl Miner {
                     Some(root) => self.union(root, r),
                 });
             }
-            let root = root.expect("a sibling set has members");
+            let mut root = root.expect("a sibling set has members");
             // Lines whose value there was already masked (`user1`) belong to it too.
-            let wild = blanked(&tokens, p, WILDCARD);
+            let wild = blanked(&self.groups[id as usize], p, WILDCARD);
             match self.by_template.get(&wild).copied() {
-                Some(g) => {
-                    let r = self.find(g);
-                    self.union(root, r);
-                }
+                Some(g) => root = self.union(root, g),
                 None => {
                     self.by_template.insert(wild, root);
                 }
             }
-            let root = self.find(root);
-            self.groups[root as usize].tokens[p] = WILDCARD.to_string();
-            if let Some(s) = self.siblings.get_mut(&blanked(&tokens, p, "\u{0}")) {
+            self.groups[root as usize].wild[p] = true;
+            if let Some(s) = self.siblings.get_mut(&key).and_then(|v| v.get_mut(at)) {
                 s.merged = Some(root);
             }
         }
@@ -200,7 +256,7 @@ impl Miner {
         root
     }
 
-    /// Joins `b`'s group into `a`'s; returns the root. Positions where they differ become
+    /// Joins two groups; returns the root (the older). Positions where they differ become
     /// values.
     fn union(&mut self, a: u32, b: u32) -> u32 {
         let (a, b) = (self.find(a), self.find(b));
@@ -209,16 +265,16 @@ impl Miner {
         }
         let (root, child) = if a < b { (a, b) } else { (b, a) };
         self.groups[child as usize].parent = root;
-        let other = std::mem::take(&mut self.groups[child as usize].tokens);
-        let mine = &mut self.groups[root as usize].tokens;
-        if mine.len() == other.len() {
-            for (m, o) in mine.iter_mut().zip(&other) {
-                if m != o {
-                    *m = WILDCARD.to_string();
+        let (r, c) = (root as usize, child as usize);
+        if self.groups[r].len() == self.groups[c].len() {
+            for i in 0..self.groups[r].len() {
+                let differs =
+                    self.groups[r].tok(i) != self.groups[c].tok(i) || self.groups[c].wild[i];
+                if differs {
+                    self.groups[r].wild[i] = true;
                 }
             }
         }
-        self.groups[child as usize].tokens = other;
         root
     }
 
@@ -227,15 +283,27 @@ impl Miner {
         GroupId(self.find(id.0))
     }
 
+    fn template_of(&self, root: u32) -> String {
+        let g = &self.groups[root as usize];
+        let mut s = String::new();
+        for i in 0..g.len() {
+            if i > 0 {
+                s.push(' ');
+            }
+            s.push_str(if g.wild[i] { WILDCARD } else { g.tok(i) });
+        }
+        s
+    }
+
     /// A group's template, tokens joined by one space.
     pub fn template(&mut self, id: GroupId) -> String {
         let root = self.find(id.0);
-        self.groups[root as usize].tokens.join(" ")
+        self.template_of(root)
     }
 
     /// Every group with its template and how many lines it has, in order of first line.
     pub fn groups(&mut self) -> Vec<(GroupId, String, u64)> {
-        let mut counts: HashMap<u32, u64> = HashMap::new();
+        let mut counts: HashMap<u32, u64> = HashMap::default();
         for g in 0..self.groups.len() as u32 {
             let r = self.find(g);
             *counts.entry(r).or_default() += self.groups[g as usize].count;
@@ -244,33 +312,39 @@ impl Miner {
         roots.sort_unstable();
         roots
             .into_iter()
-            .map(|r| {
-                (
-                    GroupId(r),
-                    self.groups[r as usize].tokens.join(" "),
-                    counts[&r],
-                )
-            })
+            .map(|r| (GroupId(r), self.template_of(r), counts[&r]))
             .collect()
     }
 }
 
-fn blanked(tokens: &[String], p: usize, with: &str) -> String {
-    let mut s = String::new();
-    for (i, t) in tokens.iter().enumerate() {
+fn blanked(g: &Group, p: usize, with: &str) -> String {
+    let mut s = String::with_capacity(g.text.len());
+    for i in 0..g.len() {
         if i > 0 {
             s.push(' ');
         }
-        s.push_str(if i == p { with } else { t });
+        s.push_str(if i == p { with } else { g.tok(i) });
     }
     s
 }
 
 /// Characters that surround a value without being part of it.
-fn is_edge(c: char) -> bool {
+fn is_edge(b: u8) -> bool {
     matches!(
-        c,
-        '[' | ']' | '(' | ')' | '{' | '}' | '<' | '>' | '"' | '\'' | ',' | ';' | ':' | '.'
+        b,
+        b'[' | b']'
+            | b'('
+            | b')'
+            | b'{'
+            | b'}'
+            | b'<'
+            | b'>'
+            | b'"'
+            | b'\''
+            | b','
+            | b';'
+            | b':'
+            | b'.'
     )
 }
 
@@ -280,63 +354,80 @@ fn is_key(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphabetic() || matches!(c, '_' | '.' | '-'))
 }
 
+/// Month and weekday names, lowercase and sorted (dates inside messages).
 const TIME_WORDS: &[&str] = &[
-    "mon",
-    "tue",
-    "wed",
-    "thu",
-    "fri",
-    "sat",
-    "sun",
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-    "jan",
-    "feb",
-    "mar",
     "apr",
-    "may",
-    "jun",
-    "jul",
+    "april",
     "aug",
+    "august",
+    "dec",
+    "december",
+    "feb",
+    "february",
+    "fri",
+    "friday",
+    "jan",
+    "january",
+    "jul",
+    "july",
+    "jun",
+    "june",
+    "mar",
+    "march",
+    "may",
+    "mon",
+    "monday",
+    "nov",
+    "november",
+    "oct",
+    "october",
+    "sat",
+    "saturday",
     "sep",
     "sept",
-    "oct",
-    "nov",
-    "dec",
-    "january",
-    "february",
-    "march",
-    "april",
-    "june",
-    "july",
-    "august",
     "september",
-    "october",
-    "november",
-    "december",
+    "sun",
+    "sunday",
+    "thu",
+    "thursday",
+    "tue",
+    "tuesday",
+    "wed",
+    "wednesday",
 ];
 
-/// Whether a token's core is a value by its shape.
+fn is_time_word(core: &str) -> bool {
+    let b = core.as_bytes();
+    if !(3..=9).contains(&b.len()) || !b.iter().all(u8::is_ascii_alphabetic) {
+        return false;
+    }
+    let mut lower = [0u8; 9];
+    for (l, c) in lower.iter_mut().zip(b) {
+        *l = c.to_ascii_lowercase();
+    }
+    let word = std::str::from_utf8(&lower[..b.len()]).expect("ASCII");
+    TIME_WORDS.binary_search(&word).is_ok()
+}
+
+/// Whether a token's core is a value by its shape (one pass over its bytes first).
 fn is_value(core: &str) -> bool {
-    if core.bytes().any(|b| b.is_ascii_digit()) {
+    let (mut digit, mut slash, mut dot, mut hex) = (false, false, false, true);
+    for b in core.bytes() {
+        digit |= b.is_ascii_digit();
+        slash |= b == b'/';
+        dot |= b == b'.';
+        hex &= b.is_ascii_hexdigit();
+    }
+    if digit || (slash && core.len() > 1) {
         return true;
     }
-    if core.len() > 1 && core.contains('/') {
+    if dot && is_dotted_name(core) {
         return true;
     }
-    if is_dotted_name(core) {
+    if hex && core.len() >= 8 {
         return true;
     }
-    let hex = core.strip_prefix("0x").unwrap_or(core);
-    if hex.len() >= 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return true;
-    }
-    core.len() <= 9 && TIME_WORDS.iter().any(|w| core.eq_ignore_ascii_case(w))
+    is_time_word(core)
 }
 
 /// `a.b`, `com.example.x`, `host.example.org`: a name of dotted parts.
@@ -365,20 +456,27 @@ fn is_dotted_name(s: &str) -> bool {
             .is_some_and(|c| c.is_alphabetic() || c == '_')
 }
 
-/// Appends the masked form of one whitespace token; returns whether it is a value.
+/// Appends the masked form of one whitespace token; returns whether what it appended is a
+/// bare `<*>` (a value with nothing around it that tells it apart).
 fn mask_into(token: &str, out: &mut String) -> bool {
-    let core_start = token.find(|c: char| !is_edge(c)).unwrap_or(token.len());
-    let core_end = token.rfind(|c: char| !is_edge(c)).map_or(core_start, |i| {
-        i + token[i..].chars().next().map_or(1, char::len_utf8)
-    });
-    let mut core = &token[core_start..core_end.max(core_start)];
+    // Edge characters are ASCII, so byte positions are character boundaries.
+    let bytes = token.as_bytes();
+    let core_start = bytes
+        .iter()
+        .position(|&b| !is_edge(b))
+        .unwrap_or(bytes.len());
+    let core_end = bytes
+        .iter()
+        .rposition(|&b| !is_edge(b))
+        .map_or(core_start, |i| i + 1);
+    let mut core = &token[core_start..core_end];
     // An empty value stands where a value usually is.
     if let Some(k) = core.strip_suffix('=')
         && is_key(k)
     {
-        out.push_str(&token[..core_end.max(core_start)]);
+        out.push_str(&token[..core_end]);
         out.push_str(WILDCARD);
-        return true;
+        return false;
     }
     let mut key = "";
     if let Some(k) = core.find('=')
@@ -402,17 +500,17 @@ fn mask_into(token: &str, out: &mut String) -> bool {
         // Brackets and quotes around a value say nothing; a separator after it does.
         out.push_str(key);
         out.push_str(WILDCARD);
-        if let Some(sep) = token[core_end.max(core_start)..]
-            .chars()
-            .last()
-            .filter(|c| matches!(c, ',' | ';' | ':'))
-        {
-            out.push(sep);
+        match bytes[core_end..].last() {
+            Some(&sep @ (b',' | b';' | b':')) => {
+                out.push(sep as char);
+                false
+            }
+            _ => key.is_empty(),
         }
-        return key.is_empty();
+    } else {
+        out.push_str(token);
+        false
     }
-    out.push_str(token);
-    false
 }
 
 #[cfg(test)]
