@@ -78,6 +78,8 @@ fn main() {
             key: key.clone(),
             plugins,
             history: &history,
+            failures: None,
+            run_id: "bench",
         };
         rt.block_on(session::run_and_report(
             inputs,

@@ -29,6 +29,7 @@ pub mod run_event;
 pub mod run_files;
 pub mod session;
 pub mod settings;
+pub mod signatures;
 pub mod ssh;
 pub mod stream;
 pub mod term;

@@ -39,6 +39,19 @@ pub struct ReplayReport {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub plugin_output: BTreeMap<String, String>,
     pub lines: u32,
+    /// Per phase of the log, its root-cause failure and the text of its evidence lines (what
+    /// `--learn` records as a signature).
+    #[serde(skip)]
+    pub failures: Vec<LoggedFailure>,
+}
+
+/// The root cause of a failure in a replayed log's phase.
+#[derive(Debug, Clone)]
+pub struct LoggedFailure {
+    pub phase: String,
+    /// Index in [`ReplayReport::findings`].
+    pub finding: usize,
+    pub lines: Vec<String>,
 }
 
 impl ReplayReport {
@@ -194,18 +207,24 @@ fn replay_inner(
         monitor.seed_fault(f.clone());
     }
     let mut ingest = Ingest::default();
+    // Where each phase starts, to say which phase a finding's lines are in.
+    let mut phases: Vec<(u32, String)> = Vec::new();
+    let mut take = |e: nixtest_events::Event| {
+        if phases.last().is_none_or(|(_, p)| **p != *e.phase) {
+            phases.push((e.line, e.phase.to_string()));
+        }
+        monitor.observe(e);
+    };
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = log.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        ingest.push(&buf[..n], |e| {
-            monitor.observe(e);
-        });
+        ingest.push(&buf[..n], &mut take);
     }
     if let Some(e) = ingest.finish() {
-        monitor.observe(e);
+        take(e);
     }
     monitor.finish();
 
@@ -237,6 +256,32 @@ fn replay_inner(
         };
         actions.extend(healers.propose(i, f, &request, |_| 1.0));
     }
+    // The first failure in root-cause order of each phase is that phase's root cause.
+    let phase_of = |line: u32| {
+        let at = phases.partition_point(|(start, _)| *start <= line);
+        at.checked_sub(1)
+            .map_or("", |i| phases[i].1.as_str())
+            .to_string()
+    };
+    let mut failures: Vec<LoggedFailure> = Vec::new();
+    for (i, f) in findings.iter().enumerate() {
+        if !(f.permanent && f.severity.is_failure()) {
+            continue;
+        }
+        let phase = phase_of(f.lines.first().copied().unwrap_or(0));
+        if failures.iter().any(|x| x.phase == phase) {
+            continue;
+        }
+        failures.push(LoggedFailure {
+            phase,
+            finding: i,
+            lines: f
+                .lines
+                .iter()
+                .filter_map(|l| monitor.line_text(*l).map(str::to_string))
+                .collect(),
+        });
+    }
     let mut faults = monitor.faults().to_vec();
     faults.extend(healers.faults().iter().cloned());
     Ok(ReplayReport {
@@ -250,6 +295,7 @@ fn replay_inner(
             .chain(healers.outputs())
             .collect(),
         lines: ingest.lines(),
+        failures,
     })
 }
 

@@ -140,6 +140,14 @@ pub enum What {
         exit_code: i32,
         duration_ms: u64,
     },
+    /// A phase attempt failed: its root cause (the first finding of the attempt in root-cause
+    /// order), or none when nothing explains it.
+    Failure {
+        phase: String,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        finding: Option<FindingRef>,
+    },
     GaveUp {
         phase: String,
         #[serde(flatten)]

@@ -9,6 +9,7 @@ use crate::profile::Profile;
 use crate::report::{ProfileReport, ReportBuilder};
 use crate::run_event::{Consumer, Fanout};
 use crate::run_files::{EventLog, LogFiles};
+use crate::signatures::{FailureDb, SignatureRecorder};
 use crate::vm::{GuestImage, VmManager};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,9 @@ pub struct Inputs<'a> {
     pub key: Arc<russh::keys::PrivateKey>,
     pub plugins: &'a PluginSet,
     pub history: &'a Mutex<History>,
+    /// Where failure signatures go (none: not recorded), and the run they belong to.
+    pub failures: Option<&'a Arc<Mutex<FailureDb>>>,
+    pub run_id: &'a str,
 }
 /// One profile's run, its events going to the display, the report, the events file and the
 /// healing history.
@@ -35,7 +39,13 @@ pub async fn run_and_report(
     let mut events = EventLog::create(run_dir, &profile.name);
     let mut logs = LogFiles::create(run_dir, &profile.name);
     let mut sink: Vec<u8> = Vec::new();
+    let mut signatures = parts
+        .failures
+        .map(|db| SignatureRecorder::new(db.clone(), parts.run_id));
     let mut consumers: Vec<&mut dyn Consumer> = vec![&mut builder, &mut recorder];
+    if let Some(s) = &mut signatures {
+        consumers.push(s);
+    }
     if let Some(d) = display {
         consumers.push(d);
     }
@@ -58,6 +68,9 @@ pub async fn run_and_report(
     orchestrator::run_profile(&mut rcx, profile, opts, run_dir).await;
     drop(fanout);
     let mut report = builder.finish();
+    report.failures = signatures
+        .map(SignatureRecorder::finish)
+        .unwrap_or_default();
     let unwritten = [
         events.err().map(|e| format!("events file: {e}")),
         match logs {

@@ -368,6 +368,7 @@ fn replay() {
         probes: Vec::new(),
         plugin_output: Default::default(),
         lines: 42,
+        failures: Vec::new(),
     };
     insta::assert_snapshot!(r.text(true));
 }

@@ -130,23 +130,7 @@ impl Miner {
 
     /// Adds one line; returns its group as things stand now.
     pub fn add(&mut self, line: &str) -> GroupId {
-        self.buf.clear();
-        let mut count = 0;
-        let mut last_wild = false;
-        for raw in line.split_ascii_whitespace() {
-            let start = self.buf.len();
-            if count > 0 {
-                self.buf.push(' ');
-            }
-            let wild = mask_into(raw, &mut self.buf);
-            // A run of values is one value.
-            if wild && last_wild {
-                self.buf.truncate(start);
-                continue;
-            }
-            last_wild = wild;
-            count += 1;
-        }
+        let count = mask_line_into(line, &mut self.buf);
         if let Some(&g) = self.by_template.get(self.buf.as_str()) {
             self.groups[g as usize].count += 1;
             return GroupId(self.find(g));
@@ -315,6 +299,36 @@ impl Miner {
             .map(|r| (GroupId(r), self.template_of(r), counts[&r]))
             .collect()
     }
+}
+
+/// A line's template by masking alone (before any words are merged): the same for every
+/// occurrence of a message, whatever its values, in any run.
+pub fn mask(line: &str) -> String {
+    let mut out = String::new();
+    mask_line_into(line, &mut out);
+    out
+}
+
+/// Masks a line into `out` (cleared first), tokens joined by one space; returns how many.
+fn mask_line_into(line: &str, out: &mut String) -> usize {
+    out.clear();
+    let mut count = 0;
+    let mut last_wild = false;
+    for raw in line.split_ascii_whitespace() {
+        let start = out.len();
+        if count > 0 {
+            out.push(' ');
+        }
+        let wild = mask_into(raw, out);
+        // A run of values is one value.
+        if wild && last_wild {
+            out.truncate(start);
+            continue;
+        }
+        last_wild = wild;
+        count += 1;
+    }
+    count
 }
 
 fn blanked(g: &Group, p: usize, with: &str) -> String {

@@ -1,5 +1,6 @@
 //! Flags and dispatch.
 
+mod failures_cmd;
 mod plugin_cmd;
 mod replay_cmd;
 mod report_cmd;
@@ -92,7 +93,13 @@ enum Command {
         /// Guest facts as JSON (disks, mounts, memory...), for healers.
         #[arg(long, value_name = "FILE.json")]
         facts: Option<PathBuf>,
+        /// Record each failed phase's signature in the failure database (`nixtest failures`).
+        #[arg(long)]
+        learn: bool,
     },
+    /// Failure signatures seen across runs (recorded by `nixtest test` and `replay --learn`).
+    #[command(subcommand)]
+    Failures(FailuresCommand),
     /// The template of every line of a log (variable parts masked) with its id, then every
     /// template with its count: how the failure miner groups lines.
     Templates {
@@ -138,6 +145,21 @@ enum ReportCommand {
     List {
         #[arg(long, value_name = "DIR")]
         report_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum FailuresCommand {
+    /// Every signature, the most frequent first: id, times, runs, last seen, category.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One signature: its templates, examples and the runs it appeared in.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -218,6 +240,7 @@ pub fn main() -> ExitCode {
             | Command::Report(_)
             | Command::Replay { .. }
             | Command::Templates { .. }
+            | Command::Failures(_)
     ) {
         // SAFETY: restoring a signal's default action before any thread is started.
         unsafe {
@@ -242,15 +265,19 @@ pub fn main() -> ExitCode {
         }) => report_cmd::show(&run, report_dir, format == Format::Json),
         Command::Report(ReportCommand::List { report_dir }) => report_cmd::list(report_dir),
         Command::Templates { log, json } => templates_cmd::run(&log, json),
+        Command::Failures(FailuresCommand::List { json }) => failures_cmd::list(json),
+        Command::Failures(FailuresCommand::Show { id, json }) => failures_cmd::show(&id, json),
         Command::Replay {
             log,
             json,
             plugins,
             config,
             facts,
+            learn,
         } => replay_cmd::run(
             &log,
             json,
+            learn,
             cli.verbose > 0,
             &plugins,
             config.as_deref(),

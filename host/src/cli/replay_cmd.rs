@@ -12,6 +12,7 @@ use std::process::ExitCode;
 pub fn run(
     log: &Path,
     json: bool,
+    learn: bool,
     verbose: bool,
     extra: &[PathBuf],
     config: Option<&Path>,
@@ -49,6 +50,9 @@ pub fn run(
         )
     };
     let report = replay::replay_set(input, &plugins, &facts, &config).map_err(Failure::infra)?;
+    if learn {
+        learn_from(&paths.data, log, &report)?;
+    }
     if json {
         println!(
             "{}",
@@ -62,4 +66,57 @@ pub fn run(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Records the root cause of each failed phase of the log as a failure signature, as a run of
+/// its own (`replay-TIME-PID`).
+fn learn_from(data: &Path, log: &Path, report: &replay::ReplayReport) -> Result<(), Failure> {
+    use nixtest::signatures::{FailureDb, Occurrence, Signature, example};
+    let (mut db, aside) = FailureDb::open(&FailureDb::path_in(data)).map_err(Failure::infra)?;
+    if let Some(aside) = aside {
+        eprintln!(
+            "nixtest: the failure database was damaged; it is kept as {} and a new one started",
+            aside.display()
+        );
+    }
+    let now = std::time::SystemTime::now();
+    let run_id = format!(
+        "replay-{}-{:04x}",
+        humantime::format_rfc3339_seconds(now)
+            .to_string()
+            .replace(['-', ':'], "")
+            .replace('T', "-")
+            .trim_end_matches('Z'),
+        std::process::id() & 0xffff
+    );
+    let source = if log.as_os_str() == "-" {
+        "stdin".to_string()
+    } else {
+        log.display().to_string()
+    };
+    for f in &report.failures {
+        let lines: Vec<&str> = f.lines.iter().map(String::as_str).collect();
+        let Some(sig) = Signature::of_lines(lines.iter().copied()) else {
+            continue;
+        };
+        let category = report.findings[f.finding].category.to_string();
+        let occ = Occurrence {
+            run_id: run_id.clone(),
+            profile: format!("replay of {source}"),
+            phase: f.phase.clone(),
+            time: humantime::format_rfc3339_seconds(now).to_string(),
+            category: Some(category.clone()),
+            example: example(&lines),
+        };
+        let seen = db.record(&sig, &occ).map_err(Failure::infra)?;
+        eprintln!(
+            "learnt: {} in phase {}: signature {}, seen {} times in {} runs",
+            nixtest::term::line(&category),
+            nixtest::term::line(if f.phase.is_empty() { "-" } else { &f.phase }),
+            sig.id,
+            seen.times,
+            seen.runs
+        );
+    }
+    Ok(())
 }

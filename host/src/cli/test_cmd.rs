@@ -14,10 +14,11 @@ use nixtest::report::{self, ProfileReport, Report, Status};
 use nixtest::run_event::Consumer;
 use nixtest::session::{self, Inputs};
 use nixtest::settings::{Settings, SettingsError};
+use nixtest::signatures::FailureDb;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
 #[derive(clap::Args)]
@@ -195,6 +196,23 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
         nixtest::plugins::load_set(&host, Some(&Registry::new(&paths.data)), &args.plugins)
             .map_err(Failure::usage)?;
     let history = Mutex::new(History::load(&paths.data));
+    // Failure signatures are worth having, never worth failing a run for.
+    let failures = match FailureDb::open(&FailureDb::path_in(&paths.data)) {
+        Ok((db, aside)) => {
+            if let Some(aside) = aside {
+                eprintln!(
+                    "nixtest: the failure database was damaged; it is kept as {} and a new one \
+                     started",
+                    aside.display()
+                );
+            }
+            Some(Arc::new(Mutex::new(db)))
+        }
+        Err(e) => {
+            eprintln!("nixtest: failure signatures are not recorded in this run: {e}");
+            None
+        }
+    };
 
     let started = SystemTime::now();
     let clock = Instant::now();
@@ -218,8 +236,9 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
     std::thread::scope(|scope| {
         for rt in runtimes {
             let mut display = display.clone();
-            let (cx, plan, plugins, history, next, slots, run_dir) =
-                (&cx, &plan, &plugins, &history, &next, &slots, &run_dir);
+            let (cx, plan, plugins, history, next, slots, run_dir, failures, run_id) = (
+                &cx, &plan, &plugins, &history, &next, &slots, &run_dir, &failures, &run_id,
+            );
             scope.spawn(move || {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
@@ -232,6 +251,8 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
                         key: cx.key.clone(),
                         plugins,
                         history,
+                        failures: failures.as_ref(),
+                        run_id,
                     };
                     let display = display.as_mut().map(|d| d as &mut dyn Consumer);
                     let r = rt.block_on(session::run_and_report(

@@ -211,6 +211,16 @@ impl<G: Guest> PhaseLoop<'_, '_, G> {
             exit_code,
             duration_ms: t0.elapsed().as_millis() as u64,
         });
+        if !passed {
+            let finding = failures
+                .first()
+                .map(|&i| FindingRef::from(&self.watch.monitor.findings()[i]));
+            self.watch.emitter.emit(What::Failure {
+                phase: phase.name.clone(),
+                attempt,
+                finding,
+            });
+        }
         Ok(Attempt {
             phase: idx,
             exit_code,

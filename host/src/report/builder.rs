@@ -35,6 +35,7 @@ impl ReportBuilder {
                 detection_complete: true,
                 probes: Vec::new(),
                 plugin_output: BTreeMap::new(),
+                failures: Vec::new(),
                 findings: Vec::new(),
             },
             findings: Vec::new(),
@@ -215,6 +216,7 @@ impl Consumer for ReportBuilder {
             | What::Line { .. }
             | What::CommandFailed { .. }
             | What::GaveUp { .. }
+            | What::Failure { .. }
             | What::Reboot
             | What::RunFinished { .. } => {}
         }

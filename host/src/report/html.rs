@@ -46,6 +46,13 @@ impl Report {
                 ));
             }
             h.push_str("</table>");
+            if !p.failures.is_empty() {
+                h.push_str("<h3>Failure signatures</h3><ul>");
+                for f in &p.failures {
+                    h.push_str(&format!("<li>{}</li>", esc(&f.describe())));
+                }
+                h.push_str("</ul>");
+            }
             if !p.healing.is_empty() {
                 h.push_str("<h3>Healing</h3><table><tr><th>finding</th><th>action</th><th>plugin</th><th>confidence</th><th>outcome</th><th>time</th></tr>");
                 for r in &p.healing {

@@ -128,6 +128,9 @@ pub struct ProfileReport {
     /// What plugins printed to stdout and stderr (bounded), by plugin.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugin_output: BTreeMap<String, String>,
+    /// Each failed phase attempt's signature and how often it has been seen (all runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<crate::signatures::FailureSeen>,
     /// Every finding of the run, the root cause first (severity, what causes what, line).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<Finding>,

@@ -76,6 +76,9 @@ impl Report {
                         .unwrap_or_default()
                 ));
             }
+            for f in &p.failures {
+                t.push_str(&format!("  🧬 {}\n", term::line(&f.describe())));
+            }
             for c in &p.verification {
                 t.push_str(&format!(
                     "  {} check {}\n",

@@ -1,0 +1,129 @@
+//! Failure signatures on the real binary: `replay --learn` records each failed phase's
+//! signature; the same unknown failure with other paths, hashes and numbers is one signature
+//! seen twice, a different one is another; concurrent writers lose nothing; a damaged
+//! database is set aside and a new one started.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn nixtest(data: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nixtest"))
+        .args(args)
+        .env("NIXTEST_DATA_DIR", data.join("data"))
+        .env("NIXTEST_CACHE_DIR", data.join("cache"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn unknown(store: &str, code: u32, exit: u32) -> String {
+    format!(
+        "::PHASE::install\nbuilding '/nix/store/{store}-foo.drv'...\n\
+         foo-tool: cannot frobnicate /nix/store/{store}-foo/share/x.conf (code {code})\n\
+         ::ERROR::install failed with exit code {exit}\n"
+    )
+}
+
+const OTHER: &str = "::PHASE::install\nwidget tool: widget overflow in /tmp/zz after 4 items\n::ERROR::install failed with exit code 1\n";
+
+fn list(dir: &Path) -> Vec<serde_json::Value> {
+    let out = nixtest(dir, &["failures", "list", "--json"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn learn(dir: &Path, log: &str) -> Output {
+    nixtest(dir, &["replay", "-", "--learn"], log)
+}
+
+#[test]
+fn the_same_unknown_failure_is_one_signature_and_another_is_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = learn(
+        dir.path(),
+        &unknown("1b9p07z77phvv2hf6gm9f28syp39f1ag", 17, 3),
+    );
+    // The replay still says the log failed.
+    assert_eq!(first.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&first.stderr);
+    assert!(said.contains("seen 1 times in 1 runs"), "{said}");
+    learn(
+        dir.path(),
+        &unknown("zzx6cs2a0iw3lr1wf8bb3dxkxl5f9mjh", 2, 127),
+    );
+    let sigs = list(dir.path());
+    assert_eq!(sigs.len(), 1, "{sigs:#?}");
+    assert_eq!(sigs[0]["times"], 2);
+    assert_eq!(sigs[0]["runs"], 2);
+    assert_eq!(sigs[0]["category"], "other");
+
+    learn(dir.path(), OTHER);
+    let sigs = list(dir.path());
+    assert_eq!(sigs.len(), 2);
+    // The most frequent first.
+    assert_eq!(sigs[0]["times"], 2);
+
+    let id = sigs[0]["id"].as_str().unwrap();
+    let out = nixtest(dir.path(), &["failures", "show", id], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("seen 2 times in 2 runs"), "{text}");
+    assert!(text.contains("cannot frobnicate"), "{text}");
+    let missing = nixtest(dir.path(), &["failures", "show", "000000000000"], "");
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn concurrent_learners_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // One learner first, so that the plugins are compiled and cached before the race.
+    learn(dir.path(), OTHER);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            let dir = dir.path();
+            s.spawn(move || {
+                for _ in 0..3 {
+                    assert_eq!(learn(dir, OTHER).status.code(), Some(1));
+                }
+            });
+        }
+    });
+    let sigs = list(dir.path());
+    assert_eq!(sigs.len(), 1);
+    assert_eq!(sigs[0]["times"], 10);
+    assert_eq!(sigs[0]["runs"], 10);
+}
+
+#[test]
+fn a_damaged_database_is_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("failures.db"), vec![0x42u8; 4096]).unwrap();
+    let out = nixtest(dir.path(), &["failures", "list"], "");
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("was damaged; it is kept as"), "{said}");
+    let kept: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("damaged"))
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(std::fs::read(kept[0].path()).unwrap(), vec![0x42u8; 4096]);
+    learn(dir.path(), OTHER);
+    assert_eq!(list(dir.path()).len(), 1);
+}
