@@ -127,3 +127,96 @@ fn a_damaged_database_is_set_aside() {
     learn(dir.path(), OTHER);
     assert_eq!(list(dir.path()).len(), 1);
 }
+
+fn cargo(dir: &Path, target: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(dir)
+        .args(args)
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn frobnicate(store: &str, code: u32) -> String {
+    format!(
+        "::PHASE::install\nbuilding '/nix/store/{store}-foo.drv'...\n\
+         foo-tool: error: cannot frobnicate /nix/store/{store}-foo/share/x.conf (code {code})\n\
+         ::ERROR::install failed with exit code 3\n"
+    )
+}
+
+#[test]
+fn a_detector_from_a_signature_builds_passes_its_test_and_finds_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    learn(
+        dir.path(),
+        &frobnicate("1b9p07z77phvv2hf6gm9f28syp39f1ag", 17),
+    );
+    let id = list(dir.path())[0]["id"].as_str().unwrap().to_string();
+    let krate = dir.path().join("frobnicate");
+    let out = nixtest(
+        dir.path(),
+        &[
+            "plugin",
+            "new",
+            "frobnicate",
+            "--path",
+            krate.to_str().unwrap(),
+            "--from-failure",
+            &id,
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Shared with the other scaffold test so that the SDK builds once.
+    let target = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("scaffold");
+    cargo(&krate, &target, &["test", "--quiet"]);
+    cargo(
+        &krate,
+        &target,
+        &["build", "--release", "--target", "wasm32-wasip2", "--quiet"],
+    );
+    let wasm = target.join("wasm32-wasip2/release/frobnicate.wasm");
+    // The next occurrence, with other paths, hashes and numbers.
+    let fresh = frobnicate("zzx6cs2a0iw3lr1wf8bb3dxkxl5f9mjh", 2);
+    let out = nixtest(
+        dir.path(),
+        &["replay", "-", "--json", "--plugin", wasm.to_str().unwrap()],
+        &fresh,
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["detector"] == "frobnicate")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(found["category"], "frobnicate");
+    assert_eq!(found["lines"], serde_json::json!([3]));
+    // And a different failure is not it.
+    let out = nixtest(
+        dir.path(),
+        &["replay", "-", "--json", "--plugin", wasm.to_str().unwrap()],
+        OTHER,
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["detector"] != "frobnicate")
+    );
+}

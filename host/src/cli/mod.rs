@@ -205,6 +205,10 @@ pub enum PluginCommand {
         /// The nixtest-plugin-sdk source to depend on (default: the one nixtest was built from).
         #[arg(long)]
         sdk: Option<PathBuf>,
+        /// A detector for this failure signature (`nixtest failures list`): its rules match
+        /// the signature's templates, its test sample is the recorded examples.
+        #[arg(long, value_name = "ID")]
+        from_failure: Option<String>,
     },
     /// Write the built-in plugins' .wasm files into DIR (to inspect them or show `plugin add`).
     Export { dir: PathBuf },

@@ -10,8 +10,17 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 pub fn run(cmd: PluginCommand) -> CliResult {
-    if let PluginCommand::New { name, path, sdk } = cmd {
-        return super::scaffold::run(&name, path, sdk);
+    if let PluginCommand::New {
+        name,
+        path,
+        sdk,
+        from_failure,
+    } = cmd
+    {
+        return match from_failure {
+            Some(id) => super::scaffold::from_failure(&name, path, sdk, &id),
+            None => super::scaffold::run(&name, path, sdk),
+        };
     }
     let (paths, host) = super::plugin_host()?;
     let registry = Registry::new(&paths.data);

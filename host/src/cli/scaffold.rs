@@ -10,6 +10,161 @@ use std::process::ExitCode;
 const SDK_AT_BUILD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-sdk");
 
 pub fn run(name: &str, path: Option<PathBuf>, sdk: Option<PathBuf>) -> CliResult {
+    let (dir, sdk) = prepare(name, path, sdk)?;
+    write_crate(&dir, name, &sdk, &[])
+        .with_context(|| format!("cannot write the plugin crate in {}", dir.display()))
+        .map_err(Failure::usage)?;
+    done(name, &dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A detector for a recorded failure signature: one rule per template of its decisive lines
+/// (values as `.+?`, so other paths and numbers match), the examples as its test sample.
+pub fn from_failure(
+    name: &str,
+    path: Option<PathBuf>,
+    sdk: Option<PathBuf>,
+    id: &str,
+) -> CliResult {
+    use nixtest::signatures::FailureDb;
+    let (dir, sdk) = prepare(name, path, sdk)?;
+    let paths = nixtest::paths::Paths::from_env().map_err(|e| Failure::usage(anyhow!(e)))?;
+    let (db, _) = FailureDb::open(&FailureDb::path_in(&paths.data)).map_err(Failure::infra)?;
+    let detail = db.show(id).map_err(Failure::infra)?.ok_or_else(|| {
+        Failure::usage(anyhow!(
+            "no failure signature {}; `nixtest failures list` shows them",
+            nixtest::term::line(id)
+        ))
+    })?;
+    let learnt = Learnt::new(name, &detail);
+    let files = [
+        ("src/lib.rs", learnt.lib_rs()),
+        ("tests/sample.log", learnt.sample.clone()),
+    ];
+    write_crate(&dir, name, &sdk, &files)
+        .with_context(|| format!("cannot write the plugin crate in {}", dir.display()))
+        .map_err(Failure::usage)?;
+    println!(
+        "signature {id}: {} rule(s) from its templates, {} example line(s) in tests/sample.log",
+        learnt.rules.len(),
+        learnt.sample.lines().count()
+    );
+    done(name, &dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a signature becomes in a detector.
+struct Learnt {
+    category: String,
+    summary: String,
+    /// (regex, a literal every match holds)
+    rules: Vec<(String, String)>,
+    sample: String,
+}
+
+impl Learnt {
+    fn new(name: &str, d: &nixtest::signatures::Detail) -> Self {
+        // The runner's own failure marker is in every failed phase: it says nothing of why.
+        let marker = regex::Regex::new(r"^\S+ failed with exit code <\*>$").expect("valid");
+        // Of the rest, the lines that read like a cause (the fallback's own measure) make the
+        // rules; a line that only happened to come before them would match far too much.
+        let candidates: Vec<&String> = d
+            .summary
+            .templates
+            .iter()
+            .filter(|t| !marker.is_match(t))
+            .collect();
+        let mut templates: Vec<&String> = candidates
+            .iter()
+            .copied()
+            .filter(|t| nixtest::fallback::cause_score(t) > 0)
+            .collect();
+        if templates.is_empty() {
+            templates = if candidates.is_empty() {
+                d.summary.templates.iter().collect()
+            } else {
+                candidates
+            };
+        }
+        let rules = templates
+            .iter()
+            .map(|t| (template_regex(t), longest_literal(t)))
+            .collect();
+        let category = match d.summary.category.as_deref() {
+            Some(c) if c != "other" => c.to_string(),
+            _ => name.to_string(),
+        };
+        let mut sample = String::from("::PHASE::learnt\n");
+        for o in d
+            .occurrences
+            .iter()
+            .filter(|o| !o.example.is_empty())
+            .take(3)
+        {
+            for l in o.example.lines() {
+                sample.push_str(l);
+                sample.push('\n');
+            }
+            sample.push_str("::PHASE::next\n");
+        }
+        Learnt {
+            category,
+            summary: format!("failure signature {} seen again", d.summary.id),
+            rules,
+            sample,
+        }
+    }
+
+    fn lib_rs(&self) -> String {
+        let rules: String = self
+            .rules
+            .iter()
+            .map(|(re, _)| format!("    {re:?},\n"))
+            .collect();
+        let literals: Vec<String> = self
+            .rules
+            .iter()
+            .map(|(_, l)| format!("{l:?}"))
+            .filter(|l| l.len() > 2)
+            .collect();
+        LEARNT_RS
+            .replace("{{rules}}", &rules)
+            .replace("{{literals}}", &literals.join(", "))
+            .replace("{{category}}", &self.category)
+            .replace("{{summary}}", &self.summary)
+    }
+}
+
+/// A template as a regex: its words literal, its values (`<*>`) any text, its spaces any run
+/// of blanks.
+fn template_regex(template: &str) -> String {
+    let mut re = String::from("^\\s*");
+    for (i, part) in template.split("<*>").enumerate() {
+        if i > 0 {
+            re.push_str(".+?");
+        }
+        let words: Vec<String> = part.split(' ').map(regex::escape).collect();
+        re.push_str(&words.join("\\s+"));
+    }
+    re.push_str("\\s*$");
+    re
+}
+
+/// The longest run of literal text in a template (for the plugin's prefilter).
+fn longest_literal(template: &str) -> String {
+    template
+        .split("<*>")
+        .flat_map(|p| p.split(' '))
+        .max_by_key(|w| w.len())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn prepare(
+    name: &str,
+    path: Option<PathBuf>,
+    sdk: Option<PathBuf>,
+) -> Result<(PathBuf, PathBuf), Failure> {
     if name.is_empty()
         || !name
             .chars()
@@ -34,19 +189,20 @@ pub fn run(name: &str, path: Option<PathBuf>, sdk: Option<PathBuf>) -> CliResult
             sdk.display()
         ))
     })?;
-    write_crate(&dir, name, &sdk)
-        .with_context(|| format!("cannot write the plugin crate in {}", dir.display()))
-        .map_err(Failure::usage)?;
+    Ok((dir, sdk))
+}
+
+fn done(name: &str, dir: &Path) {
     println!("created plugin {name} in {}", dir.display());
     println!("  test:  cd {} && cargo test", dir.display());
     println!(
         "  build: cargo build --release --target wasm32-wasip2   (-> target/wasm32-wasip2/release/{}.wasm)",
         name.replace('-', "_")
     );
-    Ok(ExitCode::SUCCESS)
 }
 
-fn write_crate(dir: &Path, name: &str, sdk: &Path) -> anyhow::Result<()> {
+/// Writes the crate; `own` replaces the default files of the same name.
+fn write_crate(dir: &Path, name: &str, sdk: &Path, own: &[(&str, String)]) -> anyhow::Result<()> {
     let ty = name
         .split('-')
         .map(|w| {
@@ -66,6 +222,10 @@ fn write_crate(dir: &Path, name: &str, sdk: &Path) -> anyhow::Result<()> {
         (".gitignore", "/target\n"),
     ];
     for (file, template) in files {
+        let template = own
+            .iter()
+            .find(|(f, _)| *f == file)
+            .map_or(template, |(_, t)| t.as_str());
         let text = template
             .replace("{{name}}", name)
             .replace("{{type}}", &ty)
@@ -169,6 +329,67 @@ mod tests {
         let actions = testing::heal::<{{type}}>(&finding, &cx);
         assert_eq!(actions[0].name, "add-swap");
         assert!(actions[0].commands[0].contains("-l 512M"));
+    }
+}
+"#;
+
+const LEARNT_RS: &str = r#"//! {{name}}: a nixtest detector learnt from a failure signature. Its rules are the
+//! signature's templates: the words as they were printed, the values (`.+?`) free, so the same
+//! failure with other paths, hashes and numbers matches. Edit them as you learn more.
+
+use nixtest_plugin_sdk::prelude::*;
+use nixtest_plugin_sdk::regex::RegexSet;
+use std::sync::LazyLock;
+
+/// One per decisive line of the failure.
+const RULES: &[&str] = &[
+{{rules}}];
+
+static SET: LazyLock<RegexSet> =
+    LazyLock::new(|| RegexSet::new(RULES).expect("the learnt rules compile"));
+
+#[derive(Default)]
+pub struct {{type}};
+
+impl Plugin for {{type}} {
+    fn metadata() -> Metadata {
+        Metadata::new("{{name}}", env!("CARGO_PKG_VERSION"))
+            .description("Recognises a failure learnt from its signature")
+            .categories(["{{category}}"])
+            .literals([{{literals}}])
+    }
+}
+
+impl Detector for {{type}} {
+    fn feed(&mut self, events: &[Event]) -> Vec<Finding> {
+        events
+            .iter()
+            .filter(|e| SET.is_match(&e.message))
+            .map(|e| Finding::new("{{category}}", Severity::Error, "{{summary}}").line(e.line))
+            .collect()
+    }
+}
+
+nixtest_plugin_sdk::export_detector!({{type}});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nixtest_plugin_sdk::testing;
+
+    #[test]
+    fn finds_the_failure_in_its_recorded_examples() {
+        let findings = testing::detect_file::<{{type}}>("tests/sample.log").unwrap();
+        assert!(
+            findings.iter().any(|f| f.category == "{{category}}"),
+            "{findings:?}"
+        );
+    }
+
+    #[test]
+    fn a_quiet_log_gives_nothing() {
+        let findings = testing::detect_str::<{{type}}>("::PHASE::install\nall good\n");
+        assert!(findings.is_empty());
     }
 }
 "#;
