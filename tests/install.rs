@@ -60,6 +60,11 @@ fn heals(fault: &str, category: &str) {
     assert!(found <= applied, "{h:#}");
     assert!(h["started_ms"].as_u64().unwrap() > 0);
     assert!(p["errors"][category].as_u64().unwrap() >= 1);
+    // The failed attempt's signature was recorded, and the report says how often it was seen.
+    let failure = &p["failures"][0];
+    assert_eq!(failure["category"], category, "{p:#}");
+    assert_eq!(failure["signature"].as_str().unwrap().len(), 12);
+    assert!(failure["times"].as_u64().unwrap() >= 1);
     assert!(
         p["verification"]
             .as_array()
