@@ -344,22 +344,7 @@ fn blanked(g: &Group, p: usize, with: &str) -> String {
 
 /// Characters that surround a value without being part of it.
 fn is_edge(b: u8) -> bool {
-    matches!(
-        b,
-        b'[' | b']'
-            | b'('
-            | b')'
-            | b'{'
-            | b'}'
-            | b'<'
-            | b'>'
-            | b'"'
-            | b'\''
-            | b','
-            | b';'
-            | b':'
-            | b'.'
-    )
+    CLASS[b as usize] & EDGE != 0
 }
 
 fn is_key(s: &str) -> bool {
@@ -368,81 +353,177 @@ fn is_key(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphabetic() || matches!(c, '_' | '.' | '-'))
 }
 
-/// Month and weekday names, lowercase and sorted (dates inside messages).
-const TIME_WORDS: &[&str] = &[
-    "apr",
-    "april",
-    "aug",
-    "august",
-    "dec",
-    "december",
-    "feb",
-    "february",
-    "fri",
-    "friday",
-    "jan",
-    "january",
-    "jul",
-    "july",
-    "jun",
-    "june",
-    "mar",
-    "march",
-    "may",
-    "mon",
-    "monday",
-    "nov",
-    "november",
-    "oct",
-    "october",
-    "sat",
-    "saturday",
-    "sep",
-    "sept",
-    "september",
-    "sun",
-    "sunday",
-    "thu",
-    "thursday",
-    "tue",
-    "tuesday",
-    "wed",
-    "wednesday",
-];
+/// Packs up to 16 ASCII letters, lowercased, into an integer: month and weekday names are
+/// compared as numbers (no memcmp per token).
+const fn pack(b: &[u8]) -> u128 {
+    let mut a = 0u128;
+    let mut i = 0;
+    while i < b.len() {
+        a = (a << 8) | (b[i].to_ascii_lowercase() as u128);
+        i += 1;
+    }
+    a
+}
 
+/// Month and weekday names (dates inside messages).
 fn is_time_word(core: &str) -> bool {
+    const APR: u128 = pack(b"apr");
+    const APRIL: u128 = pack(b"april");
+    const AUG: u128 = pack(b"aug");
+    const AUGUST: u128 = pack(b"august");
+    const DEC: u128 = pack(b"dec");
+    const DECEMBER: u128 = pack(b"december");
+    const FEB: u128 = pack(b"feb");
+    const FEBRUARY: u128 = pack(b"february");
+    const FRI: u128 = pack(b"fri");
+    const FRIDAY: u128 = pack(b"friday");
+    const JAN: u128 = pack(b"jan");
+    const JANUARY: u128 = pack(b"january");
+    const JUL: u128 = pack(b"jul");
+    const JULY: u128 = pack(b"july");
+    const JUN: u128 = pack(b"jun");
+    const JUNE: u128 = pack(b"june");
+    const MAR: u128 = pack(b"mar");
+    const MARCH: u128 = pack(b"march");
+    const MAY: u128 = pack(b"may");
+    const MON: u128 = pack(b"mon");
+    const MONDAY: u128 = pack(b"monday");
+    const NOV: u128 = pack(b"nov");
+    const NOVEMBER: u128 = pack(b"november");
+    const OCT: u128 = pack(b"oct");
+    const OCTOBER: u128 = pack(b"october");
+    const SAT: u128 = pack(b"sat");
+    const SATURDAY: u128 = pack(b"saturday");
+    const SEP: u128 = pack(b"sep");
+    const SEPT: u128 = pack(b"sept");
+    const SEPTEMBER: u128 = pack(b"september");
+    const SUN: u128 = pack(b"sun");
+    const SUNDAY: u128 = pack(b"sunday");
+    const THU: u128 = pack(b"thu");
+    const THURSDAY: u128 = pack(b"thursday");
+    const TUE: u128 = pack(b"tue");
+    const TUESDAY: u128 = pack(b"tuesday");
+    const WED: u128 = pack(b"wed");
+    const WEDNESDAY: u128 = pack(b"wednesday");
     let b = core.as_bytes();
-    if !(3..=9).contains(&b.len()) || !b.iter().all(u8::is_ascii_alphabetic) {
+    if !(3..=9).contains(&b.len()) {
         return false;
     }
-    let mut lower = [0u8; 9];
-    for (l, c) in lower.iter_mut().zip(b) {
-        *l = c.to_ascii_lowercase();
-    }
-    let word = std::str::from_utf8(&lower[..b.len()]).expect("ASCII");
-    TIME_WORDS.binary_search(&word).is_ok()
+    matches!(
+        pack(b),
+        APR | APRIL
+            | AUG
+            | AUGUST
+            | DEC
+            | DECEMBER
+            | FEB
+            | FEBRUARY
+            | FRI
+            | FRIDAY
+            | JAN
+            | JANUARY
+            | JUL
+            | JULY
+            | JUN
+            | JUNE
+            | MAR
+            | MARCH
+            | MAY
+            | MON
+            | MONDAY
+            | NOV
+            | NOVEMBER
+            | OCT
+            | OCTOBER
+            | SAT
+            | SATURDAY
+            | SEP
+            | SEPT
+            | SEPTEMBER
+            | SUN
+            | SUNDAY
+            | THU
+            | THURSDAY
+            | TUE
+            | TUESDAY
+            | WED
+            | WEDNESDAY
+    )
 }
 
 /// Whether a token's core is a value by its shape (one pass over its bytes first).
 fn is_value(core: &str) -> bool {
-    let (mut digit, mut slash, mut dot, mut hex) = (false, false, false, true);
-    for b in core.bytes() {
-        digit |= b.is_ascii_digit();
-        slash |= b == b'/';
-        dot |= b == b'.';
-        hex &= b.is_ascii_hexdigit();
+    // One pass over the bytes with a class table: which kinds of byte the core has.
+    let (mut any, mut all) = (0u8, u8::MAX);
+    for &b in core.as_bytes() {
+        let c = CLASS[b as usize];
+        any |= c;
+        all &= c;
     }
-    if digit || (slash && core.len() > 1) {
+    if any & DIGIT != 0 || (any & SLASH != 0 && core.len() > 1) {
         return true;
     }
-    if dot && is_dotted_name(core) {
+    if any & DOT != 0 && is_dotted_name(core) {
         return true;
     }
-    if hex && core.len() >= 8 {
+    if all & HEX != 0 && core.len() >= 8 {
         return true;
     }
-    is_time_word(core)
+    all & ALPHA != 0 && is_time_word(core)
 }
+
+const DIGIT: u8 = 1;
+const SLASH: u8 = 2;
+const DOT: u8 = 4;
+const HEX: u8 = 8;
+const ALPHA: u8 = 16;
+const EDGE: u8 = 32;
+
+/// What each byte is, for [`is_value`] and [`is_edge`].
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let mut k = 0;
+        if c.is_ascii_digit() {
+            k |= DIGIT | HEX;
+        }
+        if c.is_ascii_hexdigit() {
+            k |= HEX;
+        }
+        if c.is_ascii_alphabetic() {
+            k |= ALPHA;
+        }
+        if c == b'/' {
+            k |= SLASH;
+        }
+        if c == b'.' {
+            k |= DOT;
+        }
+        if matches!(
+            c,
+            b'[' | b']'
+                | b'('
+                | b')'
+                | b'{'
+                | b'}'
+                | b'<'
+                | b'>'
+                | b'"'
+                | b'\''
+                | b','
+                | b';'
+                | b':'
+                | b'.'
+        ) {
+            k |= EDGE;
+        }
+        t[b] = k;
+        b += 1;
+    }
+    t
+};
 
 /// `a.b`, `com.example.x`, `host.example.org`: a name of dotted parts.
 fn is_dotted_name(s: &str) -> bool {
@@ -493,7 +574,7 @@ fn mask_into(token: &str, out: &mut String) -> bool {
         return false;
     }
     let mut key = "";
-    if let Some(k) = core.find('=')
+    if let Some(k) = core.bytes().position(|b| b == b'=')
         && k > 0
         && k + 1 < core.len()
         && is_key(&core[..k])
