@@ -13,7 +13,7 @@ mod common;
 use nixtest::fault::Fault;
 use nixtest::healing::Policy;
 use nixtest::history::History;
-use nixtest::orchestrator::TestOptions;
+use nixtest::orchestrator::{Resources, TestOptions};
 use nixtest::plugin::{HostOptions, PluginHost};
 use nixtest::profile::Profile;
 use nixtest::report::{ProfileReport, Status};
@@ -73,11 +73,13 @@ fn main() {
     let install = |plugins: &nixtest::plugins::PluginSet, opts: &TestOptions| -> ProfileReport {
         let run_dir = tempfile::tempdir().unwrap();
         let inputs = Inputs {
-            vm: &manager,
-            image: &image,
-            key: key.clone(),
-            plugins,
-            history: &history,
+            res: Resources {
+                vm: &manager,
+                image: &image,
+                key: key.clone(),
+                plugins,
+                history: &history,
+            },
             failures: None,
             run_id: "bench",
         };

@@ -31,14 +31,20 @@ pub struct TestOptions {
     pub policy: Policy,
 }
 
-/// What a profile run needs from the outside.
-pub struct RunContext<'a> {
+/// What runs a profile: VMs, the guest image and key, the plugins, the healing history.
+#[derive(Clone)]
+pub struct Resources<'a> {
     pub vm: &'a VmManager,
     pub image: &'a GuestImage,
     pub key: Arc<russh::keys::PrivateKey>,
     pub plugins: &'a PluginSet,
     /// How well actions worked before (shared by the profiles of a run), to rank proposals.
     pub history: &'a Mutex<History>,
+}
+
+/// What a profile run needs from the outside.
+pub struct RunContext<'a> {
+    pub res: Resources<'a>,
     /// Every event of the run goes here.
     pub events: &'a mut dyn Consumer,
     /// The raw stream and the guest's log go here.
@@ -86,30 +92,13 @@ pub async fn run_profile(
     emitter.emit(What::ProfileStarted {
         injected_fault: opts.inject,
     });
-    let cx = RunParts {
-        vm: cx.vm,
-        image: cx.image,
-        key: cx.key.clone(),
-        plugins: cx.plugins,
-        history: cx.history,
-        logs: &mut *cx.logs,
-    };
-    let (status, error) = match run_inner(cx, profile, opts, run_dir, &mut emitter).await {
-        Ok(true) => (Status::Passed, None),
-        Ok(false) => (Status::Failed, None),
-        Err(e) => (Status::Error, Some(e.to_string())),
-    };
+    let (status, error) =
+        match run_inner(&cx.res, &mut *cx.logs, profile, opts, run_dir, &mut emitter).await {
+            Ok(true) => (Status::Passed, None),
+            Ok(false) => (Status::Failed, None),
+            Err(e) => (Status::Error, Some(e.to_string())),
+        };
     emitter.emit(What::ProfileFinished { status, error });
-}
-
-/// The context without the event consumer (the emitter holds it).
-struct RunParts<'a> {
-    vm: &'a VmManager,
-    image: &'a GuestImage,
-    key: Arc<russh::keys::PrivateKey>,
-    plugins: &'a PluginSet,
-    history: &'a Mutex<History>,
-    logs: &'a mut dyn LogSink,
 }
 
 /// The VM manager as the verifier's way to reboot this run's VM.
@@ -125,7 +114,8 @@ impl Reboot for VmReboot<'_> {
 }
 
 async fn run_inner(
-    cx: RunParts<'_>,
+    cx: &Resources<'_>,
+    logs: &mut dyn LogSink,
     profile: &Profile,
     opts: &TestOptions,
     run_dir: &Path,
@@ -198,7 +188,7 @@ async fn run_inner(
     }
     let mut healers = Ranked::new(healers, cx.history);
     let ending = {
-        let mut watch = Watch::new(emitter.reborrow(), monitor, &mut *cx.logs);
+        let mut watch = Watch::new(emitter.reborrow(), monitor, &mut *logs);
         let ending = healing::run_phases(
             &mut runner,
             &mut watch,
@@ -225,7 +215,7 @@ async fn run_inner(
         emitter.emit(What::PluginOutput { plugin, text });
     }
     let guest_log = runner.guest_log().await?;
-    cx.logs.guest_log(&guest_log).map_err(RunError::Logs)?;
+    logs.guest_log(&guest_log).map_err(RunError::Logs)?;
 
     let verified = if ending == Ending::Passed {
         let mut machine = VmReboot {

@@ -2,25 +2,19 @@
 //! events file, the raw logs and (when given) the display. `nixtest test` and the install
 //! bench both run profiles through here.
 
-use crate::history::{History, HistoryRecorder};
-use crate::orchestrator::{self, RunContext, TestOptions};
-use crate::plugins::PluginSet;
+use crate::history::HistoryRecorder;
+use crate::orchestrator::{self, Resources, RunContext, TestOptions};
 use crate::profile::Profile;
 use crate::report::{ProfileReport, ReportBuilder};
 use crate::run_event::{Consumer, Fanout};
 use crate::run_files::{EventLog, LogFiles};
 use crate::signatures::{FailureDb, SignatureRecorder};
-use crate::vm::{GuestImage, VmManager};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// What a profile's run needs besides its consumers.
 pub struct Inputs<'a> {
-    pub vm: &'a VmManager,
-    pub image: &'a GuestImage,
-    pub key: Arc<russh::keys::PrivateKey>,
-    pub plugins: &'a PluginSet,
-    pub history: &'a Mutex<History>,
+    pub res: Resources<'a>,
     /// Where failure signatures go (none: not recorded), and the run they belong to.
     pub failures: Option<&'a Arc<Mutex<FailureDb>>>,
     pub run_id: &'a str,
@@ -35,7 +29,7 @@ pub async fn run_and_report(
     run_dir: &Path,
 ) -> ProfileReport {
     let mut builder = ReportBuilder::new(&profile.name);
-    let mut recorder = HistoryRecorder::new(parts.history);
+    let mut recorder = HistoryRecorder::new(parts.res.history);
     let mut events = EventLog::create(run_dir, &profile.name);
     let mut logs = LogFiles::create(run_dir, &profile.name);
     let mut sink: Vec<u8> = Vec::new();
@@ -54,11 +48,7 @@ pub async fn run_and_report(
     }
     let mut fanout = Fanout(consumers);
     let mut rcx = RunContext {
-        vm: parts.vm,
-        image: parts.image,
-        key: parts.key,
-        plugins: parts.plugins,
-        history: parts.history,
+        res: parts.res.clone(),
         events: &mut fanout,
         logs: match &mut logs {
             Ok(l) => l,

@@ -3,27 +3,18 @@
 //! seen twice, a different one is another; concurrent writers lose nothing; a damaged
 //! database is set aside and a new one started.
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-fn nixtest(data: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nixtest"))
-        .args(args)
-        .env("NIXTEST_DATA_DIR", data.join("data"))
-        .env("NIXTEST_CACHE_DIR", data.join("cache"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+use std::path::Path;
+use std::process::Output;
+
+fn nixtest(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let (data, cache) = (dir.join("data"), dir.join("cache"));
+    common::nixtest(
+        args,
+        &[("NIXTEST_DATA_DIR", &data), ("NIXTEST_CACHE_DIR", &cache)],
+        stdin,
+    )
 }
 
 fn unknown(store: &str, code: u32, exit: u32) -> String {
@@ -128,20 +119,6 @@ fn a_damaged_database_is_set_aside() {
     assert_eq!(list(dir.path()).len(), 1);
 }
 
-fn cargo(dir: &Path, target: &Path, args: &[&str]) {
-    let out = Command::new(env!("CARGO"))
-        .current_dir(dir)
-        .args(args)
-        .env("CARGO_TARGET_DIR", target)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cargo {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn frobnicate(store: &str, code: u32) -> String {
     format!(
         "::PHASE::install\nbuilding '/nix/store/{store}-foo.drv'...\n\
@@ -182,8 +159,8 @@ fn a_detector_from_a_signature_builds_passes_its_test_and_finds_the_next_one() {
         .join("..")
         .join("target")
         .join("scaffold");
-    cargo(&krate, &target, &["test", "--quiet"]);
-    cargo(
+    common::cargo(&krate, &target, &["test", "--quiet"]);
+    common::cargo(
         &krate,
         &target,
         &["build", "--release", "--target", "wasm32-wasip2", "--quiet"],

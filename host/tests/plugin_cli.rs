@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 struct Env {
@@ -164,20 +164,6 @@ fn heal_pack_with_a_broken_component_installs_nothing() {
     assert!(text(&env.nixtest(&["plugin", "list"])).contains("test-pack"));
 }
 
-fn cargo(dir: &Path, target: &Path, args: &[&str]) {
-    let out = Command::new(env!("CARGO"))
-        .current_dir(dir)
-        .args(args)
-        .env("CARGO_TARGET_DIR", target)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cargo {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn scaffolded_plugin_builds_passes_its_test_and_upgrades_by_semver() {
     let env = Env::new();
@@ -186,9 +172,9 @@ fn scaffolded_plugin_builds_passes_its_test_and_upgrades_by_semver() {
     assert!(out.status.success(), "{}", text(&out));
     // Shared with other runs so the SDK and its dependencies build once.
     let target = common::workspace_root().join("target").join("scaffold");
-    cargo(&dir, &target, &["test", "--quiet"]);
+    common::cargo(&dir, &target, &["test", "--quiet"]);
     let build = ["build", "--release", "--target", "wasm32-wasip2", "--quiet"];
-    cargo(&dir, &target, &build);
+    common::cargo(&dir, &target, &build);
     let wasm = target.join("wasm32-wasip2/release/my_check.wasm");
     let v1 = env.path("my-check-0.1.0.wasm");
     std::fs::copy(&wasm, &v1).unwrap();
@@ -206,7 +192,7 @@ fn scaffolded_plugin_builds_passes_its_test_and_upgrades_by_semver() {
         toml.replace("version = \"0.1.0\"", "version = \"0.2.0\""),
     )
     .unwrap();
-    cargo(&dir, &target, &build);
+    common::cargo(&dir, &target, &build);
     let v2 = env.path("my-check-0.2.0.wasm");
     std::fs::copy(&wasm, &v2).unwrap();
     let out = env.nixtest(&["plugin", "add", v2.to_str().unwrap(), "--yes"]);

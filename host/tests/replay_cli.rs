@@ -1,28 +1,16 @@
 //! `nixtest replay` on the real binary: the JSON contract, exit codes, and the built-in
 //! healers (as components) proposing exact changes from a configuration folder and facts.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod common;
 
 fn replay(args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nixtest"))
-        .arg("replay")
-        .args(args)
-        .env("NIXTEST_DATA_DIR", dir.path().join("data"))
-        .env("NIXTEST_CACHE_DIR", dir.path().join("cache"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (data, cache) = (dir.path().join("data"), dir.path().join("cache"));
+    let out = common::nixtest(
+        &[&["replay"], args].concat(),
+        &[("NIXTEST_DATA_DIR", &data), ("NIXTEST_CACHE_DIR", &cache)],
+        stdin,
+    );
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

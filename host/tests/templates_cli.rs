@@ -1,25 +1,10 @@
 //! `nixtest templates` on the real binary: every line in order with a stable template id,
 //! then the templates by count; `--json` one object per line; a missing file exits 2.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod common;
 
 fn templates(args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nixtest"))
-        .arg("templates")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::nixtest(&[&["templates"], args].concat(), &[], stdin);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -6,26 +6,10 @@
 //! `NIXTEST_DRAIN3_PYTHON` (default `/var/cache/nixtest-bench/drain3/bin/python`, made by
 //! `scripts/drain3-venv.sh`); without it the miner's figures alone are printed.
 
-use nixtest_miner::Miner;
-use std::collections::HashMap;
+use nixtest_miner::{Miner, grouping_accuracy};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-
-fn accuracy(predicted: &[u64], truth: &[String]) -> f64 {
-    let mut by_pred: HashMap<u64, Vec<usize>> = HashMap::new();
-    let mut by_true: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, (p, t)) in predicted.iter().zip(truth).enumerate() {
-        by_pred.entry(*p).or_default().push(i);
-        by_true.entry(t.as_str()).or_default().push(i);
-    }
-    let right = predicted
-        .iter()
-        .zip(truth)
-        .filter(|(p, t)| by_pred[p] == by_true[t.as_str()])
-        .count();
-    right as f64 / truth.len() as f64
-}
 
 /// The miner's groups for `lines`, and its lines per second (the best of 50 passes with a
 /// fresh miner each: a set takes about a millisecond).
@@ -102,7 +86,7 @@ fn main() {
             .map(|l| l.split('\t').nth(1).unwrap_or("").to_string())
             .collect();
         let (groups, speed) = ours(&lines);
-        let a = accuracy(&groups, &truth);
+        let a = grouping_accuracy(&groups, &truth);
         sa += a;
         so_speed += speed;
         n += 1;
@@ -111,7 +95,7 @@ fn main() {
             .flatten()
         {
             Some((ids, d_speed)) => {
-                let d = accuracy(&ids, &truth);
+                let d = grouping_accuracy(&ids, &truth);
                 sd += d;
                 sd_speed += d_speed;
                 println!(

@@ -51,6 +51,27 @@ impl Default for Settings {
 
 pub const WILDCARD: &str = "<*>";
 
+/// Grouping accuracy, the log-parsing literature's measure: the share of lines whose group
+/// holds exactly the lines of their true event (`predicted[i]` and `truth[i]` are line i's
+/// group and event).
+pub fn grouping_accuracy<P: Eq + std::hash::Hash, T: Eq + std::hash::Hash>(
+    predicted: &[P],
+    truth: &[T],
+) -> f64 {
+    let mut by_pred: HashMap<&P, Vec<usize>> = HashMap::default();
+    let mut by_true: HashMap<&T, Vec<usize>> = HashMap::default();
+    for (i, (p, t)) in predicted.iter().zip(truth).enumerate() {
+        by_pred.entry(p).or_default().push(i);
+        by_true.entry(t).or_default().push(i);
+    }
+    let right = predicted
+        .iter()
+        .zip(truth)
+        .filter(|(p, t)| by_pred[p] == by_true[t])
+        .count();
+    right as f64 / truth.len().max(1) as f64
+}
+
 struct Group {
     /// The masked template of the line that made the group, and where each token is in it
     /// (never changed: sibling sets compare against it).

@@ -3,8 +3,7 @@
 //! its true event. The mean must stay at 0.85 or above (the target is 0.90; Drain3 with its
 //! defaults scores about 0.73 on the 16 loghub-2k sets).
 
-use nixtest_miner::Miner;
-use std::collections::HashMap;
+use nixtest_miner::{Miner, grouping_accuracy};
 use std::path::{Path, PathBuf};
 
 /// `../shared/loghub-2k`, or another folder of the same shape named by `NIXTEST_LOGHUB`.
@@ -13,22 +12,6 @@ fn loghub() -> PathBuf {
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/loghub-2k"),
         PathBuf::from,
     )
-}
-
-/// The share of lines whose group is exactly their true event's lines.
-pub fn grouping_accuracy(predicted: &[usize], truth: &[String]) -> f64 {
-    let mut by_pred: HashMap<usize, Vec<usize>> = HashMap::new();
-    let mut by_true: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, (p, t)) in predicted.iter().zip(truth).enumerate() {
-        by_pred.entry(*p).or_default().push(i);
-        by_true.entry(t.as_str()).or_default().push(i);
-    }
-    let right = predicted
-        .iter()
-        .zip(truth)
-        .filter(|(p, t)| by_pred[p] == by_true[t.as_str()])
-        .count();
-    right as f64 / truth.len() as f64
 }
 
 fn accuracy_of(dir: &Path, name: &str) -> f64 {

@@ -80,15 +80,7 @@ fn learn_from(data: &Path, log: &Path, report: &replay::ReplayReport) -> Result<
         );
     }
     let now = std::time::SystemTime::now();
-    let run_id = format!(
-        "replay-{}-{:04x}",
-        humantime::format_rfc3339_seconds(now)
-            .to_string()
-            .replace(['-', ':'], "")
-            .replace('T', "-")
-            .trim_end_matches('Z'),
-        std::process::id() & 0xffff
-    );
+    let run_id = format!("replay-{}", nixtest::report::run_id(now));
     let source = if log.as_os_str() == "-" {
         "stdin".to_string()
     } else {

@@ -7,7 +7,7 @@ use nixtest::display::{Console, SharedDisplay};
 use nixtest::fault::Fault;
 use nixtest::healing::Policy;
 use nixtest::history::History;
-use nixtest::orchestrator::TestOptions;
+use nixtest::orchestrator::{Resources, TestOptions};
 use nixtest::profile::Profile;
 use nixtest::registry::Registry;
 use nixtest::report::{self, ProfileReport, Report, Status};
@@ -216,15 +216,7 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
 
     let started = SystemTime::now();
     let clock = Instant::now();
-    let run_id = format!(
-        "{}-{:04x}",
-        humantime::format_rfc3339_seconds(started)
-            .to_string()
-            .replace(['-', ':'], "")
-            .replace('T', "-")
-            .trim_end_matches('Z'),
-        std::process::id() & 0xffff
-    );
+    let run_id = report::run_id(started);
     let run_dir = report::run_dir(&plan.report_dir, &run_id);
     let display = (!json).then(|| SharedDisplay::new(Console::new(verbose)));
     // One thread (and runtime) per VM running at the same time; each takes the next profile.
@@ -246,11 +238,13 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
                         break;
                     };
                     let inputs = Inputs {
-                        vm: &cx.manager,
-                        image: &cx.image,
-                        key: cx.key.clone(),
-                        plugins,
-                        history,
+                        res: Resources {
+                            vm: &cx.manager,
+                            image: &cx.image,
+                            key: cx.key.clone(),
+                            plugins,
+                            history,
+                        },
                         failures: failures.as_ref(),
                         run_id,
                     };

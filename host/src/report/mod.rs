@@ -248,6 +248,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A run's id: its start time to the second and the process id (`20261124-213000-1a2b`), so
+/// that runs sort by time and two at once differ.
+pub fn run_id(started: std::time::SystemTime) -> String {
+    format!(
+        "{}-{:04x}",
+        humantime::format_rfc3339_seconds(started)
+            .to_string()
+            .replace(['-', ':'], "")
+            .replace('T', "-")
+            .trim_end_matches('Z'),
+        std::process::id() & 0xffff
+    )
+}
+
 /// `REPORT_DIR/RUN_ID`.
 pub fn run_dir(report_dir: &Path, run_id: &str) -> PathBuf {
     report_dir.join(run_id)

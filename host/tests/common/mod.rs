@@ -2,8 +2,9 @@
 
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 pub fn workspace_root() -> PathBuf {
@@ -51,4 +52,38 @@ pub fn fixture(name: &str) -> Vec<u8> {
     let path = fixtures().join(format!("{}.wasm", name.replace('-', "_")));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+/// Runs the `nixtest` binary with `args`, `env` and `stdin`, and waits for it.
+pub fn nixtest(args: &[&str], env: &[(&str, &Path)], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nixtest"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs cargo in `dir` with its own target folder; panics with cargo's words on failure.
+pub fn cargo(dir: &Path, target: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(dir)
+        .args(args)
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub mod handmade;
