@@ -83,10 +83,6 @@ pub struct Timing {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum What {
-    RunStarted {
-        run_id: String,
-        profiles: Vec<String>,
-    },
     ProfileStarted {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         injected_fault: Option<Fault>,
@@ -184,9 +180,6 @@ pub enum What {
         status: Status,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
-    },
-    RunFinished {
-        status: Status,
     },
 }
 

@@ -210,15 +210,13 @@ impl Consumer for ReportBuilder {
                     .map(|i| findings[i].clone())
                     .collect();
             }
-            What::RunStarted { .. }
-            | What::VmStarting
+            What::VmStarting
             | What::VmReady
             | What::Line { .. }
             | What::CommandFailed { .. }
             | What::GaveUp { .. }
             | What::Failure { .. }
-            | What::Reboot
-            | What::RunFinished { .. } => {}
+            | What::Reboot => {}
         }
     }
 }
