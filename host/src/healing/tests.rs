@@ -272,8 +272,8 @@ fn with_healing_off_the_finding_is_skipped() {
     assert!(out.applied().is_empty());
 }
 
-#[test]
-fn the_attempt_limit_stops_healing() {
+/// A phase that fails one way, then another; a healer with an action for each.
+fn two_problems() -> (ScriptedGuest, ScriptedHealers) {
     let guest = ScriptedGuest::default().phase(
         "install",
         vec![
@@ -288,6 +288,12 @@ fn the_attempt_limit_stops_healing() {
             action("b", 0.9, "configuration.nix", None),
         ),
     ]);
+    (guest, healers)
+}
+
+#[test]
+fn the_attempt_limit_stops_healing() {
+    let (guest, healers) = two_problems();
     let out = run(
         guest,
         healers,
@@ -303,20 +309,7 @@ fn the_attempt_limit_stops_healing() {
 
 #[test]
 fn a_retry_that_fails_differently_gets_the_next_action() {
-    let guest = ScriptedGuest::default().phase(
-        "install",
-        vec![
-            failing("install", "error: first problem"),
-            failing("install", "error: second problem"),
-        ],
-    );
-    let healers = ScriptedHealers(vec![
-        ("first problem", action("a", 0.9, "configuration.nix", None)),
-        (
-            "second problem",
-            action("b", 0.9, "configuration.nix", None),
-        ),
-    ]);
+    let (guest, healers) = two_problems();
     let out = run(guest, healers, POLICY);
     assert_eq!(out.ending, Ending::Passed);
     assert_eq!(out.applied(), ["a", "b"]);
