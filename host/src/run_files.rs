@@ -16,13 +16,33 @@ fn create(path: &Path) -> std::io::Result<BufWriter<File>> {
     Ok(BufWriter::new(File::create(path)?))
 }
 
-/// Writes `out`, or on the first error says so and stops writing.
-fn write_or_stop(out: &mut Option<BufWriter<File>>, path: &Path, bytes: &[u8]) {
+/// Writes `out`; on the first error says so, stops writing, and keeps the error for the end.
+fn write_or_stop(
+    out: &mut Option<BufWriter<File>>,
+    failed: &mut Option<std::io::Error>,
+    path: &Path,
+    bytes: &[u8],
+) {
     if let Some(w) = out
         && let Err(e) = w.write_all(bytes)
     {
         tracing::error!("cannot write {}: {e}; it stops here", path.display());
         *out = None;
+        *failed = Some(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", path.display()),
+        ));
+    }
+}
+
+/// Flushes what is left; the first error of the whole run, if any.
+fn close(out: Option<BufWriter<File>>, failed: Option<std::io::Error>) -> std::io::Result<()> {
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    match out {
+        Some(mut w) => w.flush(),
+        None => Ok(()),
     }
 }
 
@@ -30,6 +50,7 @@ fn write_or_stop(out: &mut Option<BufWriter<File>>, path: &Path, bytes: &[u8]) {
 pub struct EventLog {
     path: PathBuf,
     out: Option<BufWriter<File>>,
+    failed: Option<std::io::Error>,
 }
 
 impl EventLog {
@@ -38,7 +59,13 @@ impl EventLog {
         Ok(EventLog {
             out: Some(create(&path)?),
             path,
+            failed: None,
         })
+    }
+
+    /// The end of the profile: an error if any event could not be written.
+    pub fn close(self) -> std::io::Result<()> {
+        close(self.out, self.failed)
     }
 }
 
@@ -46,7 +73,7 @@ impl Consumer for EventLog {
     fn consume(&mut self, event: &RunEvent) {
         let mut line = serde_json::to_vec(event).expect("run events serialise");
         line.push(b'\n');
-        write_or_stop(&mut self.out, &self.path, &line);
+        write_or_stop(&mut self.out, &mut self.failed, &self.path, &line);
         // Whole phases and the end reach the disk at once (a reader may follow the file).
         if !matches!(event.what, What::Line { .. })
             && let Some(w) = &mut self.out
@@ -54,45 +81,45 @@ impl Consumer for EventLog {
         {
             tracing::error!("cannot write {}: {e}; it stops here", self.path.display());
             self.out = None;
+            self.failed = Some(e);
         }
     }
 }
 
 /// The raw stream and the guest's log of one profile.
 pub struct LogFiles {
-    dir: PathBuf,
-    profile: String,
+    raw_path: PathBuf,
+    guest_path: PathBuf,
     raw: Option<BufWriter<File>>,
+    failed: Option<std::io::Error>,
 }
 
 impl LogFiles {
     pub fn create(run_dir: &Path, profile: &str) -> std::io::Result<Self> {
         let dir = run_dir.join("logs");
+        let raw_path = dir.join(format!("{profile}.log"));
         Ok(LogFiles {
-            raw: Some(create(&dir.join(format!("{profile}.log")))?),
-            dir,
-            profile: profile.to_string(),
+            raw: Some(create(&raw_path)?),
+            raw_path,
+            guest_path: dir.join(format!("{profile}.guest.log")),
+            failed: None,
         })
     }
 
-    /// Flushes the raw log (at the end of the profile's run).
-    pub fn close(mut self) -> std::io::Result<()> {
-        match self.raw.take() {
-            Some(mut w) => w.flush(),
-            None => Ok(()),
-        }
+    /// Flushes the raw log (at the end of the profile's run); an error if any of it could
+    /// not be written.
+    pub fn close(self) -> std::io::Result<()> {
+        close(self.raw, self.failed)
     }
 }
 
 impl LogSink for LogFiles {
     fn raw(&mut self, chunk: &[u8]) {
-        let path = self.dir.join(format!("{}.log", self.profile));
-        write_or_stop(&mut self.raw, &path, chunk);
+        write_or_stop(&mut self.raw, &mut self.failed, &self.raw_path, chunk);
     }
 
     fn guest_log(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let path = self.dir.join(format!("{}.guest.log", self.profile));
-        crate::report::write_atomic(&path, bytes)
+        crate::report::write_atomic(&self.guest_path, bytes)
     }
 }
 

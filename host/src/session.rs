@@ -62,7 +62,10 @@ pub async fn run_and_report(
         .map(SignatureRecorder::finish)
         .unwrap_or_default();
     let unwritten = [
-        events.err().map(|e| format!("events file: {e}")),
+        match events {
+            Ok(e) => e.close().err().map(|e| format!("events file: {e}")),
+            Err(e) => Some(format!("events file: {e}")),
+        },
         match logs {
             Ok(l) => l.close().err().map(|e| format!("raw log: {e}")),
             Err(e) => Some(format!("raw log: {e}")),

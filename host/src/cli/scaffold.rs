@@ -130,7 +130,7 @@ impl Learnt {
         LEARNT_RS
             .replace("{{rules}}", &rules)
             .replace("{{literals}}", &literals.join(", "))
-            .replace("{{category}}", &self.category)
+            .replace("{{category}}", &format!("{:?}", self.category))
             .replace("{{summary}}", &self.summary)
     }
 }
@@ -355,7 +355,7 @@ impl Plugin for {{type}} {
     fn metadata() -> Metadata {
         Metadata::new("{{name}}", env!("CARGO_PKG_VERSION"))
             .description("Recognises a failure learnt from its signature")
-            .categories(["{{category}}"])
+            .categories([{{category}}])
             .literals([{{literals}}])
     }
 }
@@ -365,7 +365,7 @@ impl Detector for {{type}} {
         events
             .iter()
             .filter(|e| SET.is_match(&e.message))
-            .map(|e| Finding::new("{{category}}", Severity::Error, "{{summary}}").line(e.line))
+            .map(|e| Finding::new({{category}}, Severity::Error, "{{summary}}").line(e.line))
             .collect()
     }
 }
@@ -381,7 +381,7 @@ mod tests {
     fn finds_the_failure_in_its_recorded_examples() {
         let findings = testing::detect_file::<{{type}}>("tests/sample.log").unwrap();
         assert!(
-            findings.iter().any(|f| f.category == "{{category}}"),
+            findings.iter().any(|f| f.category == {{category}}),
             "{findings:?}"
         );
     }
