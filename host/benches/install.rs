@@ -85,7 +85,7 @@ fn main() {
         };
         rt.block_on(session::run_and_report(
             inputs,
-            None,
+            Vec::new(),
             &profile,
             opts,
             run_dir.path(),

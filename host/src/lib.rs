@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod builtin;
 pub mod config_copy;
+pub mod dashboard;
 pub mod display;
 pub mod facts;
 pub mod fallback;

@@ -89,8 +89,13 @@ pub async fn run_profile(
     run_dir: &Path,
 ) {
     let mut emitter = Emitter::new(&profile.name, Instant::now(), &mut *cx.events);
+    let epoch_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as u64);
     emitter.emit(What::ProfileStarted {
         injected_fault: opts.inject,
+        epoch_ms,
     });
     let (status, error) =
         match run_inner(&cx.res, &mut *cx.logs, profile, opts, run_dir, &mut emitter).await {

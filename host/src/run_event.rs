@@ -86,6 +86,10 @@ pub enum What {
     ProfileStarted {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         injected_fault: Option<Fault>,
+        /// The wall clock at the start, in ms since the Unix epoch: `at_ms` of later events
+        /// counts from here (for consumers in other processes, such as a browser).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch_ms: Option<u64>,
     },
     VmStarting,
     VmReady,

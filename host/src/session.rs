@@ -19,11 +19,11 @@ pub struct Inputs<'a> {
     pub failures: Option<&'a Arc<Mutex<FailureDb>>>,
     pub run_id: &'a str,
 }
-/// One profile's run, its events going to the display, the report, the events file and the
-/// healing history.
+/// One profile's run, its events going to the report, the events file, the healing history
+/// and the given watchers (the display, the dashboard).
 pub async fn run_and_report(
     parts: Inputs<'_>,
-    display: Option<&mut dyn Consumer>,
+    watchers: Vec<&mut dyn Consumer>,
     profile: &Profile,
     opts: &TestOptions,
     run_dir: &Path,
@@ -40,9 +40,8 @@ pub async fn run_and_report(
     if let Some(s) = &mut signatures {
         consumers.push(s);
     }
-    if let Some(d) = display {
-        consumers.push(d);
-    }
+    let mut watchers = Fanout(watchers);
+    consumers.push(&mut watchers);
     if let Ok(e) = &mut events {
         consumers.push(e);
     }

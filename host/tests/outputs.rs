@@ -52,6 +52,7 @@ fn healed_run() -> Vec<RunEvent> {
             0,
             What::ProfileStarted {
                 injected_fault: Some(Fault::Disk),
+                epoch_ms: None,
             },
         ),
         (5, What::VmStarting),
@@ -200,6 +201,7 @@ fn failed_run() -> Vec<RunEvent> {
     [
         What::ProfileStarted {
             injected_fault: None,
+            epoch_ms: None,
         },
         What::VmStarting,
         What::PluginFault {

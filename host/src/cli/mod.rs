@@ -5,6 +5,7 @@ mod plugin_cmd;
 mod replay_cmd;
 mod report_cmd;
 mod scaffold;
+mod serve_cmd;
 mod templates_cmd;
 mod test_cmd;
 mod vm_cmd;
@@ -111,6 +112,9 @@ enum Command {
     },
     /// Install each profile in a pristine VM, heal what fails, verify after a reboot, report.
     Test(test_cmd::TestArgs),
+    /// A dashboard in the browser: the runs of the report folder, each run's profiles,
+    /// phases, findings, healing and log tail, and the failure signatures.
+    Serve(serve_cmd::ServeArgs),
     /// Build the test guest image, define the base VM, boot it once, take the pristine snapshot.
     Setup {
         /// Build the image and the base VM again even if they are current.
@@ -255,6 +259,7 @@ pub fn main() -> ExitCode {
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
         Command::Setup { rebuild } => vm_cmd::setup(rebuild),
         Command::Test(args) => test_cmd::run(args, cli.verbose > 0),
+        Command::Serve(args) => serve_cmd::run(args),
         Command::Vm(cmd) => match cmd {
             VmCommand::Status => vm_cmd::status(),
             VmCommand::Ip => vm_cmd::ip(),

@@ -3,6 +3,7 @@
 use super::vm_cmd::{VmContext, runtime, vm_failure};
 use super::{CliResult, Failure, Format};
 use anyhow::anyhow;
+use nixtest::dashboard::{Dashboard, LiveRun};
 use nixtest::display::{Console, SharedDisplay};
 use nixtest::fault::Fault;
 use nixtest::healing::Policy;
@@ -48,6 +49,14 @@ pub struct TestArgs {
     /// Also load this plugin component (repeatable).
     #[arg(long = "plugin", value_name = "FILE.wasm")]
     pub plugins: Vec<PathBuf>,
+    /// Show the run live in a browser at ADDR (default 127.0.0.1:8080) while it goes; the
+    /// server stops with the run. Any address that is not loopback needs --token.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = true,
+          default_missing_value = nixtest::dashboard::DEFAULT_LISTEN)]
+    pub serve: Option<std::net::SocketAddr>,
+    /// With --serve: refuse every request without this token (`--token` alone generates one).
+    #[arg(long, value_name = "TOKEN", num_args = 0..=1, default_missing_value = "", requires = "serve")]
+    pub token: Option<String>,
 }
 
 /// What the run does, from flags, then the environment, then nixtest.toml, then defaults.
@@ -218,6 +227,23 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
     let clock = Instant::now();
     let run_id = report::run_id(started);
     let run_dir = report::run_dir(&plan.report_dir, &run_id);
+    let started_text = humantime::format_rfc3339_seconds(started).to_string();
+    // The dashboard is one more consumer of the run's events.
+    let (live, server) = match args.serve {
+        Some(listen) => {
+            let token = super::serve_cmd::token(args.token.as_deref())?;
+            let live = LiveRun::new(&run_id, &started_text);
+            let (report_dir, data) = (plan.report_dir.clone(), paths.data.clone());
+            let for_server = live.clone();
+            let server = super::serve_cmd::Server::start(listen, token, move |token| {
+                let d = Dashboard::new(&report_dir, Some(data), token);
+                d.add_live(for_server);
+                d
+            })?;
+            (Some(live), Some(server))
+        }
+        None => (None, None),
+    };
     let display = (!json).then(|| SharedDisplay::new(Console::new(verbose)));
     // One thread (and runtime) per VM running at the same time; each takes the next profile.
     let runtimes = (0..plan.parallel)
@@ -228,6 +254,7 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
     std::thread::scope(|scope| {
         for rt in runtimes {
             let mut display = display.clone();
+            let mut feed = live.as_ref().map(|l| l.feed());
             let (cx, plan, plugins, history, next, slots, run_dir, failures, run_id) = (
                 &cx, &plan, &plugins, &history, &next, &slots, &run_dir, &failures, &run_id,
             );
@@ -248,9 +275,15 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
                         failures: failures.as_ref(),
                         run_id,
                     };
-                    let display = display.as_mut().map(|d| d as &mut dyn Consumer);
+                    let mut watchers: Vec<&mut dyn Consumer> = Vec::new();
+                    if let Some(d) = display.as_mut() {
+                        watchers.push(d);
+                    }
+                    if let Some(f) = feed.as_mut() {
+                        watchers.push(f);
+                    }
                     let r = rt.block_on(session::run_and_report(
-                        inputs, display, profile, &plan.opts, run_dir,
+                        inputs, watchers, profile, &plan.opts, run_dir,
                     ));
                     slots.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(r);
                 }
@@ -266,7 +299,7 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
         .collect();
     let report = Report::new(
         run_id,
-        humantime::format_rfc3339_seconds(started).to_string(),
+        started_text,
         clock.elapsed().as_millis() as u64,
         reports,
     );
@@ -304,12 +337,16 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
             run_dir.display()
         );
     }
-    let code = if report.summary.errors > 0 {
-        3
+    let (code, status) = if report.summary.errors > 0 {
+        (3, Status::Error)
     } else if report.summary.failed > 0 {
-        1
+        (1, Status::Failed)
     } else {
-        0
+        (0, Status::Passed)
     };
+    if let (Some(live), Some(server)) = (live, server) {
+        live.finish(status);
+        server.stop();
+    }
     Ok(ExitCode::from(code))
 }

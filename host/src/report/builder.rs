@@ -87,7 +87,7 @@ impl Consumer for ReportBuilder {
         let at = e.at_ms;
         let r = &mut self.report;
         match &e.what {
-            What::ProfileStarted { injected_fault } => r.injected_fault = *injected_fault,
+            What::ProfileStarted { injected_fault, .. } => r.injected_fault = *injected_fault,
             What::Line { line } if line.kind == EventKind::Metric => {
                 if let (Some(n), Some(v)) = (line.field("name"), line.field("value"))
                     && let Ok(v) = v.parse()

@@ -10,6 +10,7 @@ mod junit;
 mod text;
 
 pub use builder::ReportBuilder;
+pub(crate) use html::esc;
 
 use crate::actions::Confidence;
 use crate::fault::Fault;
