@@ -221,6 +221,19 @@ async fn run_inner(
     }
     let guest_log = runner.guest_log().await?;
     logs.guest_log(&guest_log).map_err(RunError::Logs)?;
+    // Measurement only: a guest that cannot say when it printed its lines loses nothing else.
+    if let (Ok(times), Ok(clock)) = (runner.line_times().await, runner.guest_clock().await) {
+        let json = serde_json::json!({
+            "clock": {
+                "at_ms": clock.host.saturating_duration_since(emitter.start()).as_secs_f64() * 1e3,
+                "uptime": clock.uptime,
+                "error_ms": clock.error.as_secs_f64() * 1e3,
+            },
+            "times": times,
+        });
+        logs.guest_times(json.to_string().as_bytes())
+            .map_err(RunError::Logs)?;
+    }
 
     let verified = if ending == Ending::Passed {
         let mut machine = VmReboot {

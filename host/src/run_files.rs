@@ -90,6 +90,7 @@ impl Consumer for EventLog {
 pub struct LogFiles {
     raw_path: PathBuf,
     guest_path: PathBuf,
+    times_path: PathBuf,
     raw: Option<BufWriter<File>>,
     failed: Option<std::io::Error>,
 }
@@ -102,6 +103,7 @@ impl LogFiles {
             raw: Some(create(&raw_path)?),
             raw_path,
             guest_path: dir.join(format!("{profile}.guest.log")),
+            times_path: dir.join(format!("{profile}.times.json")),
             failed: None,
         })
     }
@@ -120,6 +122,10 @@ impl LogSink for LogFiles {
 
     fn guest_log(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         crate::report::write_atomic(&self.guest_path, bytes)
+    }
+
+    fn guest_times(&mut self, json: &[u8]) -> std::io::Result<()> {
+        crate::report::write_atomic(&self.times_path, json)
     }
 }
 

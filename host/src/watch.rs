@@ -13,6 +13,11 @@ pub trait LogSink {
     /// A chunk of the stream as it arrived (a write error is the sink's to report).
     fn raw(&mut self, chunk: &[u8]);
     fn guest_log(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// When the guest printed each line of the install (JSON: the guest clock paired with
+    /// ours, then a time per line), to measure what the lines took to reach their readers.
+    fn guest_times(&mut self, _json: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl LogSink for Vec<u8> {

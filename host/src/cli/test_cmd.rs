@@ -191,6 +191,15 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
     let json = args.format == Format::Json;
     let settings = Settings::load().map_err(Failure::usage)?;
     let plan = plan(&args, &settings).map_err(Failure::usage)?;
+    // A dashboard that may not listen where asked is refused before any VM starts.
+    let token = match args.serve {
+        Some(listen) => {
+            let token = super::serve_cmd::token(args.token.as_deref())?;
+            nixtest::dashboard::check_listen(listen, token.as_deref()).map_err(Failure::usage)?;
+            token
+        }
+        None => None,
+    };
 
     // `nixtest test` on a fresh machine sets itself up first.
     let cx = VmContext::open_with(&settings)?;
@@ -231,7 +240,6 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
     // The dashboard is one more consumer of the run's events.
     let (live, server) = match args.serve {
         Some(listen) => {
-            let token = super::serve_cmd::token(args.token.as_deref())?;
             let live = LiveRun::new(&run_id, &started_text);
             let (report_dir, data) = (plan.report_dir.clone(), paths.data.clone());
             let for_server = live.clone();
