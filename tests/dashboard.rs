@@ -285,9 +285,18 @@ fn listening_beyond_loopback_needs_a_token() {
     assert_eq!(http_get(port, "/", &[("Authorization", &bearer)]).0, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_page_follows_a_real_run_without_a_reload() {
+#[test]
+fn a_live_page_follows_a_real_run_without_a_reload() {
     let _lock = vm_lock();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(live_page());
+}
+
+async fn live_page() {
     let reports = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut cmd = Command::new(nixtest_bin());

@@ -7,11 +7,15 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// `nixtest test ARGS` of the `vm` profile unless ARGS name profiles (with none named it
+/// would run every profile).
 fn nixtest_test(args: &[&str], report_dir: &Path) -> (Output, Value, PathBuf) {
     let mut cmd = Command::new(nixtest_bin());
-    e2e_env(&mut cmd)
-        .arg("test")
-        .args(args)
+    e2e_env(&mut cmd).arg("test");
+    if !args.contains(&"--profiles") {
+        cmd.arg("vm");
+    }
+    cmd.args(args)
         .arg("--report-dir")
         .arg(report_dir)
         .stdin(Stdio::null());

@@ -18,6 +18,7 @@ pub mod healing;
 pub mod history;
 pub mod monitor;
 pub mod orchestrator;
+pub mod partition;
 pub mod paths;
 pub mod plugin;
 pub mod plugins;

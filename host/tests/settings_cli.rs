@@ -145,3 +145,135 @@ fn report_show_and_list_read_back_a_run() {
         "{err}"
     );
 }
+
+#[test]
+fn every_profile_runs_unless_named_and_shares_split_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = |args: &[&str]| -> Vec<String> {
+        let all = [&["test", "--list"], args].concat();
+        let (code, out, err) = nixtest(dir.path(), &all, &[]);
+        assert_eq!(code, Some(0), "{all:?}: {err}");
+        out.lines().map(str::to_string).collect()
+    };
+    assert_eq!(list(&[]), ["vm", "workstation", "server"]);
+    assert_eq!(list(&["server", "vm"]), ["server", "vm"]);
+    assert_eq!(list(&["vm", "--profiles", "server,vm"]), ["vm", "server"]);
+    assert_eq!(list(&["--partition", "slice:1/2"]), ["vm", "server"]);
+    assert_eq!(list(&["--partition", "slice:2/2"]), ["workstation"]);
+    for kind in ["hash", "slice"] {
+        for total in 1..=4 {
+            let mut all: Vec<String> = Vec::new();
+            for shard in 1..=total {
+                let spec = format!("{kind}:{shard}/{total}");
+                let share = list(&["--partition", &spec]);
+                assert_eq!(share, list(&["--partition", &spec]), "stable: {spec}");
+                all.extend(share);
+            }
+            all.sort();
+            assert_eq!(all, ["server", "vm", "workstation"], "{kind} of {total}");
+        }
+    }
+    // nixtest.toml's list is "every profile" when it has one.
+    std::fs::write(
+        dir.path().join("nixtest.toml"),
+        "[test]\nprofiles = [\"server\", \"vm\"]\n",
+    )
+    .unwrap();
+    assert_eq!(list(&[]), ["server", "vm"]);
+    let (code, _, err) = nixtest(dir.path(), &["test", "--partition", "count:1/2"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("deprecated") && err.contains("slice:M/N"),
+        "{err}"
+    );
+    let (code, _, err) = nixtest(dir.path(), &["test", "--partition", "hash:3/2"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("1 ≤ M ≤ N"), "{err}");
+}
+
+#[test]
+fn an_empty_share_reports_itself_and_merge_joins_the_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("reports");
+    // By name, vm and server hash to the third bucket of three, workstation to the second:
+    // the first share holds nothing, and says so in a report the merge can count on.
+    let (code, out, err) = nixtest(
+        dir.path(),
+        &[
+            "test",
+            "--partition",
+            "hash:1/3",
+            "--report-dir",
+            reports.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("holds no profile"), "{out}");
+    let run = std::fs::read_dir(&reports)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let empty = nixtest::report::Report::load(&run).unwrap();
+    let share = empty.share.clone().expect("the share is recorded");
+    assert_eq!(share.partition, "hash:1/3");
+    assert_eq!(share.of, ["vm", "workstation", "server"]);
+
+    // The other shares, as two runs would have written them.
+    let sample: nixtest::report::Report =
+        serde_json::from_str(include_str!("fixtures/sample-report.json")).unwrap();
+    let mut shares = vec![run.clone()];
+    for (i, names) in [vec!["workstation"], vec!["vm", "server"]]
+        .into_iter()
+        .enumerate()
+    {
+        let profiles = names
+            .iter()
+            .map(|n| {
+                let mut p = sample.profiles[0].clone();
+                p.name = n.to_string();
+                p
+            })
+            .collect();
+        let mut r = nixtest::report::Report::new(
+            format!("share-{i}"),
+            "2026-11-24T03:06:24Z".into(),
+            1000,
+            profiles,
+        );
+        r.share = Some(nixtest::partition::Share {
+            partition: format!("hash:{}/3", i + 2),
+            of: share.of.clone(),
+        });
+        let d = dir.path().join(format!("artefact-{i}")).join(&r.run_id);
+        r.write(&d).unwrap();
+        shares.push(d.parent().unwrap().to_path_buf());
+    }
+    let out_dir = dir.path().join("merged");
+    let mut args = vec!["report".to_string(), "merge".into()];
+    args.extend(shares.iter().map(|p| p.display().to_string()));
+    args.extend(["--out".into(), out_dir.display().to_string()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = nixtest(dir.path(), &refs, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("merged 3 profiles: 3 passed"), "{out}");
+    let merged = nixtest::report::Report::load(&out_dir).unwrap();
+    let names: Vec<&str> = merged.profiles.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["vm", "workstation", "server"], "in the run's order");
+    // The empty share adds no profile; without a share that holds some, the merge says
+    // which are missing.
+    let merge = |dirs: &[&str], out: &str| {
+        let mut a = vec!["report", "merge"];
+        a.extend(dirs);
+        let out = dir.path().join(out);
+        a.extend(["--out", out.to_str().unwrap()]);
+        nixtest(dir.path(), &a, &[])
+    };
+    let (code, _, err) = merge(&[refs[3], refs[4]], "m2");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = merge(&[refs[2], refs[3]], "m3");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("vm") && err.contains("missing"), "{err}");
+}

@@ -150,6 +150,16 @@ enum ReportCommand {
         #[arg(long, value_name = "DIR")]
         report_dir: Option<PathBuf>,
     },
+    /// Join the reports of a run's shares (`nixtest test --partition`) into one report
+    /// (json, JUnit, HTML) with every profile once, and their logs and events beside it.
+    Merge {
+        /// Run folders, or folders holding run folders (CI artefacts).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// The new run folder.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -273,6 +283,7 @@ pub fn main() -> ExitCode {
             format,
         }) => report_cmd::show(&run, report_dir, format == Format::Json),
         Command::Report(ReportCommand::List { report_dir }) => report_cmd::list(report_dir),
+        Command::Report(ReportCommand::Merge { dirs, out }) => report_cmd::merge(&dirs, &out),
         Command::Templates { log, json } => templates_cmd::run(&log, json),
         Command::Failures(FailuresCommand::List { json }) => failures_cmd::list(json),
         Command::Failures(FailuresCommand::Show { id, json }) => failures_cmd::show(&id, json),

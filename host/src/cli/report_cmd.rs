@@ -1,4 +1,5 @@
-//! `nixtest report show RUN` and `nixtest report list`: read back what `nixtest test` wrote.
+//! `nixtest report show RUN`, `nixtest report list` and `nixtest report merge`: read back (and
+//! join) what `nixtest test` wrote.
 
 use super::test_cmd::report_dir;
 use super::{CliResult, Failure};
@@ -97,5 +98,29 @@ pub fn list(flag_dir: Option<PathBuf>) -> CliResult {
             Err(e) => println!("{}", nixtest::term::line(&format!("{r}  unreadable: {e}"))),
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `nixtest report merge DIR... --out DIR`.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> CliResult {
+    if out.join("report.json").exists() {
+        return Err(Failure::usage(anyhow!(
+            "{} already holds a report; merge into a new folder",
+            out.display()
+        )));
+    }
+    let merged = nixtest::report::merge_dirs(dirs, out).map_err(|e| match e {
+        nixtest::report::MergeError::Copy { .. } => Failure::infra(e),
+        e => Failure::usage(e),
+    })?;
+    let s = &merged.summary;
+    println!(
+        "merged {} profiles: {} passed, {} failed, {} errors; report: {} (report.json, junit.xml, report.html)",
+        merged.profiles.len(),
+        s.passed,
+        s.failed,
+        s.errors,
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

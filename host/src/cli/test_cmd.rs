@@ -24,9 +24,21 @@ use std::time::{Instant, SystemTime};
 
 #[derive(clap::Args)]
 pub struct TestArgs {
-    /// Profiles to run: built-in names (vm, workstation, server) or profile folders.
+    /// Profiles to run: built-in names (vm, workstation, server) or profile folders. None
+    /// named: every profile (nixtest.toml's list, else the built-in ones).
+    #[arg(value_name = "PROFILE")]
+    pub names: Vec<String>,
+    /// Profiles to run, as one list (beside the names above).
     #[arg(long, value_name = "A,B", env = "NIXTEST_PROFILES")]
     pub profiles: Option<String>,
+    /// Run only this machine's share of the profiles: hash:M/N (by name, stable when the list
+    /// changes) or slice:M/N (every N-th from the M-th); `nixtest report merge` joins the
+    /// shares' reports.
+    #[arg(long, value_name = "hash:M/N|slice:M/N")]
+    pub partition: Option<String>,
+    /// Print the profiles this machine would run (one per line) and stop: no VM is started.
+    #[arg(long)]
+    pub list: bool,
     /// Profiles to run at the same time, each in its own VM (also PARALLEL_TESTS; default 1).
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
@@ -62,6 +74,8 @@ pub struct TestArgs {
 /// What the run does, from flags, then the environment, then nixtest.toml, then defaults.
 struct Plan {
     profiles: Vec<Profile>,
+    /// Set when this machine runs a share of the profiles.
+    share: Option<nixtest::partition::Share>,
     parallel: usize,
     report_dir: PathBuf,
     opts: TestOptions,
@@ -92,19 +106,51 @@ pub fn report_dir(flag: Option<&PathBuf>, settings: &Settings) -> PathBuf {
 
 fn plan(args: &TestArgs, settings: &Settings) -> Result<Plan, SettingsError> {
     let file = &settings.file;
-    let names: Vec<String> = match &args.profiles {
-        Some(list) => list.split(',').map(str::to_string).collect(),
-        None => file
-            .test
-            .profiles
-            .clone()
-            .unwrap_or_else(|| vec!["vm".to_string()]),
-    };
-    let names: Vec<String> = names
+    let mut names: Vec<String> = args.names.clone();
+    if let Some(list) = &args.profiles {
+        names.extend(list.split(',').map(str::to_string));
+    }
+    let mut names: Vec<String> = names
         .into_iter()
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty())
         .collect();
+    if names.is_empty() {
+        // Every profile, as the seed's `test-orchestrator.sh test` does.
+        names = file.test.profiles.clone().unwrap_or_else(|| {
+            nixtest::profile::builtin_names()
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    let share = match &args.partition {
+        Some(spec) => {
+            let p: nixtest::partition::Partition =
+                spec.parse()
+                    .map_err(
+                        |e: nixtest::partition::PartitionError| SettingsError::Value {
+                            origin: "--partition".into(),
+                            value: spec.clone(),
+                            expected: e.to_string(),
+                        },
+                    )?;
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let all = names.clone();
+            names = p
+                .select(&refs)
+                .into_iter()
+                .map(|i| names[i].clone())
+                .collect();
+            Some(nixtest::partition::Share {
+                partition: p.to_string(),
+                of: all,
+            })
+        }
+        None => None,
+    };
     let profiles = names
         .iter()
         .map(|n| Profile::load(n))
@@ -175,6 +221,7 @@ fn plan(args: &TestArgs, settings: &Settings) -> Result<Plan, SettingsError> {
     Ok(Plan {
         parallel: parallel.min(profiles.len().max(1)),
         profiles,
+        share,
         report_dir,
         opts: TestOptions {
             inject,
@@ -201,6 +248,41 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
         None => None,
     };
 
+    if args.list {
+        for p in &plan.profiles {
+            println!("{}", p.name);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if plan.profiles.is_empty() {
+        // A share that holds no profile: nothing to run, but a report that says which share
+        // it was, so that `report merge` knows the run's list.
+        let started = SystemTime::now();
+        let run_id = report::run_id(started);
+        let run_dir = report::run_dir(&plan.report_dir, &run_id);
+        let mut report = Report::new(
+            run_id,
+            humantime::format_rfc3339_seconds(started).to_string(),
+            0,
+            Vec::new(),
+        );
+        report.share = plan.share.clone();
+        report.write(&run_dir).map_err(|e| {
+            Failure::infra(anyhow!(
+                "cannot write the report to {}: {e}",
+                run_dir.display()
+            ))
+        })?;
+        if let Some(s) = &plan.share {
+            println!(
+                "share {} of {} holds no profile: nothing to run (report: {})",
+                s.partition,
+                s.of.join(","),
+                run_dir.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     // `nixtest test` on a fresh machine sets itself up first.
     let cx = VmContext::open_with(&settings)?;
     if !cx.image.exists() || !cx.manager.has_pristine() {
@@ -305,12 +387,13 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
         .into_iter()
         .map(|r| r.expect("every profile was run"))
         .collect();
-    let report = Report::new(
+    let mut report = Report::new(
         run_id,
         started_text,
         clock.elapsed().as_millis() as u64,
         reports,
     );
+    report.share = plan.share.clone();
     report.write(&run_dir).map_err(|e| {
         Failure::infra(anyhow!(
             "cannot write the report to {}: {e}",

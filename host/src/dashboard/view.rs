@@ -397,7 +397,7 @@ pub fn profile_section(run: &str, i: usize, v: &ProfileView) -> String {
     );
     let _ = write!(
         h,
-        "<h3>Log</h3><p class=\"muted\">the last {TAIL} lines of <span id=\"p{i}-count\">{}</span>",
+        "<h3>Log</h3><p class=\"muted\">up to the last {TAIL} of <span id=\"p{i}-count\">{}</span> lines",
         v.lines
     );
     if safe_component(run) && safe_component(&v.name) {

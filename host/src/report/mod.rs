@@ -7,10 +7,12 @@ pub use crate::findings::FindingRef;
 mod builder;
 mod html;
 mod junit;
+mod merge;
 mod text;
 
 pub use builder::ReportBuilder;
 pub(crate) use html::esc;
+pub use merge::{MergeError, merge, merge_dirs};
 
 use crate::actions::Confidence;
 use crate::fault::Fault;
@@ -158,6 +160,9 @@ pub struct Report {
     pub duration_ms: u64,
     pub profiles: Vec<ProfileReport>,
     pub summary: Summary,
+    /// This run was one share of a partitioned run (`--partition`): which, and of what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<crate::partition::Share>,
 }
 
 impl Report {
@@ -194,6 +199,7 @@ impl Report {
             duration_ms,
             profiles,
             summary,
+            share: None,
         }
     }
 
