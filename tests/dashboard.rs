@@ -10,7 +10,7 @@ use nixtest::report::Report;
 use nixtest::run_event::{RunEvent, What};
 use nixtest_events::{Event, EventKind};
 use nixtest_tests::{
-    Browser, Killed, e2e_env, free_port, http_get, nixtest_bin, vm_lock, wait_listening,
+    Browser, Killed, free_port, http_get, nixtest_bin, served_disk_run, vm_lock, wait_listening,
     workspace_root,
 };
 use serde_json::Value;
@@ -299,19 +299,7 @@ fn a_live_page_follows_a_real_run_without_a_reload() {
 async fn live_page() {
     let reports = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut cmd = Command::new(nixtest_bin());
-    e2e_env(&mut cmd)
-        .args(["test", "--profiles", "vm", "--inject", "disk"])
-        .arg(format!("--serve=127.0.0.1:{port}"))
-        .arg("--report-dir")
-        .arg(reports.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(
-            std::fs::File::create(reports.path().join("stdout.txt")).unwrap(),
-        ))
-        .stderr(Stdio::from(
-            std::fs::File::create(reports.path().join("stderr.txt")).unwrap(),
-        ));
+    let mut cmd = served_disk_run(port, reports.path());
     let mut run = Killed(cmd.spawn().unwrap());
     let output = || {
         std::fs::read_to_string(reports.path().join("stdout.txt")).unwrap_or_default()
@@ -336,10 +324,7 @@ async fn live_page() {
         .await
         .unwrap();
     // A mark that a reload would erase.
-    b.client
-        .execute("window.nixtestMark = 42; return 1;", vec![])
-        .await
-        .unwrap();
+    b.eval("window.nixtestMark = 42; return 1;").await;
     let before = b.text("#run-status").await.unwrap();
     assert_eq!(before, "running");
     let wait = Duration::from_secs(1200);
@@ -355,11 +340,7 @@ async fn live_page() {
     b.wait_for("#run-status.passed", wait)
         .await
         .expect("the run ends passed");
-    let mark = b
-        .client
-        .execute("return window.nixtestMark;", vec![])
-        .await
-        .unwrap();
+    let mark = b.eval("return window.nixtestMark;").await;
     assert_eq!(mark, serde_json::json!(42), "the page was not reloaded");
     assert!(
         b.count(".log .mark").await >= 1,
@@ -370,11 +351,7 @@ async fn live_page() {
     let png = b.client.screenshot().await.unwrap();
     std::fs::write(artefacts.join("dashboard-live.png"), &png).unwrap();
     assert!(png.starts_with(b"\x89PNG"));
-    let seen = b
-        .client
-        .execute("return window.nixtestSeen;", vec![])
-        .await
-        .unwrap();
+    let seen = b.eval("return window.nixtestSeen;").await;
     b.client.close().await.unwrap();
 
     let status = tokio::task::spawn_blocking(move || run.0.wait().unwrap())

@@ -98,6 +98,22 @@ pub fn plugin_wasm(package: &str) -> PathBuf {
         .join(format!("{}.wasm", package.replace('-', "_")))
 }
 
+/// `nixtest test vm --inject disk` with its dashboard on the loopback `port` (the dashboard
+/// test and bench): output goes to `report_dir/stdout.txt` and `stderr.txt`.
+pub fn served_disk_run(port: u16, report_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(nixtest_bin());
+    let file = |name: &str| std::fs::File::create(report_dir.join(name)).unwrap();
+    e2e_env(&mut cmd)
+        .args(["test", "vm", "--inject", "disk"])
+        .arg(format!("--serve=127.0.0.1:{port}"))
+        .arg("--report-dir")
+        .arg(report_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(file("stdout.txt"))
+        .stderr(file("stderr.txt"));
+    cmd
+}
+
 /// A port nothing listens on now (the OS's pick on loopback).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -207,6 +223,11 @@ impl Browser {
             _profile: profile,
             client,
         }
+    }
+
+    /// The value of a script run in the page (`return …;`).
+    pub async fn eval(&self, script: &str) -> serde_json::Value {
+        self.client.execute(script, vec![]).await.unwrap()
     }
 
     /// Text of the first element matching `css`, or none.

@@ -1,16 +1,13 @@
-//! The dashboard under load. The same `nixtest test --profiles vm --inject disk --serve` run,
+//! The dashboard under load. The same `nixtest test vm --inject disk --serve` run,
 //! first with no page open (the reference), then with 100 live pages (event streams read as
 //! they come) and one headless Chromium that records when each line appears. Prints each run's
 //! duration and the nixtest process's peak memory, the ratios against the reference, the bytes
 //! each page received, and the line latency (guest and host to page, p50 and p99).
 //! Needs root and libvirtd, like the VM tests: `cargo bench -p nixtest-tests --bench dashboard`.
 
-use nixtest_tests::{
-    Browser, LineLatency, e2e_env, free_port, http_get, nixtest_bin, wait_listening,
-};
+use nixtest_tests::{Browser, LineLatency, free_port, http_get, served_disk_run, wait_listening};
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -70,15 +67,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 fn run(pages: usize, rt: &tokio::runtime::Runtime) -> Outcome {
     let reports = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut cmd = Command::new(nixtest_bin());
-    e2e_env(&mut cmd)
-        .args(["test", "--profiles", "vm", "--inject", "disk"])
-        .arg(format!("--serve=127.0.0.1:{port}"))
-        .arg("--report-dir")
-        .arg(reports.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut cmd = served_disk_run(port, reports.path());
     let start = Instant::now();
     let mut child = cmd.spawn().unwrap();
     let pid = child.id();
@@ -113,11 +102,7 @@ fn run(pages: usize, rt: &tokio::runtime::Runtime) -> Outcome {
             )
             .await
             .expect("the run ends");
-            let seen = b
-                .client
-                .execute("return window.nixtestSeen;", vec![])
-                .await
-                .unwrap();
+            let seen = b.eval("return window.nixtestSeen;").await;
             b.client.close().await.unwrap();
             seen
         })
@@ -152,7 +137,7 @@ fn main() {
     let _lock = nixtest_tests::vm_lock();
     let reference = run(0, &rt);
     let loaded = run(PAGES, &rt);
-    println!("dashboard bench: nixtest test --profiles vm --inject disk --serve");
+    println!("dashboard bench: nixtest test vm --inject disk --serve");
     println!("reference: the same run with no page open");
     println!(
         "{:>6} {:>10} {:>7} {:>14} {:>7} {:>12}",

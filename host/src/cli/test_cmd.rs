@@ -234,6 +234,26 @@ fn plan(args: &TestArgs, settings: &Settings) -> Result<Plan, SettingsError> {
     })
 }
 
+/// The run's report (with the share it was, if any), written to its folder.
+fn write_report(
+    plan: &Plan,
+    run_dir: &std::path::Path,
+    run_id: String,
+    started: String,
+    duration_ms: u64,
+    profiles: Vec<ProfileReport>,
+) -> Result<Report, Failure> {
+    let mut report = Report::new(run_id, started, duration_ms, profiles);
+    report.share = plan.share.clone();
+    report.write(run_dir).map_err(|e| {
+        Failure::infra(anyhow!(
+            "cannot write the report to {}: {e}",
+            run_dir.display()
+        ))
+    })?;
+    Ok(report)
+}
+
 pub fn run(args: TestArgs, verbose: bool) -> CliResult {
     let json = args.format == Format::Json;
     let settings = Settings::load().map_err(Failure::usage)?;
@@ -260,19 +280,8 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
         let started = SystemTime::now();
         let run_id = report::run_id(started);
         let run_dir = report::run_dir(&plan.report_dir, &run_id);
-        let mut report = Report::new(
-            run_id,
-            humantime::format_rfc3339_seconds(started).to_string(),
-            0,
-            Vec::new(),
-        );
-        report.share = plan.share.clone();
-        report.write(&run_dir).map_err(|e| {
-            Failure::infra(anyhow!(
-                "cannot write the report to {}: {e}",
-                run_dir.display()
-            ))
-        })?;
+        let started = humantime::format_rfc3339_seconds(started).to_string();
+        write_report(&plan, &run_dir, run_id, started, 0, Vec::new())?;
         if let Some(s) = &plan.share {
             println!(
                 "share {} of {} holds no profile: nothing to run (report: {})",
@@ -387,19 +396,8 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
         .into_iter()
         .map(|r| r.expect("every profile was run"))
         .collect();
-    let mut report = Report::new(
-        run_id,
-        started_text,
-        clock.elapsed().as_millis() as u64,
-        reports,
-    );
-    report.share = plan.share.clone();
-    report.write(&run_dir).map_err(|e| {
-        Failure::infra(anyhow!(
-            "cannot write the report to {}: {e}",
-            run_dir.display()
-        ))
-    })?;
+    let elapsed = clock.elapsed().as_millis() as u64;
+    let report = write_report(&plan, &run_dir, run_id, started_text, elapsed, reports)?;
     if json {
         println!(
             "{}",

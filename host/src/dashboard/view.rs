@@ -46,6 +46,23 @@ pub struct HealingView {
     pub commands: Vec<String>,
 }
 
+impl HealingView {
+    fn of(at_ms: u64, finding: &crate::findings::FindingRef, outcome: &'static str) -> Self {
+        HealingView {
+            at_ms: Some(at_ms),
+            category: finding.category.to_string(),
+            summary: finding.summary.clone(),
+            action: String::new(),
+            plugin: String::new(),
+            confidence: 0.0,
+            outcome,
+            reason: None,
+            diff: None,
+            commands: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TailLine {
     pub n: u32,
@@ -249,34 +266,24 @@ impl ProfileView {
                 finding,
                 action,
                 reason,
-            } => self.record(HealingView {
-                at_ms: Some(e.at_ms),
-                category: finding.category.to_string(),
-                summary: finding.summary.clone(),
-                action: action.name.clone(),
-                plugin: action.healer.clone(),
-                confidence: action.confidence.get(),
-                outcome: Outcome::Refused.as_str(),
-                reason: Some(reason.clone()),
-                diff: None,
-                commands: Vec::new(),
-            }),
+            } => {
+                let mut h = HealingView::of(e.at_ms, finding, Outcome::Refused.as_str());
+                h.action = action.name.clone();
+                h.plugin = action.healer.clone();
+                h.confidence = action.confidence.get();
+                h.reason = Some(reason.clone());
+                self.record(h);
+            }
             What::HealingSkipped {
                 finding,
                 detector,
                 reason,
-            } => self.record(HealingView {
-                at_ms: Some(e.at_ms),
-                category: finding.category.to_string(),
-                summary: finding.summary.clone(),
-                action: String::new(),
-                plugin: detector.clone(),
-                confidence: 0.0,
-                outcome: Outcome::Skipped.as_str(),
-                reason: Some(reason.clone()),
-                diff: None,
-                commands: Vec::new(),
-            }),
+            } => {
+                let mut h = HealingView::of(e.at_ms, finding, Outcome::Skipped.as_str());
+                h.plugin = detector.clone();
+                h.reason = Some(reason.clone());
+                self.record(h);
+            }
             What::HealingApplied {
                 finding,
                 action,
@@ -284,19 +291,13 @@ impl ProfileView {
                 ..
             } => {
                 self.stage = format!("healing: {}", action.name);
-                self.record(HealingView {
-                    at_ms: Some(e.at_ms),
-                    category: finding.category.to_string(),
-                    summary: finding.summary.clone(),
-                    action: action.name.clone(),
-                    plugin: action.healer.clone(),
-                    confidence: action.confidence.get(),
-                    outcome: "applied",
-                    reason: None,
-                    diff: config_diff.as_deref().map(|d| clip(d, DIFF_CHARS)),
-                    commands: action.commands.clone(),
-                });
-                if self.healing.len() <= MAX_ITEMS {
+                let mut h = HealingView::of(e.at_ms, finding, "applied");
+                h.action = action.name.clone();
+                h.plugin = action.healer.clone();
+                h.confidence = action.confidence.get();
+                h.diff = config_diff.as_deref().map(|d| clip(d, DIFF_CHARS));
+                h.commands = action.commands.clone();
+                if self.record(h) {
                     self.pending = Some(self.healing.len() - 1);
                 }
             }
@@ -333,10 +334,13 @@ impl ProfileView {
         Change::Summary
     }
 
-    fn record(&mut self, h: HealingView) {
-        if self.healing.len() < MAX_ITEMS {
+    /// Keeps a healing record unless the list is full; whether it was kept.
+    fn record(&mut self, h: HealingView) -> bool {
+        let room = self.healing.len() < MAX_ITEMS;
+        if room {
             self.healing.push(h);
         }
+        room
     }
 
     fn resolve(&mut self, healed: bool) {
