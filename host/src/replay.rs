@@ -4,16 +4,17 @@ use crate::actions::HealingAction;
 use crate::facts::GuestFacts;
 use crate::findings::{Finding, root_cause_order};
 use crate::healing::Healers;
-use crate::monitor::{FaultRecord, Monitor, MonitorError};
+use crate::monitor::{FaultRecord, Monitor, MonitorError, Update};
 use crate::plugin::{HealRequest, Plugin, ProbeRecord};
 use crate::plugins::PluginSet;
 use crate::term;
 use nixtest_events::Ingest;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write;
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -207,13 +208,29 @@ fn replay_inner(
         monitor.seed_fault(f.clone());
     }
     let mut ingest = Ingest::default();
-    // Where each phase starts, to say which phase a finding's lines are in.
-    let mut phases: Vec<(u32, String)> = Vec::new();
-    let mut take = |e: nixtest_events::Event| {
-        if phases.last().is_none_or(|(_, p)| **p != *e.phase) {
-            phases.push((e.line, e.phase.to_string()));
+    // Where the latest phases start, to say which phase a finding's lines are in. Bounded: a
+    // finding's first line is near the line that raised it, and a log may change phase on
+    // every other line.
+    let mut phases: VecDeque<(u32, Arc<str>)> = VecDeque::new();
+    // The phase of each finding, taken when it is first reported (by index in the monitor).
+    let mut finding_phase: HashMap<usize, Arc<str>> = HashMap::new();
+    let mut note = |updates: Vec<Update>, monitor: &Monitor, phases: &VecDeque<(u32, Arc<str>)>| {
+        for u in updates {
+            if let Update::New(i) = u {
+                let first = monitor.findings()[i].lines.first().copied().unwrap_or(0);
+                finding_phase.insert(i, phase_at(phases, first));
+            }
         }
-        monitor.observe(e);
+    };
+    let mut take = |e: nixtest_events::Event| {
+        if phases.back().is_none_or(|(_, p)| *p != e.phase) {
+            if phases.len() == PHASES_KEPT {
+                phases.pop_front();
+            }
+            phases.push_back((e.line, e.phase.clone()));
+        }
+        let updates = monitor.observe(e);
+        note(updates, &monitor, &phases);
     };
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -226,16 +243,18 @@ fn replay_inner(
     if let Some(e) = ingest.finish() {
         take(e);
     }
-    monitor.finish();
+    let updates = monitor.finish();
+    note(updates, &monitor, &phases);
 
     let mut healers = Healers::new(plugins);
     for f in healer_faults {
         healers.seed_fault(f.clone());
     }
     // Root cause first: the report's order is the order healing is proposed in.
-    let findings: Vec<Finding> = root_cause_order(monitor.findings())
-        .into_iter()
-        .map(|i| monitor.findings()[i].clone())
+    let order = root_cause_order(monitor.findings());
+    let findings: Vec<Finding> = order
+        .iter()
+        .map(|&i| monitor.findings()[i].clone())
         .collect();
     let mut actions = Vec::new();
     for (i, f) in findings.iter().enumerate() {
@@ -257,18 +276,17 @@ fn replay_inner(
         actions.extend(healers.propose(i, f, &request, |_| 1.0));
     }
     // The first failure in root-cause order of each phase is that phase's root cause.
-    let phase_of = |line: u32| {
-        let at = phases.partition_point(|(start, _)| *start <= line);
-        at.checked_sub(1)
-            .map_or("", |i| phases[i].1.as_str())
-            .to_string()
-    };
     let mut failures: Vec<LoggedFailure> = Vec::new();
     for (i, f) in findings.iter().enumerate() {
         if !(f.permanent && f.severity.is_failure()) {
             continue;
         }
-        let phase = phase_of(f.lines.first().copied().unwrap_or(0));
+        let phase = finding_phase
+            .get(&order[i])
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| {
+                phase_at(&phases, f.lines.first().copied().unwrap_or(0)).to_string()
+            });
         if failures.iter().any(|x| x.phase == phase) {
             continue;
         }
@@ -297,6 +315,16 @@ fn replay_inner(
         lines: ingest.lines(),
         failures,
     })
+}
+
+/// Phase starts a replay remembers.
+const PHASES_KEPT: usize = 4096;
+
+/// The phase in force at `line`, from the latest phase starts (empty before the first).
+fn phase_at(phases: &VecDeque<(u32, Arc<str>)>, line: u32) -> Arc<str> {
+    let at = phases.partition_point(|(start, _)| *start <= line);
+    at.checked_sub(1)
+        .map_or_else(|| Arc::from(""), |i| phases[i].1.clone())
 }
 
 fn compact_lines(lines: &[u32]) -> String {
