@@ -220,6 +220,20 @@ fn urls_that_leave_the_report_folder_are_refused() {
         assert!(status == 404 || status == 400, "{path}: {status}\n{body}");
         assert!(!body.contains("TOP SECRET"), "{path}");
     }
+    // report.html keeps its inline style and still may run no script.
+    let (status, head, _) = http_get(port, &format!("/runs/{RUN}/files/report.html"), &[]);
+    assert_eq!(status, 200, "{head}");
+    let csp = head
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("content-security-policy:")
+        })
+        .unwrap_or_default();
+    assert!(
+        csp.contains("style-src 'unsafe-inline'") && !csp.contains("script-src"),
+        "{csp}"
+    );
     let (status, head, _) = http_get(port, &format!("/runs/{RUN}/files/report.json"), &[]);
     assert_eq!(status, 200, "{head}");
     assert!(

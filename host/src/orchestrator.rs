@@ -231,8 +231,9 @@ async fn run_inner(
             },
             "times": times,
         });
-        logs.guest_times(json.to_string().as_bytes())
-            .map_err(RunError::Logs)?;
+        if let Err(e) = logs.guest_times(json.to_string().as_bytes()) {
+            tracing::warn!("the guest's line times are not kept: {e}");
+        }
     }
 
     let verified = if ending == Ending::Passed {

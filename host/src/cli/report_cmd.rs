@@ -103,9 +103,10 @@ pub fn list(flag_dir: Option<PathBuf>) -> CliResult {
 
 /// `nixtest report merge DIR... --out DIR`.
 pub fn merge(dirs: &[PathBuf], out: &Path) -> CliResult {
-    if out.join("report.json").exists() {
+    // Into a new or empty folder only: a merge never mixes with what was there.
+    if std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
         return Err(Failure::usage(anyhow!(
-            "{} already holds a report; merge into a new folder",
+            "{} is not empty; merge into a new folder",
             out.display()
         )));
     }

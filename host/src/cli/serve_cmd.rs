@@ -37,6 +37,17 @@ pub fn token(arg: Option<&str>) -> Result<Option<String>, Failure> {
     }
 }
 
+/// A listen refused by policy is the user's to fix (exit 2); a socket that cannot be had is
+/// the machine's (exit 3).
+fn bind_failure(e: dashboard::DashboardError) -> Failure {
+    match e {
+        dashboard::DashboardError::TokenRequired(_) | dashboard::DashboardError::BadToken => {
+            Failure::usage(e)
+        }
+        e => Failure::infra(e),
+    }
+}
+
 fn announce(addr: SocketAddr, token: Option<&str>) {
     eprintln!(
         "dashboard: http://{addr}/{}",
@@ -56,11 +67,10 @@ impl Server {
         token: Option<String>,
         dashboard: impl FnOnce(Option<String>) -> Arc<Dashboard>,
     ) -> Result<Server, Failure> {
-        dashboard::check_listen(listen, token.as_deref()).map_err(Failure::usage)?;
         let rt = super::vm_cmd::runtime()?;
         let listener = rt
             .block_on(dashboard::bind(listen, token.as_deref()))
-            .map_err(Failure::infra)?;
+            .map_err(bind_failure)?;
         let addr = listener.local_addr().unwrap_or(listen);
         announce(addr, token.as_deref());
         let d = dashboard(token);
@@ -106,11 +116,10 @@ pub fn run(args: ServeArgs) -> CliResult {
     let report_dir = super::test_cmd::report_dir(args.report_dir.as_ref(), &settings);
     let data = nixtest::paths::Paths::from_env().ok().map(|p| p.data);
     let token = token(args.token.as_deref())?;
-    dashboard::check_listen(args.listen, token.as_deref()).map_err(Failure::usage)?;
     let rt = super::vm_cmd::runtime()?;
     let listener = rt
         .block_on(dashboard::bind(args.listen, token.as_deref()))
-        .map_err(Failure::infra)?;
+        .map_err(bind_failure)?;
     announce(
         listener.local_addr().unwrap_or(args.listen),
         token.as_deref(),

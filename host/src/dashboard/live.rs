@@ -64,9 +64,12 @@ impl LiveRun {
         Feed(self.clone())
     }
 
-    fn send(&self, msg: serde_json::Value) {
-        // No receivers is fine: nobody is watching.
-        let _ = self.tx.send(Arc::from(msg.to_string()));
+    /// Renders and sends a message, only when a page is listening (rendering is the cost).
+    fn send(&self, msg: impl FnOnce() -> serde_json::Value) {
+        if self.tx.receiver_count() > 0 {
+            // A page that went away in between is fine.
+            let _ = self.tx.send(Arc::from(msg().to_string()));
+        }
     }
 
     fn apply(&self, e: &RunEvent) {
@@ -76,7 +79,8 @@ impl LiveRun {
             None => {
                 inner.profiles.push((ProfileView::new(&e.profile), 0));
                 let i = inner.profiles.len() - 1;
-                self.send(json!({"t": "add", "html": view::profile_section(&self.id, i, &inner.profiles[i].0)}));
+                let v = &inner.profiles[i].0;
+                self.send(|| json!({"t": "add", "html": view::profile_section(&self.id, i, v)}));
                 i
             }
         };
@@ -86,27 +90,29 @@ impl LiveRun {
             Change::None => false,
             Change::Line => {
                 let l = v.tail.back().expect("a line was just added");
-                self.send(json!({
-                    "t": "line",
-                    "p": i,
-                    "n": l.n,
-                    "h": v.epoch_ms.map(|s| s + l.at_ms),
-                    "total": v.lines,
-                    "html": view::line(l, v.epoch_ms, v.marked.contains(&l.n)),
-                }));
+                self.send(|| {
+                    json!({
+                        "t": "line",
+                        "p": i,
+                        "n": l.n,
+                        "h": v.epoch_ms.map(|s| s + l.at_ms),
+                        "total": v.lines,
+                        "html": view::line(l, v.epoch_ms, v.marked.contains(&l.n)),
+                    })
+                });
                 v.status.is_none() && v.now_ms >= *summary_at + SUMMARY_EVERY_MS
             }
             Change::Summary => true,
             Change::Marked(lines) => {
                 if !lines.is_empty() {
-                    self.send(json!({"t": "mark", "p": i, "lines": lines}));
+                    self.send(|| json!({"t": "mark", "p": i, "lines": lines}));
                 }
                 true
             }
         };
         if summary {
             *summary_at = v.now_ms;
-            self.send(json!({"t": "sum", "p": i, "html": view::summary(i, v)}));
+            self.send(|| json!({"t": "sum", "p": i, "html": view::summary(i, v)}));
         }
     }
 
@@ -114,7 +120,7 @@ impl LiveRun {
     pub fn finish(&self, status: Status) {
         let mut inner = self.lock();
         inner.ended = Some(status);
-        self.send(json!({"t": "end", "status": status.as_str()}));
+        self.send(|| json!({"t": "end", "status": status.as_str()}));
     }
 
     pub fn status_word(&self) -> &'static str {

@@ -34,7 +34,9 @@ pub enum DashboardError {
          (a token is generated and printed) or --token VALUE, or listen on 127.0.0.1"
     )]
     TokenRequired(SocketAddr),
-    #[error("a token must be 16 to 256 printable ASCII characters without spaces")]
+    #[error(
+        "a token must be 16 to 256 letters, digits, '-', '_', '.' or '~' (it goes in a URL as it is)"
+    )]
     BadToken,
     #[error(
         "cannot listen on {addr}: {source} (is another server using it? try --listen 127.0.0.1:0)"
@@ -114,7 +116,10 @@ impl Dashboard {
 /// Checks where the server may listen: loopback freely, anything else only with a token.
 pub fn check_listen(addr: SocketAddr, token: Option<&str>) -> Result<(), DashboardError> {
     if let Some(t) = token
-        && (!(16..=256).contains(&t.len()) || t.bytes().any(|b| !b.is_ascii_graphic()))
+        && (!(16..=256).contains(&t.len())
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')))
     {
         return Err(DashboardError::BadToken);
     }
@@ -162,10 +167,12 @@ mod tests {
             assert!(e.to_string().contains("--token"), "{e}");
             assert!(check_listen(a, Some("0123456789abcdef0123")).is_ok());
         }
-        assert!(matches!(
-            check_listen(any, Some("short")),
-            Err(DashboardError::BadToken)
-        ));
+        for bad in ["short", "0123456789abcdef&x=1", "0123456789abcdef 0123"] {
+            assert!(
+                matches!(check_listen(any, Some(bad)), Err(DashboardError::BadToken)),
+                "{bad}"
+            );
+        }
         let t = generate_token().unwrap();
         assert_eq!(t.len(), 32);
         assert_ne!(t, generate_token().unwrap());
