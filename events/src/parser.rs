@@ -57,6 +57,32 @@ impl EventParser {
             "CONTEXT" => EventKind::Context,
             "PROGRESS" => EventKind::Progress,
             "METRIC" => EventKind::Metric,
+            // The kernel's own messages, which the guest runner follows while a phase runs:
+            // raw lines as dmesg shows them, marked with where they came from.
+            "KERNEL" => {
+                return self.event(
+                    EventKind::Raw,
+                    rest.to_string(),
+                    vec![("source".to_string(), "kernel".to_string())],
+                );
+            }
+            // The guest runner's watchdog: the phase printed nothing and did nothing for a
+            // while (`::HANG::why::snapshot file`), or ran past its deadline.
+            "HANG" => {
+                let (why, snapshot) = match rest.rsplit_once("::") {
+                    Some((why, file)) if file.starts_with('/') => (why, file),
+                    _ => (rest, ""),
+                };
+                let why = why.trim();
+                if why.is_empty() {
+                    return self.malformed(&text, "HANG marker without a reason");
+                }
+                let mut fields = vec![("hang".to_string(), why.to_string())];
+                if !snapshot.is_empty() {
+                    fields.push(("snapshot".to_string(), snapshot.trim().to_string()));
+                }
+                return self.event(EventKind::Error, why.to_string(), fields);
+            }
             // `::foo::bar` that is no marker of ours (Nix attribute paths, C++ names): raw.
             _ => return self.event(EventKind::Raw, text.into_owned(), Vec::new()),
         };
@@ -183,6 +209,23 @@ mod tests {
         assert_eq!(ev[6].field("name"), Some("memory_peak_mb"));
         assert_eq!(ev[6].field("value"), Some("412"));
         assert_eq!(ev[7].line, 8);
+    }
+
+    #[test]
+    fn kernel_lines_are_raw_and_marked_and_hangs_are_errors() {
+        let k = one("::KERNEL::[   12.5] Out of memory: Killed process 42 (nix)");
+        assert_eq!(k.kind, EventKind::Raw);
+        assert_eq!(k.message, "[   12.5] Out of memory: Killed process 42 (nix)");
+        assert_eq!(k.field("source"), Some("kernel"));
+        let h = one("::HANG::install printed nothing for 60 s::/var/log/nixtest/hang-install-1.txt");
+        assert_eq!(h.kind, EventKind::Error);
+        assert_eq!(h.message, "install printed nothing for 60 s");
+        assert_eq!(h.field("hang"), Some("install printed nothing for 60 s"));
+        assert_eq!(h.field("snapshot"), Some("/var/log/nixtest/hang-install-1.txt"));
+        let bare = one("::HANG::install ran past its deadline of 9 s");
+        assert_eq!(bare.field("snapshot"), None);
+        assert_eq!(bare.field("hang"), Some("install ran past its deadline of 9 s"));
+        assert!(one("::HANG::").malformed().is_some());
     }
 
     #[test]
