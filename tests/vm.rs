@@ -477,9 +477,12 @@ fn healer_commands_and_phase_starts_run_once_when_asked_again() {
     let target = target(&g, vm.ssh_addr());
     let runner_path = nixtest::stream::RUNNER_PATH;
     rt().block_on(async {
-        let mut r = nixtest::stream::StreamRunner::connect(target, Duration::from_secs(120))
-            .await
-            .unwrap();
+        let mut r = nixtest::stream::StreamRunner::connect(
+            target,
+            nixtest::deadlines::Deadlines::default(),
+        )
+        .await
+        .unwrap();
         let cmd = "echo ran >> /tmp/once-count; echo out; echo err >&2; exit 4";
         let first = r.exec_once(cmd).await.unwrap();
         assert_eq!(first.status, 4);

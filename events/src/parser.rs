@@ -215,16 +215,26 @@ mod tests {
     fn kernel_lines_are_raw_and_marked_and_hangs_are_errors() {
         let k = one("::KERNEL::[   12.5] Out of memory: Killed process 42 (nix)");
         assert_eq!(k.kind, EventKind::Raw);
-        assert_eq!(k.message, "[   12.5] Out of memory: Killed process 42 (nix)");
+        assert_eq!(
+            k.message,
+            "[   12.5] Out of memory: Killed process 42 (nix)"
+        );
         assert_eq!(k.field("source"), Some("kernel"));
-        let h = one("::HANG::install printed nothing for 60 s::/var/log/nixtest/hang-install-1.txt");
+        let h =
+            one("::HANG::install printed nothing for 60 s::/var/log/nixtest/hang-install-1.txt");
         assert_eq!(h.kind, EventKind::Error);
         assert_eq!(h.message, "install printed nothing for 60 s");
         assert_eq!(h.field("hang"), Some("install printed nothing for 60 s"));
-        assert_eq!(h.field("snapshot"), Some("/var/log/nixtest/hang-install-1.txt"));
+        assert_eq!(
+            h.field("snapshot"),
+            Some("/var/log/nixtest/hang-install-1.txt")
+        );
         let bare = one("::HANG::install ran past its deadline of 9 s");
         assert_eq!(bare.field("snapshot"), None);
-        assert_eq!(bare.field("hang"), Some("install ran past its deadline of 9 s"));
+        assert_eq!(
+            bare.field("hang"),
+            Some("install ran past its deadline of 9 s")
+        );
         assert!(one("::HANG::").malformed().is_some());
     }
 

@@ -61,7 +61,9 @@ fn main() {
             heal: true,
             max_attempts: 3,
             min_confidence: 0.3,
+            stop_early: true,
         },
+        deadlines: nixtest::deadlines::Deadlines::default(),
     };
     let data = tempfile::tempdir().unwrap();
     let history = Mutex::new(History::load(data.path()));

@@ -5,7 +5,7 @@
 //! The monitor keeps the phase's last lines in a small ring of reused buffers (no allocation
 //! per line once warm) and only scores them when a phase fails.
 
-use crate::findings::{Finding, Severity};
+use crate::findings::{Category, Finding, Severity};
 use nixtest_events::{Event, EventKind};
 
 /// The detector name the host's own findings carry.
@@ -83,6 +83,30 @@ pub fn cause_score(text: &str) -> u32 {
     (3 * strong + weak).saturating_sub(3 * calm)
 }
 
+/// The host's finding for the guest watchdog's `::HANG::` line: the phase printed nothing and
+/// its processes did nothing (or it ran past its deadline). Permanent: waiting longer is what
+/// the user does not want. The snapshot's path in the guest is a detail until it is fetched.
+pub fn hang_finding(event: &Event) -> Option<Finding> {
+    let why = event.field("hang")?;
+    let mut details = Vec::new();
+    if let Some(file) = event.field("snapshot") {
+        details.push((SNAPSHOT_FILE.to_string(), file.to_string()));
+    }
+    Some(Finding {
+        details,
+        detector: HOST_DETECTOR.into(),
+        category: Category::Hang,
+        severity: Severity::Error,
+        permanent: true,
+        summary: format!("hang: {}", crate::term::clip(why, 200)),
+        lines: vec![event.line],
+    })
+}
+
+/// The detail of a hang finding naming the guest's snapshot file, and the one holding it.
+pub const SNAPSHOT_FILE: &str = "snapshot_file";
+pub const SNAPSHOT: &str = "snapshot";
+
 /// A failed phase waiting for the detectors to catch up before it is judged unexplained.
 #[derive(Debug, Clone)]
 pub struct PendingFailure {
@@ -100,7 +124,7 @@ impl PendingFailure {
         let range = self.phase_start..=self.marker.line;
         let explained = findings.iter().any(|f| {
             f.severity.is_failure()
-                && f.detector != HOST_DETECTOR
+                && (f.detector != HOST_DETECTOR || f.category == Category::Hang)
                 && f.lines.iter().any(|l| range.contains(l))
         });
         if explained {

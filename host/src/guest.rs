@@ -3,7 +3,7 @@
 //! [`fake::ScriptedGuest`] plays a script so that the healing loop is tested without a VM.
 
 use crate::ssh::{ExecOutput, SshError};
-use crate::stream::{GuestClock, StreamRunner};
+use crate::stream::{GuestClock, StopRequest, StreamRunner};
 use std::future::Future;
 use thiserror::Error;
 
@@ -19,11 +19,13 @@ pub enum GuestError {
 /// A machine a run installs. Methods are async: a real guest answers over the network.
 pub trait Guest {
     /// Runs one phase, feeding its output to `on_chunk` as it arrives; returns its exit code.
+    /// When `on_chunk` answers with a reason, the phase is stopped (its output still comes to
+    /// its end, with the runner's note that nixtest stopped it).
     fn run_phase(
         &mut self,
         phase: &str,
         command: &str,
-        on_chunk: &mut dyn FnMut(&[u8]),
+        on_chunk: &mut dyn FnMut(&[u8]) -> StopRequest,
     ) -> impl Future<Output = Result<i32, GuestError>>;
 
     /// Runs a command that may run again after a lost connection (reads, idempotent steps).
@@ -42,11 +44,11 @@ pub trait Guest {
     /// The guest's clock paired with ours, when it can be read.
     fn clock(&mut self) -> impl Future<Output = Option<GuestClock>>;
 
-    /// The guest uptime at which each line of the run's output was printed.
-    fn line_times(&mut self) -> impl Future<Output = Result<Vec<f64>, GuestError>>;
-
-    /// The guest's own copy of the run's output.
-    fn guest_log(&mut self) -> impl Future<Output = Result<Vec<u8>, GuestError>>;
+    /// The guest uptime at which the given lines of the run's output were printed.
+    fn line_times_of(
+        &mut self,
+        lines: &[u32],
+    ) -> impl Future<Output = Result<Vec<Option<f64>>, GuestError>>;
 
     /// The machine was rebooted: connections and the output log start anew.
     fn rebooted(&mut self);
@@ -57,7 +59,7 @@ impl Guest for StreamRunner {
         &mut self,
         phase: &str,
         command: &str,
-        on_chunk: &mut dyn FnMut(&[u8]),
+        on_chunk: &mut dyn FnMut(&[u8]) -> StopRequest,
     ) -> Result<i32, GuestError> {
         Ok(StreamRunner::run_phase(self, phase, command, on_chunk).await?)
     }
@@ -78,12 +80,8 @@ impl Guest for StreamRunner {
         self.guest_clock().await.ok()
     }
 
-    async fn line_times(&mut self) -> Result<Vec<f64>, GuestError> {
-        Ok(StreamRunner::line_times(self).await?)
-    }
-
-    async fn guest_log(&mut self) -> Result<Vec<u8>, GuestError> {
-        Ok(StreamRunner::guest_log(self).await?)
+    async fn line_times_of(&mut self, lines: &[u32]) -> Result<Vec<Option<f64>>, GuestError> {
+        Ok(StreamRunner::line_times_of(self, lines).await?)
     }
 
     fn rebooted(&mut self) {
@@ -97,7 +95,7 @@ pub mod fake {
 
     use super::{Guest, GuestError};
     use crate::ssh::ExecOutput;
-    use crate::stream::GuestClock;
+    use crate::stream::{GuestClock, StopRequest};
     use std::collections::{BTreeMap, VecDeque};
 
     /// One attempt of a phase: its output and exit code.
@@ -136,7 +134,6 @@ pub mod fake {
         /// What was done, in order: `phase NAME`, `exec CMD`, `once CMD`, `upload PATH`.
         pub calls: Vec<String>,
         pub uploads: BTreeMap<String, Vec<u8>>,
-        log: Vec<u8>,
     }
 
     impl ScriptedGuest {
@@ -171,7 +168,7 @@ pub mod fake {
             &mut self,
             phase: &str,
             _command: &str,
-            on_chunk: &mut dyn FnMut(&[u8]),
+            on_chunk: &mut dyn FnMut(&[u8]) -> StopRequest,
         ) -> Result<i32, GuestError> {
             self.calls.push(format!("phase {phase}"));
             let attempt = self
@@ -179,12 +176,21 @@ pub mod fake {
                 .get_mut(phase)
                 .and_then(VecDeque::pop_front)
                 .unwrap_or_else(|| Attempt::new(phase, &[], 0));
-            // In two pieces, the way a stream arrives.
-            let bytes = attempt.output.as_bytes();
-            let (a, b) = bytes.split_at(bytes.len() / 2);
-            on_chunk(a);
-            on_chunk(b);
-            self.log.extend_from_slice(bytes);
+            // Line by line, as a stream arrives; a stop ends the phase the way the guest
+            // runner does: what is printed stops, its note and end marker follow.
+            let lines: Vec<&str> = attempt.output.split_inclusive('\n').collect();
+            for (i, line) in lines.iter().enumerate() {
+                let asked = on_chunk(line.as_bytes());
+                // A stop asked on the last line comes after the phase ended: nothing to stop.
+                if let Some(reason) = asked.filter(|_| i + 1 < lines.len()) {
+                    self.calls.push(format!("stop {phase}: {reason}"));
+                    let end = format!(
+                        "::WARNING::nixtest stopped {phase}: {reason}\n::ERROR::{phase} failed with exit code 143\n"
+                    );
+                    on_chunk(end.as_bytes());
+                    return Ok(143);
+                }
+            }
             Ok(attempt.exit_code)
         }
 
@@ -208,17 +214,12 @@ pub mod fake {
             None
         }
 
-        async fn line_times(&mut self) -> Result<Vec<f64>, GuestError> {
+        async fn line_times_of(&mut self, _: &[u32]) -> Result<Vec<Option<f64>>, GuestError> {
             Err(GuestError::Unscripted("line times".into()))
-        }
-
-        async fn guest_log(&mut self) -> Result<Vec<u8>, GuestError> {
-            Ok(self.log.clone())
         }
 
         fn rebooted(&mut self) {
             self.calls.push("reboot".into());
-            self.log.clear();
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod actions;
 pub mod builtin;
 pub mod config_copy;
 pub mod dashboard;
+pub mod deadlines;
 pub mod display;
 pub mod facts;
 pub mod fallback;

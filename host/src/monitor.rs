@@ -289,6 +289,7 @@ impl Monitor {
     /// As [`Monitor::observe`], with the time the line arrived.
     pub fn observe_at(&mut self, event: Event, arrived: Instant) -> Vec<Update> {
         self.last_line = event.line;
+        let hang = crate::fallback::hang_finding(&event);
         let failed = self.tail.observe(&event);
         let mut full = false;
         let slots = &mut self.slots;
@@ -315,15 +316,29 @@ impl Monitor {
                 }
             }
         }
+        let (line, text) = (event.line, clipped(&event.message, EVIDENCE_LINE_BYTES));
         self.router.remember(event, arrived);
+        let mut updates = Vec::new();
+        if let Some(f) = hang {
+            // The host's own finding: the guest's watchdog saw the phase hang.
+            if self.evidence_bytes < EVIDENCE_TOTAL_BYTES && !self.evidence.contains_key(&line) {
+                self.evidence_bytes += text.len();
+                self.evidence.insert(line, text);
+                self.first_seen.insert(line, arrived);
+            }
+            updates.push(self.record(f).0);
+        }
         if let Some(p) = failed.filter(|_| self.judged < MAX_JUDGED) {
             self.judged += 1;
             // Judged once the detectors have seen the lines before the marker.
-            let mut updates = self.flush_slots();
+            updates.extend(self.flush_slots());
             self.judge(&p, &mut updates);
             return updates;
         }
-        if full { self.flush() } else { Vec::new() }
+        if full {
+            updates.extend(self.flush());
+        }
+        updates
     }
 
     /// Adds the fallback finding for a failed phase no detector explained.
@@ -435,6 +450,14 @@ impl Monitor {
                 self.first_seen.insert(l, seen.at);
                 self.evidence.insert(l, seen.text.clone());
             }
+        }
+    }
+
+    /// Adds a fact to a finding after the fact (a hang's snapshot, fetched from the guest).
+    pub fn add_detail(&mut self, index: usize, key: &str, value: String) {
+        if let Some(f) = self.findings.get_mut(index) {
+            f.details.retain(|(k, _)| k != key);
+            f.details.push((key.to_string(), value));
         }
     }
 

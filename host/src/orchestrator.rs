@@ -4,6 +4,7 @@
 //! events file and the healing history are consumers of them.
 
 use crate::config_copy::{ConfigCopy, GUEST_CONFIG};
+use crate::deadlines::Deadlines;
 use crate::fault::{self, Fault};
 use crate::guest::GuestError;
 use crate::healing::{self, Ending, Healers, Policy, Ranked};
@@ -18,17 +19,17 @@ use crate::verify::{self, Reboot, VerifyError};
 use crate::vm::manager::RunOverrides;
 use crate::vm::{GuestImage, VmError, VmManager};
 use crate::watch::{LogSink, Watch};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use thiserror::Error;
-
-const BOOT_DEADLINE: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Copy)]
 pub struct TestOptions {
     pub inject: Option<Fault>,
     pub policy: Policy,
+    pub deadlines: Deadlines,
 }
 
 /// What runs a profile: VMs, the guest image and key, the plugins, the healing history.
@@ -144,7 +145,7 @@ async fn run_inner(
         user: "root".into(),
         key: cx.key.clone(),
     };
-    let mut runner = StreamRunner::connect(target.clone(), BOOT_DEADLINE)
+    let mut runner = StreamRunner::connect(target.clone(), opts.deadlines)
         .await
         .map_err(|source| RunError::Boot {
             source,
@@ -219,22 +220,7 @@ async fn run_inner(
     for (plugin, text) in healers.healers.outputs() {
         emitter.emit(What::PluginOutput { plugin, text });
     }
-    let guest_log = runner.guest_log().await?;
-    logs.guest_log(&guest_log).map_err(RunError::Logs)?;
-    // Measurement only: a guest that cannot say when it printed its lines loses nothing else.
-    if let (Ok(times), Ok(clock)) = (runner.line_times().await, runner.guest_clock().await) {
-        let json = serde_json::json!({
-            "clock": {
-                "at_ms": clock.host.saturating_duration_since(emitter.start()).as_secs_f64() * 1e3,
-                "uptime": clock.uptime,
-                "error_ms": clock.error.as_secs_f64() * 1e3,
-            },
-            "times": times,
-        });
-        if let Err(e) = logs.guest_times(json.to_string().as_bytes()) {
-            tracing::warn!("the guest's line times are not kept: {e}");
-        }
-    }
+    keep_guest_files(&mut runner, logs, emitter.start()).await?;
 
     let verified = if ending == Ending::Passed {
         let mut machine = VmReboot {
@@ -252,4 +238,128 @@ async fn run_inner(
     runner.close().await;
     vm.remove();
     Ok(ending == Ending::Passed && verified)
+}
+
+/// The guest's own copy of the log, and when it printed each line, streamed to the run's
+/// files (never held whole: an install may print gigabytes).
+async fn keep_guest_files(
+    runner: &mut StreamRunner,
+    logs: &mut dyn LogSink,
+    start: Instant,
+) -> Result<(), RunError> {
+    let mut out = logs.guest_log().map_err(RunError::Logs)?;
+    let mut failed = None;
+    runner
+        .copy_guest_log(|chunk| {
+            if failed.is_none()
+                && let Err(e) = out.write_all(chunk)
+            {
+                failed = Some(e);
+            }
+        })
+        .await?;
+    match failed {
+        Some(e) => return Err(RunError::Logs(e)),
+        None => out.commit().map_err(RunError::Logs)?,
+    }
+    // Measurement only: a guest that cannot say when it printed its lines loses nothing else.
+    if let Err(e) = keep_line_times(runner, logs, start).await {
+        tracing::warn!("the guest's line times are not kept: {e}");
+    }
+    Ok(())
+}
+
+async fn keep_line_times(
+    runner: &mut StreamRunner,
+    logs: &mut dyn LogSink,
+    start: Instant,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let clock = runner.guest_clock().await?;
+    let head = serde_json::json!({
+        "at_ms": clock.host.saturating_duration_since(start).as_secs_f64() * 1e3,
+        "uptime": clock.uptime,
+        "error_ms": clock.error.as_secs_f64() * 1e3,
+    });
+    let mut out = logs.guest_times()?;
+    write!(out, "{{\"clock\":{head},\"times\":[")?;
+    let mut json = TimesJson::default();
+    let mut failed = None;
+    runner
+        .copy_line_times(|chunk| {
+            if failed.is_none()
+                && let Err(e) = json.feed(chunk, &mut out)
+            {
+                failed = Some(e);
+            }
+        })
+        .await?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    json.finish(&mut out)?;
+    out.write_all(b"]}")?;
+    out.commit()?;
+    Ok(())
+}
+
+/// The guest's times file (one uptime per line) as the items of a JSON array, chunk by
+/// chunk: a line that is no number is `null`, as its line has no time.
+#[derive(Default)]
+struct TimesJson {
+    partial: Vec<u8>,
+    count: u64,
+}
+
+impl TimesJson {
+    fn feed(&mut self, chunk: &[u8], out: &mut dyn Write) -> std::io::Result<()> {
+        for &b in chunk {
+            if b == b'\n' {
+                self.item(out)?;
+            } else if self.partial.len() < 64 {
+                self.partial.push(b);
+            }
+        }
+        Ok(())
+    }
+
+    fn item(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        let t = std::str::from_utf8(&self.partial)
+            .ok()
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .filter(|t| t.is_finite());
+        if self.count > 0 {
+            out.write_all(b",")?;
+        }
+        match t {
+            Some(t) => write!(out, "{t}")?,
+            None => out.write_all(b"null")?,
+        }
+        self.count += 1;
+        self.partial.clear();
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        if !self.partial.is_empty() {
+            self.item(out)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TimesJson;
+
+    #[test]
+    fn guest_times_become_a_json_array_whatever_the_chunks() {
+        let mut out = Vec::new();
+        let mut j = TimesJson::default();
+        for chunk in [&b"12.5"[..], b"0\n13", b".25\nnope\n", b"14"] {
+            j.feed(chunk, &mut out).unwrap();
+        }
+        j.finish(&mut out).unwrap();
+        let v: Vec<Option<f64>> = serde_json::from_slice(&[b"[", &out[..], b"]"].concat()).unwrap();
+        assert_eq!(v, vec![Some(12.5), Some(13.25), None, Some(14.0)]);
+    }
 }

@@ -78,6 +78,21 @@ pub struct Timing {
     pub guest_line_to_applied_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_clock_error_ms: Option<f64>,
+    /// From the first failing line printed to the first finding citing it (a temporary one
+    /// when the detector waits for more evidence, such as Nix's retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_line_to_first_finding_ms: Option<u64>,
+    /// The line that decided the finding (its last evidence when it was made), and the times
+    /// from its printing to the finding and to the action applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisive_line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_decisive_to_finding_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_decisive_to_applied_ms: Option<u64>,
+    /// The phase was stopped at the finding instead of left to end on its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_early: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

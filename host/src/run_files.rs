@@ -4,7 +4,7 @@
 //! goes on: the report still says what happened.
 
 use crate::run_event::{Consumer, RunEvent, What};
-use crate::watch::LogSink;
+use crate::watch::{LogSink, Staged};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -120,12 +120,46 @@ impl LogSink for LogFiles {
         write_or_stop(&mut self.raw, &mut self.failed, &self.raw_path, chunk);
     }
 
-    fn guest_log(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        crate::report::write_atomic(&self.guest_path, bytes)
+    fn guest_log(&mut self) -> std::io::Result<Box<dyn Staged>> {
+        Ok(Box::new(StagedFile::create(&self.guest_path)?))
     }
 
-    fn guest_times(&mut self, json: &[u8]) -> std::io::Result<()> {
-        crate::report::write_atomic(&self.times_path, json)
+    fn guest_times(&mut self) -> std::io::Result<Box<dyn Staged>> {
+        Ok(Box::new(StagedFile::create(&self.times_path)?))
+    }
+}
+
+/// A file written beside its place and renamed into it when whole.
+struct StagedFile {
+    out: BufWriter<tempfile::NamedTempFile>,
+    path: PathBuf,
+}
+
+impl StagedFile {
+    fn create(path: &Path) -> std::io::Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        Ok(StagedFile {
+            out: BufWriter::new(tempfile::NamedTempFile::new_in(dir)?),
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl std::io::Write for StagedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl Staged for StagedFile {
+    fn commit(self: Box<Self>) -> std::io::Result<()> {
+        let tmp = self.out.into_inner().map_err(|e| e.into_error())?;
+        tmp.persist(&self.path).map_err(|e| e.error)?;
+        Ok(())
     }
 }
 
@@ -166,7 +200,11 @@ mod tests {
         let mut files = LogFiles::create(dir.path(), "vm").unwrap();
         files.raw(b"one\n");
         files.raw(b"two");
-        files.guest_log(b"guest").unwrap();
+        let mut guest = files.guest_log().unwrap();
+        guest.write_all(b"gue").unwrap();
+        assert!(!dir.path().join("logs/vm.guest.log").exists());
+        guest.write_all(b"st").unwrap();
+        guest.commit().unwrap();
         files.close().unwrap();
         assert_eq!(
             std::fs::read(dir.path().join("logs/vm.log")).unwrap(),

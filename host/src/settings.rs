@@ -19,6 +19,15 @@
 //! enabled = true         # HEALING_ENABLED
 //! max_attempts = 3       # MAX_HEALING_ATTEMPTS
 //! min_confidence = 0.3   # NIXTEST_MIN_CONFIDENCE
+//! stop_early = true      # NIXTEST_STOP_EARLY: stop a phase at its first sure failure
+//!
+//! [deadlines]            # every wait's deadline (see `deadlines.rs`)
+//! boot = "120s"          # NIXTEST_BOOT_TIMEOUT: VM start to SSH
+//! reconnect = "90s"      # NIXTEST_RECONNECT_TIMEOUT: a lost connection back
+//! hang_after = "120s"    # NIXTEST_HANG_AFTER: quiet this long, a phase is checked for a hang
+//! phase = "4h"           # NIXTEST_PHASE_TIMEOUT: the longest phase (0: none)
+//! command = "300s"       # NIXTEST_COMMAND_TIMEOUT: a healer's command
+//! reboot = "120s"        # NIXTEST_REBOOT_TIMEOUT: reboot to SSH
 //! ```
 
 use serde::Deserialize;
@@ -65,6 +74,7 @@ pub struct HealingFile {
     pub enabled: Option<bool>,
     pub max_attempts: Option<u32>,
     pub min_confidence: Option<f32>,
+    pub stop_early: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -76,6 +86,8 @@ pub struct FileSettings {
     pub test: TestFile,
     #[serde(default)]
     pub healing: HealingFile,
+    #[serde(default)]
+    pub deadlines: crate::deadlines::DeadlinesFile,
 }
 
 /// One value and where it came from, so a bad one can be named.

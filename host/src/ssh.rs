@@ -29,6 +29,14 @@ pub enum SshError {
     NotReady { addr: SocketAddr, waited: Duration },
     #[error("nixtest's SSH key {path}: {reason}")]
     Key { path: PathBuf, reason: String },
+    /// A wait that reached its deadline: what was awaited, how long, and which setting
+    /// changes it.
+    #[error("{what} did not happen within {waited:?}; {setting} sets this deadline")]
+    Deadline {
+        what: String,
+        waited: Duration,
+        setting: &'static str,
+    },
 }
 
 /// Where and as whom.
@@ -222,6 +230,38 @@ impl SshSession {
             match msg {
                 ChannelMsg::Data { ref data } => on_stdout(data),
                 ChannelMsg::ExtendedData { ref data, ext: 1 } => on_stderr(data),
+                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                ChannelMsg::ExitSignal { .. } => status = status.or(Some(128 + 9)),
+                _ => {}
+            }
+        }
+        status.ok_or_else(|| self.lost("the command ended without an exit status"))
+    }
+
+    /// As [`SshSession::exec_streaming`] for stdout only, where `on_stdout` may answer a chunk
+    /// with a command to run beside the first one, on another channel of the same connection
+    /// (the first one's output waits meanwhile, nothing is lost).
+    pub async fn exec_streaming_with(
+        &mut self,
+        command: &str,
+        mut on_stdout: impl FnMut(&[u8]) -> Option<String>,
+    ) -> Result<u32, SshError> {
+        let mut channel = self.open_exec(command).await?;
+        let mut status = None;
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { ref data } => {
+                    if let Some(side) = on_stdout(data) {
+                        let out = self.exec(&side).await?;
+                        if out.status != 0 {
+                            tracing::warn!(
+                                "{side:?} exited with {}: {}",
+                                out.status,
+                                out.stderr_text().trim()
+                            );
+                        }
+                    }
+                }
                 ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
                 ChannelMsg::ExitSignal { .. } => status = status.or(Some(128 + 9)),
                 _ => {}

@@ -3,6 +3,7 @@
 //! `/var/log/nixtest/run.log`; when SSH drops, the runner reconnects and follows again from
 //! the last byte it received, so nothing is lost or doubled. Knows nothing of markers.
 
+use crate::deadlines::{self, Deadlines};
 use crate::ssh::{ExecOutput, SshError, SshSession, SshTarget, shell_quote};
 use std::time::{Duration, Instant};
 
@@ -37,8 +38,6 @@ pub const GUEST_LOG: &str = "/var/log/nixtest/run.log";
 /// The guest uptime at which each line of the run log was printed, one per line.
 pub const GUEST_TIMES: &str = "/var/log/nixtest/run.times";
 const RUNNER: &str = include_str!("../../guest/runner/nixtest-runner");
-/// How long a lost connection may take to come back before the run gives up.
-const RECONNECT_DEADLINE: Duration = Duration::from_secs(90);
 
 pub struct StreamRunner {
     target: SshTarget,
@@ -49,12 +48,32 @@ pub struct StreamRunner {
     /// Names each phase start and each exactly-once command, so the guest runs it once even
     /// when the host asks again after a lost connection.
     next_id: u64,
+    deadlines: Deadlines,
+    /// The machine rebooted: the next connection waits for the installed system to boot.
+    rebooting: bool,
 }
 
+/// A wait for SSH that reached its deadline, said as what was awaited and what sets it.
+fn waited_for(e: SshError, what: &str, setting: &'static str) -> SshError {
+    match e {
+        SshError::NotReady { waited, .. } => SshError::Deadline {
+            what: what.to_string(),
+            waited,
+            setting,
+        },
+        e => e,
+    }
+}
+
+/// What the host asks of a running phase, chunk by chunk: go on, or stop it and say why.
+pub type StopRequest = Option<String>;
+
 impl StreamRunner {
-    /// Waits for the guest's SSH and puts the runner in place.
-    pub async fn connect(target: SshTarget, deadline: Duration) -> Result<Self, SshError> {
-        let mut session = SshSession::wait_ready(&target, deadline).await?;
+    /// Waits for the guest's SSH (up to the boot deadline) and puts the runner in place.
+    pub async fn connect(target: SshTarget, deadlines: Deadlines) -> Result<Self, SshError> {
+        let mut session = SshSession::wait_ready(&target, deadlines.boot)
+            .await
+            .map_err(|e| waited_for(e, "the guest's SSH after the VM started", deadlines::BOOT))?;
         session
             .upload(RUNNER_PATH, RUNNER.as_bytes(), 0o755)
             .await?;
@@ -64,17 +83,44 @@ impl StreamRunner {
             offset: 0,
             reconnects: 0,
             next_id: 1,
+            deadlines,
+            rebooting: false,
         })
+    }
+
+    pub fn deadlines(&self) -> Deadlines {
+        self.deadlines
     }
 
     async fn session(&mut self) -> Result<&mut SshSession, SshError> {
         if self.session.is_none() {
             self.reconnects += 1;
             tracing::info!("reconnecting to {}", self.target.addr);
-            let s = SshSession::wait_ready(&self.target, RECONNECT_DEADLINE).await?;
+            let s = self.reconnect().await?;
             self.session = Some(s);
         }
         Ok(self.session.as_mut().expect("just set"))
+    }
+
+    async fn reconnect(&mut self) -> Result<SshSession, SshError> {
+        let (wait, what, setting) = if self.rebooting {
+            (
+                self.deadlines.reboot,
+                "the installed system's SSH after the reboot",
+                deadlines::REBOOT,
+            )
+        } else {
+            (
+                self.deadlines.reconnect,
+                "the guest's SSH after the connection was lost",
+                deadlines::RECONNECT,
+            )
+        };
+        let s = SshSession::wait_ready(&self.target, wait)
+            .await
+            .map_err(|e| waited_for(e, what, setting))?;
+        self.rebooting = false;
+        Ok(s)
     }
 
     /// Runs a command; a lost connection is re-established once and the command run again
@@ -95,8 +141,20 @@ impl StreamRunner {
     /// result instead of running it again.
     pub async fn exec_once(&mut self, command: &str) -> Result<ExecOutput, SshError> {
         let id = self.take_id();
-        self.exec(&format!("{RUNNER_PATH} once {id} {}", shell_quote(command)))
-            .await
+        let secs = self.deadlines.command.as_secs().max(1);
+        let out = self
+            .exec(&format!(
+                "{RUNNER_PATH} once {id} {} {secs}",
+                shell_quote(command)
+            ))
+            .await?;
+        if out.status == 124 {
+            tracing::warn!(
+                "a healer's command ran past {secs} s and was stopped; {} sets this deadline",
+                deadlines::COMMAND
+            );
+        }
+        Ok(out)
     }
 
     fn take_id(&mut self) -> u64 {
@@ -116,20 +174,24 @@ impl StreamRunner {
         unreachable!("the loop returns")
     }
 
-    /// Runs one phase and feeds every chunk of its output to `on_chunk` as it arrives.
-    /// Returns the phase's exit status.
+    /// Runs one phase and feeds every chunk of its output to `on_chunk` as it arrives; when
+    /// `on_chunk` answers with a reason, the guest is asked to stop the phase (once) and its
+    /// output is still followed to the end. Returns the phase's exit status.
     pub async fn run_phase(
         &mut self,
         phase: &str,
         command: &str,
-        mut on_chunk: impl FnMut(&[u8]),
+        mut on_chunk: impl FnMut(&[u8]) -> StopRequest,
     ) -> Result<i32, SshError> {
+        let d = self.deadlines;
         // Started at most once, whatever happens to the connection (see `exec_once`).
         let start = format!(
-            "{RUNNER_PATH} start {} {} {}",
+            "{RUNNER_PATH} start {} {} {} {} {}",
             self.take_id(),
             shell_quote(phase),
-            shell_quote(command)
+            shell_quote(command),
+            d.hang_after.as_secs(),
+            d.phase.as_secs()
         );
         let out = self.exec(&start).await?;
         if out.status != 0 {
@@ -141,28 +203,56 @@ impl StreamRunner {
                 ),
             });
         }
+        // The guest's watchdog reports a phase past its deadline; the host waits a little
+        // longer for that, then no longer.
+        let host_deadline = (!d.phase.is_zero()).then(|| d.phase + deadlines::PHASE_GRACE);
+        let started = tokio::time::Instant::now();
+        let stop_command = |reason: &str| {
+            format!(
+                "{RUNNER_PATH} stop {} {}",
+                shell_quote(phase),
+                shell_quote(&crate::term::clip(reason, 300))
+            )
+        };
+        let mut stop: Option<String> = None;
         loop {
+            if let Some(reason) = &stop {
+                // Asked before the connection dropped: asking again is harmless.
+                self.exec(&stop_command(reason)).await?;
+            }
             let follow = format!("{RUNNER_PATH} follow {}", self.offset);
+            if self.session.is_none() {
+                self.reconnects += 1;
+                let s = self.reconnect().await?;
+                self.session = Some(s);
+            }
             let offset = &mut self.offset;
-            let session = match self.session.as_mut() {
-                Some(s) => s,
-                None => {
-                    self.reconnects += 1;
-                    let s = SshSession::wait_ready(&self.target, RECONNECT_DEADLINE).await?;
-                    self.session.insert(s)
+            let session = self.session.as_mut().expect("just connected");
+            let stop = &mut stop;
+            let following = session.exec_streaming_with(&follow, |chunk| {
+                *offset += chunk.len() as u64;
+                let asked = on_chunk(chunk);
+                match asked {
+                    Some(reason) if stop.is_none() => {
+                        let cmd = stop_command(&reason);
+                        *stop = Some(reason);
+                        Some(cmd)
+                    }
+                    _ => None,
                 }
+            });
+            let result = match host_deadline {
+                Some(limit) => tokio::time::timeout_at(started + limit, following)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(SshError::Deadline {
+                            what: format!("the end of phase {phase} (its deadline and a grace)"),
+                            waited: limit,
+                            setting: deadlines::PHASE,
+                        })
+                    }),
+                None => following.await,
             };
-            let result = session
-                .exec_streaming(
-                    &follow,
-                    None,
-                    |d| {
-                        *offset += d.len() as u64;
-                        on_chunk(d);
-                    },
-                    |_| {},
-                )
-                .await;
             match result {
                 Ok(_) => break,
                 Err(SshError::Lost { reason, .. }) => {
@@ -187,24 +277,51 @@ impl StreamRunner {
         }
         Err(SshError::Lost {
             addr: self.target.addr,
-            reason: format!("phase {phase} ended without an exit status"),
+            reason: format!("phase {phase} ended without an exit status within 5 s"),
         })
     }
 
-    /// The guest's own copy of the run log.
-    pub async fn guest_log(&mut self) -> Result<Vec<u8>, SshError> {
-        Ok(self.exec(&format!("cat {GUEST_LOG}")).await?.stdout)
+    /// The guest's own copy of the run log, chunk by chunk as it arrives.
+    pub async fn copy_guest_log(&mut self, out: impl FnMut(&[u8])) -> Result<(), SshError> {
+        self.copy_file(GUEST_LOG, out).await
     }
 
-    /// When each line of the run log was printed, in guest uptime seconds (line N of the log is
-    /// entry N-1). Lines still on their way may have no time yet.
-    pub async fn line_times(&mut self) -> Result<Vec<f64>, SshError> {
-        let out = self.exec(&format!("cat {GUEST_TIMES} 2>/dev/null")).await?;
-        Ok(out
+    /// When each line of the run log was printed (guest uptime seconds, one per line, line N
+    /// of the log being line N here), chunk by chunk.
+    pub async fn copy_line_times(&mut self, out: impl FnMut(&[u8])) -> Result<(), SshError> {
+        self.copy_file(GUEST_TIMES, out).await
+    }
+
+    async fn copy_file(&mut self, path: &str, mut out: impl FnMut(&[u8])) -> Result<(), SshError> {
+        let cmd = format!("cat {path} 2>/dev/null || true");
+        self.session()
+            .await?
+            .exec_streaming(&cmd, None, &mut out, |_| {})
+            .await?;
+        Ok(())
+    }
+
+    /// When the given lines of the run log were printed (guest uptime seconds); `None` for a
+    /// line with no time yet. Reads only those lines' times.
+    pub async fn line_times_of(&mut self, lines: &[u32]) -> Result<Vec<Option<f64>>, SshError> {
+        if lines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<String> = lines.iter().map(|l| format!("NR=={l}")).collect();
+        let cmd = format!(
+            "awk '{} {{ print NR, $1 }}' {GUEST_TIMES} 2>/dev/null",
+            wanted.join("||")
+        );
+        let out = self.exec(&cmd).await?;
+        let found: std::collections::HashMap<u32, f64> = out
             .stdout_text()
             .lines()
-            .map(|l| l.trim().parse().unwrap_or(f64::NAN))
-            .collect())
+            .filter_map(|l| {
+                let (n, t) = l.split_once(' ')?;
+                Some((n.parse().ok()?, t.trim().parse().ok()?))
+            })
+            .collect();
+        Ok(lines.iter().map(|l| found.get(l).copied()).collect())
     }
 
     /// Reads the guest's uptime and pairs it with the host's clock at the middle of the round
@@ -241,6 +358,7 @@ impl StreamRunner {
     pub fn reset_after_reboot(&mut self) {
         self.session = None;
         self.offset = 0;
+        self.rebooting = true;
     }
 }
 

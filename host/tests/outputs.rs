@@ -113,6 +113,7 @@ fn healed_run() -> Vec<RunEvent> {
                 guest_line_to_finding_ms: Some(45),
                 guest_line_to_applied_ms: Some(1335),
                 guest_clock_error_ms: Some(0.4),
+                ..Timing::default()
             },
         }),
         (21_900, What::PhaseStarted {

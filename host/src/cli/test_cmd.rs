@@ -218,6 +218,14 @@ fn plan(args: &TestArgs, settings: &Settings) -> Result<Plan, SettingsError> {
         }
         None => 0.3,
     };
+    let stop_early = settings
+        .get_bool(
+            "NIXTEST_STOP_EARLY",
+            "healing.stop_early",
+            file.healing.stop_early,
+        )?
+        .unwrap_or(true);
+    let deadlines = nixtest::deadlines::Deadlines::resolve(settings)?;
     Ok(Plan {
         parallel: parallel.min(profiles.len().max(1)),
         profiles,
@@ -229,7 +237,9 @@ fn plan(args: &TestArgs, settings: &Settings) -> Result<Plan, SettingsError> {
                 heal,
                 max_attempts: max_heal_attempts,
                 min_confidence,
+                stop_early,
             },
+            deadlines,
         },
     })
 }

@@ -9,9 +9,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long a freshly started guest may take to answer SSH.
-pub const BOOT_DEADLINE: Duration = Duration::from_secs(120);
-
 pub fn vm_failure(e: VmError) -> Failure {
     if e.is_usage() {
         Failure::usage(e)
@@ -26,6 +23,8 @@ pub struct VmContext {
     pub key: Arc<russh::keys::PrivateKey>,
     pub public_key: String,
     pub image: GuestImage,
+    /// How long a freshly started guest may take to answer SSH.
+    pub boot: Duration,
 }
 
 impl VmContext {
@@ -39,8 +38,12 @@ impl VmContext {
         let (key, public_key) = ssh::load_or_create_key(&paths.data.join("ssh"))
             .map_err(|e| Failure::infra(VmError::from(e)))?;
         let image = GuestImage::locate(&settings.dir, &public_key);
+        let boot = nixtest::deadlines::Deadlines::resolve(file)
+            .map_err(Failure::usage)?
+            .boot;
         let manager = VmManager::connect(settings).map_err(vm_failure)?;
         Ok(VmContext {
+            boot,
             manager,
             key: Arc::new(key),
             public_key,
@@ -126,7 +129,7 @@ pub fn setup(rebuild: bool) -> CliResult {
     let addr = m.base_ssh_addr().map_err(vm_failure)?;
     let rt = runtime()?;
     let checked = rt.block_on(async {
-        let mut s = SshSession::wait_ready(&cx.target(addr), BOOT_DEADLINE).await?;
+        let mut s = SshSession::wait_ready(&cx.target(addr), cx.boot).await?;
         let ready = t.elapsed();
         let out = s.exec("uname -r && lsblk -dn -o NAME,SIZE").await?;
         // Power off from inside: the guest has no ACPI daemon to ask.
@@ -225,7 +228,7 @@ pub fn ssh(command: Vec<String>) -> CliResult {
     let rt = runtime()?;
     if command.is_empty() {
         // An interactive shell is the system ssh client's job (terminal modes, resizing).
-        rt.block_on(SshSession::wait_ready(&cx.target(addr), BOOT_DEADLINE))
+        rt.block_on(SshSession::wait_ready(&cx.target(addr), cx.boot))
             .map_err(|e| Failure::infra(VmError::from(e)))?;
         let paths = Paths::from_env().map_err(|e| Failure::usage(anyhow::anyhow!(e)))?;
         let status = std::process::Command::new("ssh")
@@ -257,7 +260,7 @@ pub fn ssh(command: Vec<String>) -> CliResult {
         .join(" ");
     let status = rt
         .block_on(async {
-            let mut s = SshSession::wait_ready(&cx.target(addr), BOOT_DEADLINE).await?;
+            let mut s = SshSession::wait_ready(&cx.target(addr), cx.boot).await?;
             let status = s
                 .exec_streaming(
                     &cmd,

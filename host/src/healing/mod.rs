@@ -13,6 +13,7 @@ pub use healers::{Healers, Ranked, rank};
 use crate::actions::HealingAction;
 use crate::config_copy::{ConfigCopy, GUEST_CONFIG};
 use crate::facts::{self, GuestFacts};
+use crate::fallback::{SNAPSHOT, SNAPSHOT_FILE};
 use crate::findings::{Finding, FindingRef, root_cause_order};
 use crate::guest::{Guest, GuestError};
 use crate::monitor::{FaultRecord, PluginFaultDetail};
@@ -31,6 +32,8 @@ pub struct Policy {
     pub max_attempts: u32,
     /// Actions below it are refused.
     pub min_confidence: f32,
+    /// A phase is stopped at its first sure failure, not left to end on its own.
+    pub stop_early: bool,
 }
 
 /// What healers answered for one finding.
@@ -103,6 +106,7 @@ pub async fn run_phases<G: Guest>(
     profile: &Profile,
     policy: Policy,
 ) -> Result<Ending, GuestError> {
+    watch.stop_early = policy.stop_early && policy.heal;
     let mut run = PhaseLoop {
         substituters: config.substituters(),
         guest,
@@ -192,12 +196,13 @@ impl<G: Guest> PhaseLoop<'_, '_, G> {
         });
         let t0 = Instant::now();
         let first_line = self.watch.lines();
-        self.watch.seen_in_attempt.clear();
+        self.watch.begin_attempt();
         let watch = &mut *self.watch;
         let exit_code = self
             .guest
             .run_phase(&phase.name, &phase.run, &mut |chunk| watch.take(chunk))
             .await?;
+        self.keep_hang_snapshots(first_line).await?;
         let failures = attempt_failures(self.watch.monitor.findings(), first_line);
         let passed = exit_code == 0 && failures.is_empty();
         self.watch.emitter.emit(What::PhaseFinished {
@@ -228,6 +233,43 @@ impl<G: Guest> PhaseLoop<'_, '_, G> {
             clock,
             failures,
         })
+    }
+
+    /// A hang's snapshot (what the guest was doing) is a file in the guest: it goes into the
+    /// finding, so the report keeps it.
+    async fn keep_hang_snapshots(&mut self, first_line: u32) -> Result<(), GuestError> {
+        let wanted: Vec<(usize, String)> = self
+            .watch
+            .monitor
+            .findings()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.lines.iter().any(|l| *l > first_line))
+            .filter_map(|(i, f)| {
+                let file = f.details.iter().find(|(k, _)| k == SNAPSHOT_FILE)?;
+                let kept = f.details.iter().any(|(k, _)| k == SNAPSHOT);
+                (!kept).then(|| (i, file.1.clone()))
+            })
+            .collect();
+        for (i, file) in wanted {
+            // The path came from the guest's output: quoted, and only read, 64 KiB at most.
+            let out = self
+                .guest
+                .exec(&format!("head -c 65536 {}", crate::ssh::shell_quote(&file)))
+                .await?;
+            let text = if out.status == 0 {
+                out.stdout_text()
+            } else {
+                format!(
+                    "(the snapshot could not be read: {})",
+                    out.stderr_text().trim()
+                )
+            };
+            self.watch.monitor.add_detail(i, SNAPSHOT, text);
+            let finding = self.watch.monitor.findings()[i].clone();
+            self.emit(What::Finding { index: i, finding });
+        }
+        Ok(())
     }
 
     /// Heals the root cause of a failed attempt: the phase to run next, or why not.
@@ -421,7 +463,9 @@ fn choose(
 }
 
 /// Times the applied action from the first line of this attempt's evidence: from its arrival
-/// at the host, and (when the guest's clock could be paired) from its printing in the guest.
+/// at the host, and (when the guest's clock could be paired) from its printing in the guest;
+/// and from the line that decided the finding (a download failing for the third time), with
+/// the time to the first finding (a temporary one) about the first line.
 async fn timing<G: Guest>(
     guest: &mut G,
     watch: &Watch<'_>,
@@ -432,27 +476,62 @@ async fn timing<G: Guest>(
     applied_at: Instant,
 ) -> Timing {
     let ms = |d: std::time::Duration| d.as_millis() as u64;
-    let mut t = Timing::default();
+    let mut t = Timing {
+        stopped_early: watch.stopped_early(),
+        ..Timing::default()
+    };
     let first_failing = finding
         .lines
         .iter()
         .copied()
         .filter(|l| *l > first_line)
         .min();
-    let found = watch.seen_in_attempt.get(&index).copied();
+    let seen = watch.seen_in_attempt.get(&index).copied();
+    let found = seen.map(|(at, _)| at);
+    let decisive = seen.map(|(_, line)| line).filter(|l| *l > first_line);
+    t.decisive_line = decisive;
+    // The first finding of any permanence that cites the first failing line.
+    let first_found = first_failing.and_then(|l| {
+        watch
+            .seen_in_attempt
+            .iter()
+            .filter(|(i, _)| {
+                watch
+                    .monitor
+                    .findings()
+                    .get(**i)
+                    .is_some_and(|f| f.lines.contains(&l))
+            })
+            .map(|(_, (at, _))| *at)
+            .min()
+    });
     if let Some(a) = first_failing.and_then(|l| watch.monitor.arrival(l)) {
         t.detected_ms = found.map(|f| ms(f.saturating_duration_since(a)));
         t.applied_ms = Some(ms(applied_at.saturating_duration_since(a)));
     }
-    if let (Some(clock), Some(first)) = (clock, first_failing)
-        && let Ok(times) = guest.line_times().await
-        && let Some(printed) = times
-            .get(first.saturating_sub(1) as usize)
-            .and_then(|t| clock.to_host(*t))
-    {
-        t.guest_line_to_finding_ms = found.map(|f| ms(f.saturating_duration_since(printed)));
-        t.guest_line_to_applied_ms = Some(ms(applied_at.saturating_duration_since(printed)));
+    let (Some(clock), Some(first)) = (clock, first_failing) else {
+        return t;
+    };
+    let lines = [first, decisive.unwrap_or(first)];
+    let Ok(times) = guest.line_times_of(&lines).await else {
+        return t;
+    };
+    let printed = |k: usize| {
+        times
+            .get(k)
+            .copied()
+            .flatten()
+            .and_then(|u| clock.to_host(u))
+    };
+    if let Some(p) = printed(0) {
+        t.guest_line_to_finding_ms = found.map(|f| ms(f.saturating_duration_since(p)));
+        t.guest_line_to_first_finding_ms = first_found.map(|f| ms(f.saturating_duration_since(p)));
+        t.guest_line_to_applied_ms = Some(ms(applied_at.saturating_duration_since(p)));
         t.guest_clock_error_ms = Some(clock.error.as_secs_f64() * 1e3);
+    }
+    if let Some(p) = printed(1) {
+        t.guest_decisive_to_finding_ms = found.map(|f| ms(f.saturating_duration_since(p)));
+        t.guest_decisive_to_applied_ms = Some(ms(applied_at.saturating_duration_since(p)));
     }
     t
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::actions::{Confidence, ConfigChange};
+use crate::findings::Category;
 use crate::guest::fake::{Attempt, ScriptedGuest};
 use crate::run_event::{Emitter, RunEvent};
 use crate::watch::Watch;
@@ -49,6 +50,7 @@ const POLICY: Policy = Policy {
     heal: true,
     max_attempts: 3,
     min_confidence: 0.3,
+    stop_early: true,
 };
 
 struct Outcome {
@@ -374,4 +376,86 @@ fn vetting_refuses_later_phases_weak_and_unsafe_actions() {
     assert!(vet(action("a", 0.9, "x.nix", Some("nope"))).is_some());
     assert!(vet(action("a", 0.1, "x.nix", None)).is_some());
     assert!(vet(action("a", 0.9, "../x.nix", None)).is_some());
+}
+
+#[test]
+fn a_hang_stops_the_phase_and_its_snapshot_goes_into_the_finding() {
+    let snapshot = "/var/log/nixtest/hang-install-1.txt";
+    let hang = Attempt::new(
+        "install",
+        &[
+            "building...",
+            &format!(
+                "::HANG::install printed nothing for 9 s and none of its processes used CPU, disk or network for 5 s::{snapshot}"
+            ),
+            "printed after the stop: never seen",
+        ],
+        0,
+    );
+    let guest = ScriptedGuest::default()
+        .phase("install", vec![hang])
+        .command(
+            &format!("head -c 65536 '{snapshot}'"),
+            0,
+            "== processes of the phase\n4242 4241 S pipe_read 0 cat /tmp/fifo\n",
+        );
+    // Even with early stops off, a hang is stopped: waiting is all it would do.
+    let out = run(
+        guest,
+        ScriptedHealers(Vec::new()),
+        Policy {
+            stop_early: false,
+            ..POLICY
+        },
+    );
+    assert_eq!(out.ending, Ending::Failed);
+    let stop = out
+        .guest
+        .calls
+        .iter()
+        .find(|c| c.starts_with("stop install: "))
+        .expect("the phase was stopped");
+    assert!(stop.contains("hang"), "{stop}");
+    let lines: Vec<&str> = out
+        .events
+        .iter()
+        .filter_map(|e| match &e.what {
+            What::Line { line } => Some(line.message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(!lines.iter().any(|l| l.contains("never seen")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("nixtest stopped install"))
+    );
+    // The last word on the finding carries the snapshot; nothing else explains the failure.
+    let finding = out
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.what {
+            What::Finding { finding, .. } if finding.category == Category::Hang => Some(finding),
+            _ => None,
+        })
+        .expect("a hang finding");
+    assert!(finding.permanent && finding.severity.is_failure());
+    let snap = finding
+        .details
+        .iter()
+        .find(|(k, _)| k == "snapshot")
+        .unwrap();
+    assert!(snap.1.contains("pipe_read"), "{snap:?}");
+    assert!(
+        !out.whats().iter().any(
+            |w| matches!(w, What::Finding { finding, .. } if finding.category == Category::Other)
+        ),
+        "the hang explains the failure"
+    );
+    assert!(
+        matches!(out.gave_up(), Some(GiveUp::NoAction { .. })),
+        "{:?}",
+        out.gave_up()
+    );
 }

@@ -65,6 +65,11 @@ impl ReportBuilder {
             guest_line_to_finding_ms: None,
             guest_line_to_applied_ms: None,
             guest_clock_error_ms: None,
+            guest_line_to_first_finding_ms: None,
+            decisive_line: None,
+            guest_decisive_to_finding_ms: None,
+            guest_decisive_to_applied_ms: None,
+            stopped_early: false,
         });
         self.report.healing.len() - 1
     }
@@ -163,6 +168,11 @@ impl Consumer for ReportBuilder {
                 h.guest_line_to_finding_ms = timing.guest_line_to_finding_ms;
                 h.guest_line_to_applied_ms = timing.guest_line_to_applied_ms;
                 h.guest_clock_error_ms = timing.guest_clock_error_ms;
+                h.guest_line_to_first_finding_ms = timing.guest_line_to_first_finding_ms;
+                h.decisive_line = timing.decisive_line;
+                h.guest_decisive_to_finding_ms = timing.guest_decisive_to_finding_ms;
+                h.guest_decisive_to_applied_ms = timing.guest_decisive_to_applied_ms;
+                h.stopped_early = timing.stopped_early;
                 self.pending = Some(i);
             }
             What::HealingResolved { healed } => self.resolve(at, *healed),

@@ -93,6 +93,19 @@ pub struct HealingRecord {
     pub guest_line_to_applied_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guest_clock_error_ms: Option<f64>,
+    /// From the first failing line printed to the first finding citing it (temporary ones
+    /// included), and from the line that decided the finding to the finding and the action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_line_to_first_finding_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisive_line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_decisive_to_finding_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_decisive_to_applied_ms: Option<u64>,
+    /// The failing phase was stopped at the finding instead of left to end.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_early: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
