@@ -250,3 +250,98 @@ fn unsafe_config_change_is_refused_and_recorded() {
     );
     assert!(!run.join("escaped.nix").exists() && !dir.path().join("escaped.nix").exists());
 }
+
+/// A profile of two phases, each quiet for longer than the hang check waits: one busy (a
+/// loop that computes), one blocked (reading a pipe nobody writes).
+fn quiet_profile(dir: &Path) -> PathBuf {
+    let p = dir.join("quiet");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(
+        p.join("profile.toml"),
+        r#"name = "quiet"
+description = "a quiet busy phase, then a blocked one"
+
+[vm]
+memory_mib = 512
+root = "/dev/vdb2"
+
+[[phases]]
+name = "busy_quiet"
+run = "echo computing; end=$((SECONDS + 25)); while [ $SECONDS -lt $end ]; do :; done; echo computed"
+
+[[phases]]
+name = "blocked"
+run = "rm -f /tmp/nobody-writes; mkfifo /tmp/nobody-writes; echo waiting for a pipe; cat /tmp/nobody-writes; echo never"
+"#,
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn a_blocked_phase_is_a_hang_and_a_busy_quiet_one_is_not() {
+    let _lock = vm_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = quiet_profile(dir.path());
+    let reports = dir.path().join("reports");
+    let started = std::time::Instant::now();
+    let mut cmd = Command::new(nixtest_bin());
+    e2e_env(&mut cmd)
+        .env("NIXTEST_HANG_AFTER", "8s")
+        .arg("test")
+        .arg(&profile)
+        .arg("--report-dir")
+        .arg(&reports)
+        .stdin(Stdio::null());
+    let out = cmd.output().unwrap();
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let run = std::fs::read_dir(&reports)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    let p = &report["profiles"][0];
+    let phases = p["phases"].as_array().unwrap();
+    // Quiet for 25 s while the hang check looks after 8 s: busy, so it passed.
+    assert_eq!(phases[0]["name"], "busy_quiet");
+    assert_eq!(phases[0]["status"], "passed", "{p:#}");
+    assert_eq!(phases[1]["name"], "blocked");
+    assert_eq!(phases[1]["status"], "failed", "{p:#}");
+    let hangs: Vec<&Value> = p["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["category"] == "hang")
+        .collect();
+    assert_eq!(hangs.len(), 1, "one hang, in the blocked phase: {p:#}");
+    let details = hangs[0]["details"].as_array().unwrap();
+    let snapshot = details
+        .iter()
+        .find(|d| d[0] == "snapshot")
+        .and_then(|d| d[1].as_str())
+        .unwrap_or_else(|| panic!("a snapshot: {:#}", hangs[0]));
+    // The blocked process with its state and wait channel, the last lines, memory, disks.
+    let cat = snapshot
+        .lines()
+        .find(|l| l.contains("cat /tmp/nobody-writes"))
+        .unwrap_or_else(|| panic!("{snapshot}"));
+    assert!(cat.contains(" S ") && cat.contains("pipe"), "{cat}");
+    for part in ["waiting for a pipe", "== kernel log", "MemTotal", "== disks"] {
+        assert!(snapshot.contains(part), "{part}: {snapshot}");
+    }
+    // The run moved on: no action heals a hang, so it gave up instead of waiting.
+    assert!(
+        took < std::time::Duration::from_secs(300),
+        "took {took:?}: {}",
+        text(&out)
+    );
+    let log = std::fs::read_to_string(run.join("logs/quiet.log")).unwrap();
+    assert!(log.contains("::HANG::blocked"), "{log}");
+    assert!(!log.contains("::HANG::busy_quiet"), "{log}");
+    assert!(log.contains("nixtest stopped blocked"), "{log}");
+    assert!(!log.contains("\nnever"), "{log}");
+}
