@@ -330,7 +330,12 @@ fn a_blocked_phase_is_a_hang_and_a_busy_quiet_one_is_not() {
         .find(|l| l.contains("cat /tmp/nobody-writes"))
         .unwrap_or_else(|| panic!("{snapshot}"));
     assert!(cat.contains(" S ") && cat.contains("pipe"), "{cat}");
-    for part in ["waiting for a pipe", "== kernel log", "MemTotal", "== disks"] {
+    for part in [
+        "waiting for a pipe",
+        "== kernel log",
+        "MemTotal",
+        "== disks",
+    ] {
         assert!(snapshot.contains(part), "{part}: {snapshot}");
     }
     // The run moved on: no action heals a hang, so it gave up instead of waiting.
@@ -344,4 +349,86 @@ fn a_blocked_phase_is_a_hang_and_a_busy_quiet_one_is_not() {
     assert!(!log.contains("::HANG::busy_quiet"), "{log}");
     assert!(log.contains("nixtest stopped blocked"), "{log}");
     assert!(!log.contains("\nnever"), "{log}");
+}
+
+#[test]
+fn the_oom_killer_is_found_when_it_acts_not_when_the_phase_ends() {
+    let _lock = vm_lock();
+    let dir = tempfile::tempdir().unwrap();
+    // A build step the OOM killer ends while the phase goes on for another 90 s: only the
+    // kernel says what happened, and it says so in the middle of the phase.
+    let p = dir.path().join("oom");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(
+        p.join("profile.toml"),
+        r#"name = "oom"
+description = "a build step the OOM killer ends, in a phase that goes on"
+
+[vm]
+memory_mib = 192
+root = "/dev/vdb2"
+
+[[phases]]
+name = "build"
+run = "echo building; head -c 400M /dev/zero | tail > /dev/null 2>&1; echo carrying on quietly; sleep 90; echo phase done"
+"#,
+    )
+    .unwrap();
+    let reports = dir.path().join("reports");
+    let mut cmd = Command::new(nixtest_bin());
+    e2e_env(&mut cmd)
+        .arg("test")
+        .arg(&p)
+        .args(["--max-heal-attempts", "0", "--report-dir"])
+        .arg(&reports)
+        .stdin(Stdio::null());
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let run = std::fs::read_dir(&reports)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    let prof = &report["profiles"][0];
+    let oom = prof["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["category"] == "oom")
+        .unwrap_or_else(|| panic!("an oom finding: {prof:#}"));
+    let log = std::fs::read_to_string(run.join("logs/oom.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let cited: Vec<&str> = oom["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| lines[l.as_u64().unwrap() as usize - 1])
+        .collect();
+    assert!(
+        cited.iter().any(|l| l.starts_with("::KERNEL::")),
+        "the kernel's line is the evidence: {cited:?}"
+    );
+    // Found mid-phase, the phase was stopped there: it never slept its 90 s out.
+    let phase = &prof["phases"][0];
+    assert_eq!(phase["status"], "failed");
+    assert!(
+        phase["duration_ms"].as_u64().unwrap() < 60_000,
+        "{phase:#}\n{log}"
+    );
+    assert!(log.contains("nixtest stopped build"), "{log}");
+    assert!(!log.contains("phase done"), "{log}");
+    // In the events, the finding comes before the phase's end.
+    let events = std::fs::read_to_string(run.join("events/oom.jsonl")).unwrap();
+    let found = events
+        .lines()
+        .position(|l| l.contains("\"event\":\"finding\"") && l.contains("\"oom\""))
+        .expect("a finding event");
+    let ended = events
+        .lines()
+        .position(|l| l.contains("\"event\":\"phase_finished\""))
+        .expect("the phase's end");
+    assert!(found < ended, "{events}");
 }

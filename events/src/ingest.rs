@@ -34,6 +34,80 @@ impl Ingest {
         self.parser.lines()
     }
 
+    /// As [`Ingest::push`] for a log read in bulk (`nixtest replay`): lines no detector can
+    /// want (see [`SkipFilter`]) are only counted, except the last ones before each line
+    /// that may matter, which are parsed as usual (they are its context, and the tail a
+    /// failure with no explanation cites). The events that matter, their numbers and their
+    /// context are the same as [`Ingest::push`] gives.
+    pub fn push_skipping(
+        &mut self,
+        mut chunk: &[u8],
+        filter: &SkipFilter,
+        mut emit: impl FnMut(Event),
+    ) {
+        // A line begun in an earlier chunk ends the usual way.
+        if self.splitter.has_partial() {
+            match memchr::memchr(b'\n', chunk) {
+                Some(nl) => {
+                    self.push(&chunk[..=nl], &mut emit);
+                    chunk = &chunk[nl + 1..];
+                }
+                None => return self.push(chunk, emit),
+            }
+        }
+        let Some(last) = memchr::memrchr(b'\n', chunk) else {
+            return self.push(chunk, emit);
+        };
+        let (body, rest) = chunk.split_at(last + 1);
+        // Invalid UTF-8 is replaced line by line: such a chunk goes the usual way.
+        if std::str::from_utf8(body).is_ok() {
+            self.scan(body, filter, &mut emit);
+        } else {
+            self.push(body, &mut emit);
+        }
+        self.push(rest, emit);
+    }
+
+    /// `body`: whole lines of valid UTF-8.
+    fn scan(&mut self, body: &[u8], filter: &SkipFilter, emit: &mut impl FnMut(Event)) {
+        let mut pos = 0;
+        while pos < body.len() {
+            let next = filter.re.find_at(body, pos).map(|m| {
+                let start = memchr::memrchr(b'\n', &body[..m.start()]).map_or(0, |i| i + 1);
+                start.max(pos)
+            });
+            let upto = next.unwrap_or(body.len());
+            self.skip_lines(&body[pos..upto], filter, emit);
+            let Some(start) = next else { break };
+            let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i + 1);
+            self.push(&body[start..end], &mut *emit);
+            pos = end;
+        }
+    }
+
+    /// Whole lines that no detector wants: counted, the last few parsed.
+    fn skip_lines(&mut self, region: &[u8], filter: &SkipFilter, emit: &mut impl FnMut(Event)) {
+        if region.is_empty() {
+            return;
+        }
+        // A line over the cap is cut, and the cut is noted on its event: the usual way.
+        let max = self.splitter.max_line();
+        let mut start = 0;
+        let mut count = 0u32;
+        for nl in memchr::memchr_iter(b'\n', region) {
+            if nl - start > max {
+                self.skip_lines(&region[..start], filter, emit);
+                self.push(&region[start..=nl], &mut *emit);
+                return self.skip_lines(&region[nl + 1..], filter, emit);
+            }
+            count += 1;
+            start = nl + 1;
+        }
+        let (from, kept) = filter.kept_from(region);
+        self.parser.skip(count - kept);
+        self.push(&region[from..], &mut *emit);
+    }
+
     /// Every event of a whole log.
     pub fn parse_all(bytes: &[u8]) -> Vec<Event> {
         let mut ingest = Ingest::default();
@@ -86,6 +160,39 @@ pub fn pattern_set(
         .build()
 }
 
+/// Finds, in a buffer of many lines, the lines that may matter to some detector: markers,
+/// lines that hold a literal or match a pattern of any detector, and lines the parser would
+/// change (control characters, carriage returns, escapes). One regex over the whole buffer,
+/// the way grep searches, instead of one routing per line.
+pub struct SkipFilter {
+    re: regex::bytes::Regex,
+    /// Lines kept before a line that matters: the most context any detector wants, and
+    /// enough for `tail` non-empty lines.
+    context: usize,
+    tail: usize,
+}
+
+/// Lines looked back over, at most, for the kept ones.
+const KEEP_SCAN: usize = 4096;
+
+impl SkipFilter {
+    /// Where the lines to keep begin in `region` (whole lines), and how many they are.
+    fn kept_from(&self, region: &[u8]) -> (usize, u32) {
+        let (mut lines, mut nonempty) = (0usize, 0usize);
+        let mut end = region.len();
+        while end > 0 && lines < KEEP_SCAN && (lines < self.context || nonempty < self.tail) {
+            // `end - 1` is the newline ending this line.
+            let start = memchr::memrchr(b'\n', &region[..end - 1]).map_or(0, |i| i + 1);
+            lines += 1;
+            if end - 1 > start {
+                nonempty += 1;
+            }
+            end = start;
+        }
+        (end, lines as u32)
+    }
+}
+
 /// Decides in one pass per line which detectors see it (one Aho-Corasick automaton over every
 /// literal, one `RegexSet` over every pattern), and hands each detector the context lines it
 /// asked for before a line it wants, each line at most once.
@@ -100,6 +207,10 @@ pub struct Router {
     wanted: Vec<bool>,
     recent: VecDeque<(Event, Instant)>,
     max_context: usize,
+    /// What the routing was built from (for [`Router::skip_filter`]).
+    literal_text: Vec<String>,
+    pattern_text: Vec<String>,
+    limits: PatternLimits,
 }
 
 impl Router {
@@ -177,6 +288,49 @@ impl Router {
             wanted: vec![false; routes.len()],
             recent: VecDeque::with_capacity(max_context + 1),
             max_context,
+            pattern_text: patterns,
+            literal_text: routes
+                .iter()
+                .flatten()
+                .flat_map(|r| r.literals.iter().cloned())
+                .collect(),
+            limits,
+        })
+    }
+
+    /// A filter for [`Ingest::push_skipping`] that keeps `tail` non-empty lines before each
+    /// line that matters (as well as the context lines detectors want). None when every line
+    /// may matter (a detector that sees all), or when a pattern could match a line alone but
+    /// not inside a buffer (`\A`, `\z`, multi-line mode turned off), or when the patterns
+    /// together are over the limits: then every line goes the usual way.
+    pub fn skip_filter(&self, tail: usize) -> Option<SkipFilter> {
+        if !self.sees_all.is_empty() {
+            return None;
+        }
+        let unsafe_syntax = regex::Regex::new(r"\\[Az]|\(\?[a-zA-Z]*-[a-zA-Z]*m").ok()?;
+        if self.pattern_text.iter().any(|p| unsafe_syntax.is_match(p)) {
+            return None;
+        }
+        let mut alternatives = vec![
+            // Marker lines (they go to every detector).
+            r"^\s*::".to_string(),
+            // What the parser changes: C0 controls but tab (CR, ESC among them), DEL, C1.
+            r"[\x00-\x08\x0B-\x1F\x7F\x{80}-\x{9F}]".to_string(),
+        ];
+        alternatives.extend(self.literal_text.iter().map(|l| regex::escape(l)));
+        alternatives.extend(self.pattern_text.iter().map(|p| format!("(?:{p})")));
+        let slots = self.slots.iter().flatten().count().max(1) + 1;
+        let re = regex::bytes::RegexBuilder::new(&alternatives.join("|"))
+            .multi_line(true)
+            .size_limit(self.limits.size * slots)
+            .dfa_size_limit(self.limits.dfa_size * slots)
+            .nest_limit(self.limits.nest)
+            .build()
+            .ok()?;
+        Some(SkipFilter {
+            re,
+            context: self.max_context,
+            tail,
         })
     }
 
@@ -256,6 +410,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::splitter::DEFAULT_MAX_LINE;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -332,5 +487,125 @@ mod tests {
         assert_eq!(got[1].message, "half");
         assert_eq!(&*got[2].phase, "one");
         assert_eq!(i.lines(), 3);
+    }
+
+    /// What every detector was sent, in order, reading `log` in `chunks`-sized pieces, with
+    /// or without skipping; and the number of lines.
+    fn routed(log: &[u8], chunk: usize, skipping: bool) -> (Vec<(usize, u32, String)>, u32) {
+        let (la, pa) = (
+            s(&["error:", "Killed"]),
+            s(&[r"disk \d+ (?:full|gone)$", r"(?i)^oom"]),
+        );
+        let (lb, pb) = (s(&["timeout"]), s(&[r"\bfail(?:ed|ure)\b"]));
+        let routes = [
+            Some(Route {
+                literals: &la,
+                patterns: &pa,
+                context: 2,
+            }),
+            Some(Route {
+                literals: &lb,
+                patterns: &pb,
+                context: 0,
+            }),
+        ];
+        let mut r = Router::new(&routes, PatternLimits::default()).unwrap();
+        let filter = r.skip_filter(3).expect("a filter");
+        let mut ingest = Ingest::default();
+        let mut sent = Vec::new();
+        let now = Instant::now();
+        let mut take = |e: Event| {
+            r.route(&e, |i, ev| sent.push((i, ev.line, ev.message.clone())));
+            r.remember(e, now);
+        };
+        for c in log.chunks(chunk) {
+            if skipping {
+                ingest.push_skipping(c, &filter, &mut take);
+            } else {
+                ingest.push(c, &mut take);
+            }
+        }
+        if let Some(e) = ingest.finish() {
+            take(e);
+        }
+        (sent, ingest.lines())
+    }
+
+    #[test]
+    fn skipping_routes_exactly_what_line_by_line_routing_does() {
+        let mut log = Vec::new();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let pieces: [&[u8]; 16] = [
+            b"plain build noise",
+            b"",
+            b"error: builder failed",
+            b"::PHASE::install",
+            b"  ::ERROR::install failed",
+            b"disk 3 full",
+            b"disk 3 full and more",
+            b"OOM here",
+            b"\x1b[31merror\x1b[0m: coloured",
+            b"progress 10%\rprogress 100%",
+            b"bad \xff utf8 timeout",
+            b"nothing failed here",
+            b"it failed",
+            b"caf\xc3\xa9 \xc2\x85 next-line control",
+            b"crlf line\r",
+            b"Killed",
+        ];
+        for i in 0..3000 {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let pick = (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) as usize;
+            // Mostly noise, as a real log.
+            let piece = if pick % 4 == 0 {
+                pieces[pick % 16]
+            } else {
+                pieces[0]
+            };
+            log.extend_from_slice(piece);
+            if i % 500 == 7 {
+                log.extend(std::iter::repeat_n(b'x', DEFAULT_MAX_LINE + 10));
+                log.extend_from_slice(b" error: in a long line");
+            }
+            log.push(b'\n');
+        }
+        log.extend_from_slice(b"last line without newline: failed");
+        let want = routed(&log, log.len(), false);
+        assert!(want.0.len() > 100, "{}", want.0.len());
+        for chunk in [log.len(), 4096, 777, 64] {
+            let got = routed(&log, chunk, true);
+            assert_eq!(got.1, want.1, "line count, chunks of {chunk}");
+            assert_eq!(got.0, want.0, "chunks of {chunk}");
+        }
+    }
+
+    #[test]
+    fn no_skipping_when_a_detector_sees_everything_or_a_pattern_needs_the_line_alone() {
+        let none = s(&[]);
+        let all = Router::new(
+            &[Some(Route {
+                literals: &none,
+                patterns: &none,
+                context: 0,
+            })],
+            PatternLimits::default(),
+        )
+        .unwrap();
+        assert!(all.skip_filter(3).is_none());
+        for p in [r"\Aerror", r"error\z", r"(?-m)^error$", r"(?i-m)x$"] {
+            let pats = s(&[p]);
+            let r = Router::new(
+                &[Some(Route {
+                    literals: &none,
+                    patterns: &pats,
+                    context: 0,
+                })],
+                PatternLimits::default(),
+            )
+            .unwrap();
+            assert!(r.skip_filter(3).is_none(), "{p}");
+        }
     }
 }

@@ -28,6 +28,11 @@ impl EventParser {
         self.line
     }
 
+    /// Counts `n` lines that were not parsed (no detector could want them).
+    pub fn skip(&mut self, n: u32) {
+        self.line = self.line.saturating_add(n);
+    }
+
     pub fn parse(&mut self, line: Line<'_>) -> Event {
         self.line = self.line.saturating_add(1);
         let text = to_text(line.bytes);

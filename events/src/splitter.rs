@@ -71,6 +71,15 @@ impl LineSplitter {
         self.append(chunk);
     }
 
+    /// Whether a line begun in an earlier chunk is still open.
+    pub fn has_partial(&self) -> bool {
+        !self.buf.is_empty() || self.dropped > 0 || self.pending_cr
+    }
+
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
     /// The stream ended: the last line, if it had no terminator.
     pub fn finish(&mut self) -> Option<Line<'_>> {
         self.pending_cr = false;

@@ -453,6 +453,12 @@ impl Monitor {
         }
     }
 
+    /// A filter for reading a whole log in bulk: the lines it passes over could go to no
+    /// detector, and it keeps what the fallback finding needs before each line that matters.
+    pub fn skip_filter(&self) -> Option<nixtest_events::SkipFilter> {
+        self.router.skip_filter(crate::fallback::TAIL_LINES)
+    }
+
     /// Adds a fact to a finding after the fact (a hang's snapshot, fetched from the guest).
     pub fn add_detail(&mut self, index: usize, key: &str, value: String) {
         if let Some(f) = self.findings.get_mut(index) {

@@ -208,6 +208,8 @@ fn replay_inner(
         monitor.seed_fault(f.clone());
     }
     let mut ingest = Ingest::default();
+    // Lines no detector can want are only counted (grep's way: one search over the buffer).
+    let filter = monitor.skip_filter();
     // Where the latest phases start, to say which phase a finding's lines are in. Bounded: a
     // finding's first line is near the line that raised it, and a log may change phase on
     // every other line.
@@ -232,13 +234,16 @@ fn replay_inner(
         let updates = monitor.observe(e);
         note(updates, &monitor, &phases);
     };
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = log.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        ingest.push(&buf[..n], &mut take);
+        match &filter {
+            Some(f) => ingest.push_skipping(&buf[..n], f, &mut take),
+            None => ingest.push(&buf[..n], &mut take),
+        }
     }
     if let Some(e) = ingest.finish() {
         take(e);
