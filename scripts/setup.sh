@@ -12,9 +12,10 @@ codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
 
 # Build: a C/C++ toolchain (ring, libfuzzer), libvirt's C library for the virt crate. VMs: QEMU, libvirt, qemu-img. Guest image:
 # mmdebstrap, busybox, cpio, mke2fs, depmod. `nixtest vm ssh`: the ssh client. The report and
-# dashboard tests: headless Chromium and its WebDriver.
+# dashboard tests: headless Chromium and its WebDriver. The throughput bench's references: grep
+# and ripgrep.
 packages=(ca-certificates build-essential pkg-config libvirt-dev libvirt-daemon-system qemu-system-x86 qemu-utils
-          mmdebstrap busybox-static cpio e2fsprogs kmod openssh-client grep chromium chromium-driver)
+          mmdebstrap busybox-static cpio e2fsprogs kmod openssh-client grep ripgrep chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # qemu-system-x86 comes from the release; a newer qemu-utils (backports) would block it, so

@@ -6,6 +6,7 @@
 use crate::{Event, EventKind, EventParser, LineSplitter};
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::{RegexSet, RegexSetBuilder};
+use regex_syntax::hir::{Capture, Hir, HirKind, Look, Repetition};
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -34,16 +35,22 @@ impl Ingest {
         self.parser.lines()
     }
 
+    /// Lines parsed in full; the rest were only counted ([`Ingest::push_skipping`]).
+    pub fn parsed(&self) -> u64 {
+        self.parser.parsed()
+    }
+
     /// As [`Ingest::push`] for a log read in bulk (`nixtest replay`): lines no detector can
-    /// want (see [`SkipFilter`]) are only counted, except the last ones before each line
-    /// that may matter, which are parsed as usual (they are its context, and the tail a
-    /// failure with no explanation cites). The events that matter, their numbers and their
-    /// context are the same as [`Ingest::push`] gives.
+    /// want (see [`SkipFilter`]) are not parsed but handed to `skipped` with their number (as
+    /// they are: plain text, no marker), except the last ones before each line that may
+    /// matter, which are parsed as usual (they are its context). The events that matter,
+    /// their numbers and their context are the same as [`Ingest::push`] gives.
     pub fn push_skipping(
         &mut self,
         mut chunk: &[u8],
         filter: &SkipFilter,
         mut emit: impl FnMut(Event),
+        skipped: &mut impl FnMut(u32, &[u8]),
     ) {
         // A line begun in an earlier chunk ends the usual way.
         if self.splitter.has_partial() {
@@ -61,7 +68,7 @@ impl Ingest {
         let (body, rest) = chunk.split_at(last + 1);
         // Invalid UTF-8 is replaced line by line: such a chunk goes the usual way.
         if std::str::from_utf8(body).is_ok() {
-            self.scan(body, filter, &mut emit);
+            self.scan(body, filter, &mut emit, skipped);
         } else {
             self.push(body, &mut emit);
         }
@@ -69,15 +76,22 @@ impl Ingest {
     }
 
     /// `body`: whole lines of valid UTF-8.
-    fn scan(&mut self, body: &[u8], filter: &SkipFilter, emit: &mut impl FnMut(Event)) {
+    fn scan(
+        &mut self,
+        body: &[u8],
+        filter: &SkipFilter,
+        emit: &mut impl FnMut(Event),
+        skipped: &mut impl FnMut(u32, &[u8]),
+    ) {
         let mut pos = 0;
         while pos < body.len() {
-            let next = filter.re.find_at(body, pos).map(|m| {
+            let input = regex_automata::Input::new(body).range(pos..);
+            let next = filter.re.find(input).map(|m| {
                 let start = memchr::memrchr(b'\n', &body[..m.start()]).map_or(0, |i| i + 1);
                 start.max(pos)
             });
             let upto = next.unwrap_or(body.len());
-            self.skip_lines(&body[pos..upto], filter, emit);
+            self.skip_lines(&body[pos..upto], filter, emit, skipped);
             let Some(start) = next else { break };
             let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i + 1);
             self.push(&body[start..end], &mut *emit);
@@ -85,26 +99,31 @@ impl Ingest {
         }
     }
 
-    /// Whole lines that no detector wants: counted, the last few parsed.
-    fn skip_lines(&mut self, region: &[u8], filter: &SkipFilter, emit: &mut impl FnMut(Event)) {
+    /// Whole lines that no detector wants: handed to `skipped`, but for the last few, which
+    /// are parsed (the context of the line after them).
+    fn skip_lines(
+        &mut self,
+        region: &[u8],
+        filter: &SkipFilter,
+        emit: &mut impl FnMut(Event),
+        skipped: &mut impl FnMut(u32, &[u8]),
+    ) {
         if region.is_empty() {
             return;
         }
-        // A line over the cap is cut, and the cut is noted on its event: the usual way.
+        let from = filter.kept_from(region);
         let max = self.splitter.max_line();
         let mut start = 0;
-        let mut count = 0u32;
-        for nl in memchr::memchr_iter(b'\n', region) {
+        for nl in memchr::memchr_iter(b'\n', &region[..from]) {
+            // A line over the cap is cut, and the cut is noted on its event: the usual way.
             if nl - start > max {
-                self.skip_lines(&region[..start], filter, emit);
                 self.push(&region[start..=nl], &mut *emit);
-                return self.skip_lines(&region[nl + 1..], filter, emit);
+            } else {
+                self.parser.skip(1);
+                skipped(self.parser.lines(), &region[start..nl]);
             }
-            count += 1;
             start = nl + 1;
         }
-        let (from, kept) = filter.kept_from(region);
-        self.parser.skip(count - kept);
         self.push(&region[from..], &mut *emit);
     }
 
@@ -165,34 +184,54 @@ pub fn pattern_set(
 /// change (control characters, carriage returns, escapes). One regex over the whole buffer,
 /// the way grep searches, instead of one routing per line.
 pub struct SkipFilter {
-    re: regex::bytes::Regex,
-    /// Lines kept before a line that matters: the most context any detector wants, and
-    /// enough for `tail` non-empty lines.
+    re: regex_automata::meta::Regex,
+    /// Lines kept before a line that matters: the most context any detector wants.
     context: usize,
-    tail: usize,
 }
 
-/// Lines looked back over, at most, for the kept ones.
-const KEEP_SCAN: usize = 4096;
-
-impl SkipFilter {
-    /// Where the lines to keep begin in `region` (whole lines), and how many they are.
-    fn kept_from(&self, region: &[u8]) -> (usize, u32) {
-        let (mut lines, mut nonempty) = (0usize, 0usize);
-        let mut end = region.len();
-        while end > 0 && lines < KEEP_SCAN && (lines < self.context || nonempty < self.tail) {
-            // `end - 1` is the newline ending this line.
-            let start = memchr::memrchr(b'\n', &region[..end - 1]).map_or(0, |i| i + 1);
-            lines += 1;
-            if end - 1 > start {
-                nonempty += 1;
-            }
-            end = start;
-        }
-        (end, lines as u32)
+/// `hir` with its Unicode word boundaries made ASCII ones.
+fn ascii_word_boundaries(hir: &Hir) -> Hir {
+    match hir.kind() {
+        HirKind::Look(look) => Hir::look(match look {
+            Look::WordUnicode => Look::WordAscii,
+            Look::WordUnicodeNegate => Look::WordAsciiNegate,
+            Look::WordStartUnicode => Look::WordStartAscii,
+            Look::WordEndUnicode => Look::WordEndAscii,
+            Look::WordStartHalfUnicode => Look::WordStartHalfAscii,
+            Look::WordEndHalfUnicode => Look::WordEndHalfAscii,
+            other => *other,
+        }),
+        HirKind::Capture(c) => Hir::capture(Capture {
+            index: c.index,
+            name: c.name.clone(),
+            sub: Box::new(ascii_word_boundaries(&c.sub)),
+        }),
+        HirKind::Repetition(r) => Hir::repetition(Repetition {
+            min: r.min,
+            max: r.max,
+            greedy: r.greedy,
+            sub: Box::new(ascii_word_boundaries(&r.sub)),
+        }),
+        HirKind::Concat(v) => Hir::concat(v.iter().map(ascii_word_boundaries).collect()),
+        HirKind::Alternation(v) => Hir::alternation(v.iter().map(ascii_word_boundaries).collect()),
+        _ => hir.clone(),
     }
 }
 
+impl SkipFilter {
+    /// Where the lines to keep begin in `region` (whole lines).
+    fn kept_from(&self, region: &[u8]) -> usize {
+        let mut end = region.len();
+        for _ in 0..self.context {
+            if end == 0 {
+                break;
+            }
+            // `end - 1` is the newline ending this line.
+            end = memchr::memrchr(b'\n', &region[..end - 1]).map_or(0, |i| i + 1);
+        }
+        end
+    }
+}
 /// Decides in one pass per line which detectors see it (one Aho-Corasick automaton over every
 /// literal, one `RegexSet` over every pattern), and hands each detector the context lines it
 /// asked for before a line it wants, each line at most once.
@@ -298,39 +337,52 @@ impl Router {
         })
     }
 
-    /// A filter for [`Ingest::push_skipping`] that keeps `tail` non-empty lines before each
-    /// line that matters (as well as the context lines detectors want). None when every line
+    /// A filter for [`Ingest::push_skipping`]. None when every line
     /// may matter (a detector that sees all), or when a pattern could match a line alone but
     /// not inside a buffer (`\A`, `\z`, multi-line mode turned off), or when the patterns
     /// together are over the limits: then every line goes the usual way.
-    pub fn skip_filter(&self, tail: usize) -> Option<SkipFilter> {
+    pub fn skip_filter(&self) -> Option<SkipFilter> {
         if !self.sees_all.is_empty() {
             return None;
         }
-        let unsafe_syntax = regex::Regex::new(r"\\[Az]|\(\?[a-zA-Z]*-[a-zA-Z]*m").ok()?;
-        if self.pattern_text.iter().any(|p| unsafe_syntax.is_match(p)) {
-            return None;
-        }
+        // Read as the buffer search reads them (`^`, `$` at every line): a pattern that still
+        // anchors at the text's start or end (`\A`, `\z`, `(?-m)`) means something else there.
+        let mut parser = regex_syntax::ParserBuilder::new();
+        parser.multi_line(true).nest_limit(self.limits.nest);
         let mut alternatives = vec![
             // Marker lines (they go to every detector).
             r"^\s*::".to_string(),
             // What the parser changes: C0 controls but tab (CR, ESC among them), DEL, C1.
             r"[\x00-\x08\x0B-\x1F\x7F\x{80}-\x{9F}]".to_string(),
+            // Anything not ASCII: such lines are routed one by one (below).
+            r"[^\x00-\x7F]".to_string(),
         ];
         alternatives.extend(self.literal_text.iter().map(|l| regex::escape(l)));
-        alternatives.extend(self.pattern_text.iter().map(|p| format!("(?:{p})")));
+        alternatives.extend(self.pattern_text.iter().cloned());
+        let mut hirs = Vec::with_capacity(alternatives.len());
+        for a in &alternatives {
+            let hir = parser.build().parse(a).ok()?;
+            let looks = hir.properties().look_set();
+            if looks.contains(Look::Start) || looks.contains(Look::End) {
+                return None;
+            }
+            // A Unicode word boundary stops the fast engines at the first non-ASCII byte; on
+            // ASCII lines an ASCII one is the same, and other lines match anyway.
+            hirs.push(ascii_word_boundaries(&hir));
+        }
         let slots = self.slots.iter().flatten().count().max(1) + 1;
-        let re = regex::bytes::RegexBuilder::new(&alternatives.join("|"))
-            .multi_line(true)
-            .size_limit(self.limits.size * slots)
-            .dfa_size_limit(self.limits.dfa_size * slots)
-            .nest_limit(self.limits.nest)
-            .build()
+        // Each pattern keeps its own capture groups: one search, many patterns.
+        let re = regex_automata::meta::Regex::builder()
+            .configure(
+                regex_automata::meta::Config::new()
+                    .nfa_size_limit(Some(self.limits.size * slots))
+                    .hybrid_cache_capacity(self.limits.dfa_size * slots),
+            )
+            .build_many_from_hir(&hirs)
             .ok()?;
         Some(SkipFilter {
             re,
             context: self.max_context,
-            tail,
         })
     }
 
@@ -510,7 +562,7 @@ mod tests {
             }),
         ];
         let mut r = Router::new(&routes, PatternLimits::default()).unwrap();
-        let filter = r.skip_filter(3).expect("a filter");
+        let filter = r.skip_filter().expect("a filter");
         let mut ingest = Ingest::default();
         let mut sent = Vec::new();
         let now = Instant::now();
@@ -520,7 +572,7 @@ mod tests {
         };
         for c in log.chunks(chunk) {
             if skipping {
-                ingest.push_skipping(c, &filter, &mut take);
+                ingest.push_skipping(c, &filter, &mut take, &mut |_, _| {});
             } else {
                 ingest.push(c, &mut take);
             }
@@ -547,7 +599,7 @@ mod tests {
             b"\x1b[31merror\x1b[0m: coloured",
             b"progress 10%\rprogress 100%",
             b"bad \xff utf8 timeout",
-            b"nothing failed here",
+            b"\xc3\xa9failed here",
             b"it failed",
             b"caf\xc3\xa9 \xc2\x85 next-line control",
             b"crlf line\r",
@@ -559,7 +611,7 @@ mod tests {
             x ^= x >> 27;
             let pick = (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) as usize;
             // Mostly noise, as a real log.
-            let piece = if pick % 4 == 0 {
+            let piece = if pick.is_multiple_of(4) {
                 pieces[pick % 16]
             } else {
                 pieces[0]
@@ -593,8 +645,14 @@ mod tests {
             PatternLimits::default(),
         )
         .unwrap();
-        assert!(all.skip_filter(3).is_none());
-        for p in [r"\Aerror", r"error\z", r"(?-m)^error$", r"(?i-m)x$"] {
+        assert!(all.skip_filter().is_none());
+        for p in [
+            r"\Aerror",
+            r"error\z",
+            r"(?-m)^error$",
+            r"(?i-m)x$",
+            r"a|\Ab",
+        ] {
             let pats = s(&[p]);
             let r = Router::new(
                 &[Some(Route {
@@ -605,7 +663,7 @@ mod tests {
                 PatternLimits::default(),
             )
             .unwrap();
-            assert!(r.skip_filter(3).is_none(), "{p}");
+            assert!(r.skip_filter().is_none(), "{p}");
         }
     }
 }

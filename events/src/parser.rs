@@ -17,6 +17,8 @@ pub struct MalformedMarker {
 pub struct EventParser {
     phase: Arc<str>,
     line: u32,
+    /// Lines parsed (the others were counted only, see [`EventParser::skip`]).
+    parsed: u64,
 }
 
 impl EventParser {
@@ -28,6 +30,10 @@ impl EventParser {
         self.line
     }
 
+    pub fn parsed(&self) -> u64 {
+        self.parsed
+    }
+
     /// Counts `n` lines that were not parsed (no detector could want them).
     pub fn skip(&mut self, n: u32) {
         self.line = self.line.saturating_add(n);
@@ -35,6 +41,7 @@ impl EventParser {
 
     pub fn parse(&mut self, line: Line<'_>) -> Event {
         self.line = self.line.saturating_add(1);
+        self.parsed += 1;
         let text = to_text(line.bytes);
         let mut event = self.classify(text);
         if line.truncated > 0 {

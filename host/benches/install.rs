@@ -4,9 +4,11 @@
 //! both alike. Prints each run's phase times and the median ratio. Needs root and libvirtd, like `nixtest setup`.
 //! `cargo bench -p nixtest --bench install [-- --runs N]` (default 4 of each).
 //!
-//! `-- --faults` instead installs once per injected fault (and once without) with healing on,
-//! and prints a table: total and per-phase times, the action applied, and the time from the
-//! failing line being printed in the guest to the finding and to the action being applied.
+//! `-- --faults [--runs N]` instead installs N (at least 3) times per injected fault with
+//! healing on, and prints per fault the p50 and p99 of the times from the failing line being
+//! printed in the guest to the first finding (a temporary one when the detector waits for
+//! more evidence), and from the line that decided the finding to the finding and to the action
+//! applied.
 
 mod common;
 
@@ -28,6 +30,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Seconds in the install's phases (boot, reboot and verification excluded: they do not
 /// see the monitor).
+/// The nearest-rank quantile `q` of `v` (not empty).
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
 fn phase_secs(r: &ProfileReport) -> f64 {
     r.phases.iter().map(|p| p.duration_ms as f64).sum::<f64>() / 1000.0
 }
@@ -94,56 +104,57 @@ fn main() {
         ))
     };
     if args.iter().any(|a| a == "--faults") {
+        // `--runs N` installs per fault (3 at least for a p99 worth the name).
+        let per_fault = runs.max(3);
         println!(
-            "| fault | total | phases (×attempts) | action (plugin, confidence) | guest line→finding | guest line→applied | clock pairing ± |"
+            "{per_fault} runs per fault; times from the line printed in the guest (its clock paired with the host's), p50 / p99 (nearest rank)"
         );
-        println!("|---|---|---|---|---|---|---|");
-        for fault in [
-            None,
-            Some(Fault::Disk),
-            Some(Fault::Memory),
-            Some(Fault::Network),
-            Some(Fault::Space),
-        ] {
-            let r = install(
-                &builtins,
-                &TestOptions {
-                    inject: fault,
-                    ..opts
-                },
-            );
-            assert_eq!(r.status, Status::Passed, "{:?}: {:?}", fault, r.error);
-            let phases: Vec<String> = r
-                .phases
-                .iter()
-                .map(|p| {
-                    let x = if p.attempts > 1 {
-                        format!(" ×{}", p.attempts)
-                    } else {
-                        String::new()
-                    };
-                    format!("{} {:.1} s{x}", p.name, p.duration_ms as f64 / 1000.0)
-                })
-                .collect();
-            let healed = r
-                .healing
-                .iter()
-                .find(|h| h.outcome == nixtest::report::Outcome::Healed);
-            let ms = |v: Option<u64>| v.map_or("–".to_string(), |v| format!("{v} ms"));
+        println!(
+            "| fault | runs healed | total p50 | first line → first finding | decisive line → finding | decisive line → applied | stopped early | clock pairing ± (max) |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for fault in [Fault::Disk, Fault::Memory, Fault::Network, Fault::Space] {
+            let mut totals = Vec::new();
+            let (mut first, mut decided, mut applied) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut early, mut healed_runs, mut clock) = (0, 0, 0f64);
+            for _ in 0..per_fault {
+                let r = install(
+                    &builtins,
+                    &TestOptions {
+                        inject: Some(fault),
+                        ..opts
+                    },
+                );
+                assert_eq!(r.status, Status::Passed, "{:?}: {:?}", fault, r.error);
+                totals.push(r.duration_ms as f64 / 1000.0);
+                let Some(h) = r
+                    .healing
+                    .iter()
+                    .find(|h| h.outcome == nixtest::report::Outcome::Healed)
+                else {
+                    continue;
+                };
+                healed_runs += 1;
+                first.extend(h.guest_line_to_first_finding_ms.map(|v| v as f64));
+                decided.extend(h.guest_decisive_to_finding_ms.map(|v| v as f64));
+                applied.extend(h.guest_decisive_to_applied_ms.map(|v| v as f64));
+                early += usize::from(h.stopped_early);
+                clock = clock.max(h.guest_clock_error_ms.unwrap_or(0.0));
+            }
+            let pct = |v: &[f64]| {
+                if v.is_empty() {
+                    "–".to_string()
+                } else {
+                    format!("{:.0} / {:.0} ms", quantile(v, 0.5), quantile(v, 0.99))
+                }
+            };
             println!(
-                "| {} | {:.1} s | {} | {} | {} | {} | {} |",
-                fault.map_or("none", |f| f.name()),
-                r.duration_ms as f64 / 1000.0,
-                phases.join(", "),
-                healed.map_or("–".to_string(), |h| format!(
-                    "{} ({}, {:.2})",
-                    h.action, h.plugin, h.confidence
-                )),
-                ms(healed.and_then(|h| h.guest_line_to_finding_ms)),
-                ms(healed.and_then(|h| h.guest_line_to_applied_ms)),
-                healed
-                    .and_then(|h| h.guest_clock_error_ms)
-                    .map_or("–".to_string(), |e| format!("{e:.0} ms")),
+                "| {} | {healed_runs}/{per_fault} | {:.1} s | {} | {} | {} | {early}/{healed_runs} | {clock:.0} ms |",
+                fault.name(),
+                quantile(&totals, 0.5),
+                pct(&first),
+                pct(&decided),
+                pct(&applied),
             );
         }
         return;

@@ -1,7 +1,8 @@
 //! Detection throughput: a log of realistic build noise (at least 1M lines) with the corpus
 //! cases mixed in, through the parser, the monitor and every built-in plugin; the same log
 //! through a native `RegexSet` of the same rules; and through GNU `grep -E -c` with the same
-//! patterns translated to ERE. Prints lines/s and the ratios.
+//! patterns translated to ERE, and ripgrep with them as they are, on logs of four shapes.
+//! Prints lines/s and the ratios.
 //!
 //! `cargo bench -p nixtest --bench throughput` (NIXTEST_BENCH_LINES to change the size).
 
@@ -146,7 +147,77 @@ fn corpus() -> Vec<String> {
     cases
 }
 
-fn make_log(lines: usize) -> (Vec<u8>, usize) {
+/// The shapes of log measured: the bench's build noise with corpus cases; the same with
+/// long lines (linker and compiler command lines of 1–8 KiB); with many markers (a third of
+/// the lines: progress, metrics, phases); with many prefilter hits (a third of the lines hold
+/// a detector's literal, such as `/dev/`, `error: ` or `mount`, and are no failure).
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    Bench,
+    LongLines,
+    Markers,
+    PrefilterHits,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Bench => "bench log",
+            Shape::LongLines => "long lines",
+            Shape::Markers => "many markers",
+            Shape::PrefilterHits => "many prefilter hits",
+        }
+    }
+
+    fn line(self, rng: &mut Rng) -> String {
+        let third = rng.next().is_multiple_of(3);
+        match self {
+            Shape::Bench => noise_line(rng),
+            Shape::LongLines if rng.next().is_multiple_of(4) => {
+                let n = 16 + (rng.next() % 112) as usize;
+                let mut l = String::from("gcc -O2 -fPIC");
+                for _ in 0..n {
+                    l.push_str(&format!(
+                        " -I/nix/store/{}-{}/include",
+                        rng.hash(),
+                        rng.pick(PACKAGES)
+                    ));
+                }
+                l
+            }
+            Shape::LongLines => noise_line(rng),
+            Shape::Markers if third => match rng.next() % 4 {
+                0 => format!(
+                    "::PROGRESS::build::{} of 4000 derivations",
+                    rng.next() % 4000
+                ),
+                1 => format!("::METRIC::store_mb::{}", rng.next() % 9000),
+                2 => format!("::CONTEXT::building {}", rng.pick(PACKAGES)),
+                _ => format!(
+                    "::PHASE::{}",
+                    rng.pick(&["install", "generate_config", "build"])
+                ),
+            },
+            Shape::PrefilterHits if third => {
+                let pkg = rng.pick(PACKAGES);
+                match rng.next() % 6 {
+                    0 => format!("mounting /dev/vdb{} on /mnt/boot", rng.next() % 4),
+                    1 => format!("these {} dependencies will be built:", rng.next() % 90),
+                    2 => format!("note: keeping the build directory of {pkg} (no error: kept)"),
+                    3 => format!("resolved {pkg} in {} ms", rng.next() % 900),
+                    4 => format!("partition table of /dev/vdb has {} entries", rng.next() % 8),
+                    _ => format!(
+                        "copying {pkg}: enough space on /mnt ({} MiB free)",
+                        rng.next() % 9000
+                    ),
+                }
+            }
+            Shape::Markers | Shape::PrefilterHits => noise_line(rng),
+        }
+    }
+}
+
+fn make_log(lines: usize, shape: Shape) -> (Vec<u8>, usize) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let cases = corpus();
     let mut out = String::with_capacity(lines * 80);
@@ -162,7 +233,7 @@ fn make_log(lines: usize) -> (Vec<u8>, usize) {
             n += case.lines().count();
             injected += 1;
         } else {
-            out.push_str(&noise_line(&mut rng));
+            out.push_str(&shape.line(&mut rng));
             out.push('\n');
             n += 1;
         }
@@ -256,98 +327,122 @@ fn best_of<R>(n: usize, mut f: impl FnMut() -> R) -> (Duration, R) {
     best.unwrap()
 }
 
+/// How long a grep-like tool takes (best of 3) to count the matching lines, run as
+/// `TOOL ARGS -f PATTERNS FILE` within `limit` (ripgrep can take many minutes on rules with
+/// Unicode word boundaries over non-ASCII text); `None` when it ran past the limit.
+fn tool_time(
+    tool: &str,
+    args: &[&str],
+    patterns: &std::path::Path,
+    file: &std::path::Path,
+    limit: Duration,
+) -> Option<Duration> {
+    let mut best: Option<Duration> = None;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let out = Command::new("timeout")
+            .arg(limit.as_secs().to_string())
+            .arg(tool)
+            .env("LC_ALL", "C.UTF-8")
+            .args(args)
+            .arg("-f")
+            .arg(patterns)
+            .arg(file)
+            .output()
+            .unwrap_or_else(|e| panic!("{tool} runs ({e}); scripts/setup.sh installs it"));
+        let d = t.elapsed();
+        if out.status.code() == Some(124) {
+            return None;
+        }
+        // 1 is "no line matched"; 2 is an error (a rule the tool cannot read).
+        assert!(
+            out.status.code() != Some(2),
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        best = Some(best.map_or(d, |b| b.min(d)));
+    }
+    best
+}
+
 fn main() {
     let lines: usize = std::env::var("NIXTEST_BENCH_LINES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let (log, injected) = make_log(lines);
-    let total_lines = log.iter().filter(|&&b| b == b'\n').count();
-    println!(
-        "log: {total_lines} lines, {:.1} MiB, {injected} corpus cases mixed in",
-        log.len() as f64 / (1 << 20) as f64
-    );
-
     let host = PluginHost::new(HostOptions::default()).unwrap();
     let plugins = nixtest::plugins::builtins(&host).unwrap();
-    let (pipeline, report) = best_of(3, || {
-        nixtest::replay::replay(&log[..], &plugins, &GuestFacts::default(), &[]).unwrap()
-    });
-    // A plugin disabled by a fault makes a run faster and wrong: never a result.
-    assert!(
-        report.faults.is_empty(),
-        "plugin faults: {:?}",
-        report.faults
-    );
-    let failures = report
-        .findings
-        .iter()
-        .filter(|f| f.severity.is_failure())
-        .count();
-
     let patterns = rust_patterns();
-    let set = RegexSet::new(&patterns).unwrap();
-    let text = std::str::from_utf8(&log).unwrap();
-    let (native, native_hits) = best_of(3, || text.lines().filter(|l| set.is_match(l)).count());
-
     let ere: Vec<String> = patterns.iter().map(|p| to_ere(p)).collect();
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    file.write_all(&log).unwrap();
-    if let Some(keep) = std::env::var_os("NIXTEST_BENCH_KEEP_LOG") {
-        std::fs::write(&keep, &log).unwrap();
-    }
-    let mut pat_file = tempfile::NamedTempFile::new().unwrap();
-    pat_file.write_all(ere.join("\n").as_bytes()).unwrap();
-    let (grep, grep_hits) = best_of(3, || {
-        let out = Command::new("grep")
-            .env("LC_ALL", "C.UTF-8")
-            .arg("-E")
-            .arg("-c")
-            .arg("-f")
-            .arg(pat_file.path())
-            .arg(file.path())
-            .output()
-            .expect("GNU grep runs");
-        // 1 is "no line matched"; 2 is an error (a rule grep cannot read).
+    let mut ere_file = tempfile::NamedTempFile::new().unwrap();
+    ere_file.write_all(ere.join("\n").as_bytes()).unwrap();
+    // ripgrep reads Rust's regex syntax: the rules as they are, but for group names (it joins
+    // the rules into one regex, where a name may appear once).
+    let names = regex::Regex::new(r"\(\?P?<[A-Za-z_][A-Za-z0-9_]*>").unwrap();
+    let unnamed: Vec<String> = patterns
+        .iter()
+        .map(|p| names.replace_all(p, "(").into_owned())
+        .collect();
+    let mut rust_file = tempfile::NamedTempFile::new().unwrap();
+    rust_file.write_all(unnamed.join("\n").as_bytes()).unwrap();
+    let set = RegexSet::new(&patterns).unwrap();
+    println!(
+        "{} rules; each log {lines} lines or more; best of 3; ratio = replay time / tool time (below 1: replay is faster)",
+        patterns.len()
+    );
+    println!("| log | MiB | replay | lines/s | parsed | grep -E | rg | replay/grep | replay/rg |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let shapes = [
+        Shape::Bench,
+        Shape::LongLines,
+        Shape::Markers,
+        Shape::PrefilterHits,
+    ];
+    for shape in shapes {
+        let (log, _injected) = make_log(lines, shape);
+        let total_lines = log.iter().filter(|&&b| b == b'\n').count();
+        let (pipeline, report) = best_of(3, || {
+            nixtest::replay::replay(&log[..], &plugins, &GuestFacts::default(), &[]).unwrap()
+        });
+        // A plugin disabled by a fault makes a run faster and wrong: never a result.
         assert!(
-            out.status.code() != Some(2),
-            "grep failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            report.faults.is_empty(),
+            "plugin faults: {:?}",
+            report.faults
         );
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<usize>()
-            .unwrap_or(0)
-    });
-
-    println!(
-        "{:<44} {:>10} {:>14} {:>10}",
-        "path", "time", "lines/s", "hits"
-    );
-    println!(
-        "{:<44} {:>8.0}ms {:>14.0} {:>10}",
-        "parser + monitor + 5 wasm plugins",
-        pipeline.as_secs_f64() * 1e3,
-        rate(total_lines, pipeline),
-        format!("{failures} err")
-    );
-    println!(
-        "{:<44} {:>8.0}ms {:>14.0} {:>10}",
-        format!("native RegexSet ({} rules)", patterns.len()),
-        native.as_secs_f64() * 1e3,
-        rate(total_lines, native),
-        native_hits
-    );
-    println!(
-        "{:<44} {:>8.0}ms {:>14.0} {:>10}",
-        "grep -E -c (same rules as ERE)",
-        grep.as_secs_f64() * 1e3,
-        rate(total_lines, grep),
-        grep_hits
-    );
-    println!(
-        "ratios: pipeline/native = {:.2}x, pipeline/grep = {:.2}x (time; lower is better)",
-        pipeline.as_secs_f64() / native.as_secs_f64(),
-        pipeline.as_secs_f64() / grep.as_secs_f64()
-    );
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&log).unwrap();
+        // NIXTEST_BENCH_KEEP_LOGS=DIR keeps each log (for `nixtest replay`, perf, memory).
+        if let Some(keep) = std::env::var_os("NIXTEST_BENCH_KEEP_LOGS") {
+            let name = shape.name().replace(' ', "-");
+            std::fs::write(PathBuf::from(keep).join(format!("{name}.log")), &log).unwrap();
+        }
+        let (grep, _) = best_of(3, || {
+            count_with("grep", &["-E", "-c"], ere_file.path(), file.path())
+        });
+        let (rg, _) = best_of(3, || {
+            count_with("rg", &["-c", "--no-config"], rust_file.path(), file.path())
+        });
+        println!(
+            "| {} | {:.1} | {:.0} ms | {:.2}M | {:.1} % | {:.0} ms | {:.0} ms | {:.2} | {:.2} |",
+            shape.name(),
+            log.len() as f64 / (1 << 20) as f64,
+            pipeline.as_secs_f64() * 1e3,
+            rate(total_lines, pipeline) / 1e6,
+            report.parsed_lines as f64 * 100.0 / total_lines as f64,
+            grep.as_secs_f64() * 1e3,
+            rg.as_secs_f64() * 1e3,
+            pipeline.as_secs_f64() / grep.as_secs_f64(),
+            pipeline.as_secs_f64() / rg.as_secs_f64(),
+        );
+        if shape == Shape::Bench {
+            let text = std::str::from_utf8(&log).unwrap();
+            let (native, _) = best_of(3, || text.lines().filter(|l| set.is_match(l)).count());
+            println!(
+                "| (reference: a native RegexSet, line by line) | | {:.0} ms | {:.2}M | | | | | |",
+                native.as_secs_f64() * 1e3,
+                rate(total_lines, native) / 1e6
+            );
+        }
+    }
 }

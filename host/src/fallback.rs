@@ -11,7 +11,7 @@ use nixtest_events::{Event, EventKind};
 /// The detector name the host's own findings carry.
 pub const HOST_DETECTOR: &str = "nixtest";
 /// Lines of a phase's tail kept for the fallback.
-pub const TAIL_LINES: usize = 48;
+const TAIL_LINES: usize = 48;
 /// Bytes of each kept line.
 const LINE_BYTES: usize = 512;
 /// Lines a fallback finding cites besides the failure marker.
@@ -191,7 +191,11 @@ impl PhaseTail {
     }
 
     fn keep(&mut self, event: &Event) {
-        let text = event.message.as_str();
+        self.keep_text(event.line, &event.message);
+    }
+
+    /// Keeps a raw line of the phase.
+    pub fn keep_text(&mut self, line: u32, text: &str) {
         if text.is_empty() {
             return;
         }
@@ -200,10 +204,10 @@ impl PhaseTail {
             cut -= 1;
         }
         if self.ring.len() < TAIL_LINES {
-            self.ring.push((event.line, text[..cut].to_string()));
+            self.ring.push((line, text[..cut].to_string()));
         } else {
             let slot = &mut self.ring[self.next];
-            slot.0 = event.line;
+            slot.0 = line;
             slot.1.clear();
             slot.1.push_str(&text[..cut]);
         }

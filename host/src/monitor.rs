@@ -454,9 +454,17 @@ impl Monitor {
     }
 
     /// A filter for reading a whole log in bulk: the lines it passes over could go to no
-    /// detector, and it keeps what the fallback finding needs before each line that matters.
+    /// detector (they go to [`Monitor::skipped`] instead of [`Monitor::observe`]).
     pub fn skip_filter(&self) -> Option<nixtest_events::SkipFilter> {
-        self.router.skip_filter(crate::fallback::TAIL_LINES)
+        self.router.skip_filter()
+    }
+
+    /// A plain line no detector wants, not parsed: the phase's tail keeps it (the fallback
+    /// finding cites the tail).
+    pub fn skipped(&mut self, line: u32, text: &[u8]) {
+        self.last_line = line;
+        self.tail
+            .keep_text(line, std::str::from_utf8(text).unwrap_or(""));
     }
 
     /// Adds a fact to a finding after the fact (a hang's snapshot, fetched from the guest).
