@@ -371,6 +371,7 @@ fn replay() {
         probes: Vec::new(),
         plugin_output: Default::default(),
         lines: 42,
+        parsed_lines: 42,
         failures: Vec::new(),
     };
     insta::assert_snapshot!(r.text(true));
