@@ -417,23 +417,35 @@ fn main() {
             let name = shape.name().replace(' ', "-");
             std::fs::write(PathBuf::from(keep).join(format!("{name}.log")), &log).unwrap();
         }
-        let (grep, _) = best_of(3, || {
-            count_with("grep", &["-E", "-c"], ere_file.path(), file.path())
-        });
-        let (rg, _) = best_of(3, || {
-            count_with("rg", &["-c", "--no-config"], rust_file.path(), file.path())
-        });
+        let limit = Duration::from_secs(60);
+        let grep = tool_time("grep", &["-E", "-c"], ere_file.path(), file.path(), limit);
+        let rg = tool_time(
+            "rg",
+            &["-c", "--no-config"],
+            rust_file.path(),
+            file.path(),
+            limit,
+        );
+        let ms = |d: Option<Duration>| {
+            d.map_or(format!("> {} s", limit.as_secs()), |d| {
+                format!("{:.0} ms", d.as_secs_f64() * 1e3)
+            })
+        };
+        let ratio = |d: Option<Duration>| match d {
+            Some(d) => format!("{:.2}", pipeline.as_secs_f64() / d.as_secs_f64()),
+            None => format!("< {:.3}", pipeline.as_secs_f64() / limit.as_secs_f64()),
+        };
         println!(
-            "| {} | {:.1} | {:.0} ms | {:.2}M | {:.1} % | {:.0} ms | {:.0} ms | {:.2} | {:.2} |",
+            "| {} | {:.1} | {:.0} ms | {:.2}M | {:.1} % | {} | {} | {} | {} |",
             shape.name(),
             log.len() as f64 / (1 << 20) as f64,
             pipeline.as_secs_f64() * 1e3,
             rate(total_lines, pipeline) / 1e6,
             report.parsed_lines as f64 * 100.0 / total_lines as f64,
-            grep.as_secs_f64() * 1e3,
-            rg.as_secs_f64() * 1e3,
-            pipeline.as_secs_f64() / grep.as_secs_f64(),
-            pipeline.as_secs_f64() / rg.as_secs_f64(),
+            ms(grep),
+            ms(rg),
+            ratio(grep),
+            ratio(rg),
         );
         if shape == Shape::Bench {
             let text = std::str::from_utf8(&log).unwrap();
