@@ -20,14 +20,20 @@ fn nixtest_test(args: &[&str], report_dir: &Path) -> (Output, Value, PathBuf) {
         .arg(report_dir)
         .stdin(Stdio::null());
     let out = cmd.output().unwrap();
+    let (report, run) = read_run(report_dir, &out);
+    (out, report, run)
+}
+
+/// The one run in `report_dir`: its report.json and its folder.
+fn read_run(report_dir: &Path, out: &Output) -> (Value, PathBuf) {
     let run = std::fs::read_dir(report_dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .find(|p| p.is_dir())
-        .unwrap_or_else(|| panic!("no run folder:\n{}", text(&out)));
+        .unwrap_or_else(|| panic!("no run folder:\n{}", text(out)));
     let json = std::fs::read(run.join("report.json")).unwrap();
-    (out, serde_json::from_slice(&json).unwrap(), run)
+    (serde_json::from_slice(&json).unwrap(), run)
 }
 
 fn text(o: &Output) -> String {
@@ -296,14 +302,7 @@ fn a_blocked_phase_is_a_hang_and_a_busy_quiet_one_is_not() {
     let out = cmd.output().unwrap();
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let run = std::fs::read_dir(&reports)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.is_dir())
-        .unwrap();
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    let (report, run) = read_run(&reports, &out);
     let p = &report["profiles"][0];
     let phases = p["phases"].as_array().unwrap();
     // Quiet for 25 s while the hang check looks after 8 s: busy, so it passed.
@@ -384,14 +383,7 @@ run = "echo building; head -c 400M /dev/zero | tail > /dev/null 2>&1; echo carry
         .stdin(Stdio::null());
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let run = std::fs::read_dir(&reports)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.is_dir())
-        .unwrap();
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    let (report, run) = read_run(&reports, &out);
     let prof = &report["profiles"][0];
     let oom = prof["findings"]
         .as_array()
