@@ -89,7 +89,9 @@ pub fn cause_score(text: &str) -> u32 {
 pub fn hang_finding(event: &Event) -> Option<Finding> {
     let why = event.field("hang")?;
     let mut details = Vec::new();
-    if let Some(file) = event.field("snapshot") {
+    // The path comes from the install's output: only the runner's own snapshot files are read
+    // (any other path would put a guest file of the output's choosing into the report).
+    if let Some(file) = event.field("snapshot").filter(|f| is_snapshot_path(f)) {
         details.push((SNAPSHOT_FILE.to_string(), file.to_string()));
     }
     Some(Finding {
@@ -101,6 +103,34 @@ pub fn hang_finding(event: &Event) -> Option<Finding> {
         summary: format!("hang: {}", crate::term::clip(why, 200)),
         lines: vec![event.line],
     })
+}
+
+/// A path the guest runner's watchdog writes: `/var/log/nixtest/hang-NAME.txt`, NAME plain.
+fn is_snapshot_path(path: &str) -> bool {
+    path.strip_prefix("/var/log/nixtest/hang-")
+        .and_then(|rest| rest.strip_suffix(".txt"))
+        .is_some_and(|name| {
+            !name.is_empty()
+                && !name.contains("..")
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        })
+}
+
+#[cfg(test)]
+#[test]
+fn only_the_runners_snapshot_files_are_read() {
+    assert!(is_snapshot_path("/var/log/nixtest/hang-install-1.txt"));
+    for bad in [
+        "/etc/shadow",
+        "/var/log/nixtest/hang-../../../etc/shadow.txt",
+        "/var/log/nixtest/hang-a/b.txt",
+        "/var/log/nixtest/hang-.txt",
+        "/var/log/nixtest/hang-x.txt.bak",
+    ] {
+        assert!(!is_snapshot_path(bad), "{bad}");
+    }
 }
 
 /// The detail of a hang finding naming the guest's snapshot file, and the one holding it.

@@ -211,7 +211,11 @@ impl StreamRunner {
             format!(
                 "{RUNNER_PATH} stop {} {}",
                 shell_quote(phase),
-                shell_quote(&crate::term::clip(reason, 300))
+                // One line: the guest prints it into the log, where a newline could fake a marker.
+                shell_quote(&crate::term::clip(
+                    &reason.replace(|c: char| c.is_control(), " "),
+                    300
+                ))
             )
         };
         let mut stop: Option<String> = None;
