@@ -61,6 +61,7 @@ pub fn e2e_settings() -> VmSettings {
         vcpus: 1,
         dir: "/var/lib/nixtest".into(),
         prefix: E2E_PREFIX.into(),
+        open_network: false,
     }
 }
 

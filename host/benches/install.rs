@@ -86,6 +86,7 @@ fn main() {
         let run_dir = tempfile::tempdir().unwrap();
         let inputs = Inputs {
             res: Resources {
+                installer: None,
                 vm: &manager,
                 image: &image,
                 key: key.clone(),

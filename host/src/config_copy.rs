@@ -52,6 +52,18 @@ impl ConfigCopy {
             .map(|(_, c)| c.as_str())
     }
 
+    /// The file that declares disko's devices: `disko-config.nix`, else the first `.nix`
+    /// file (of a flake) that mentions `disko.devices`.
+    pub fn disko_file(&self) -> Option<&str> {
+        if self.content("disko-config.nix").is_some() {
+            return Some("disko-config.nix");
+        }
+        self.files
+            .iter()
+            .find(|(p, c)| p.ends_with(".nix") && c.contains("disko.devices"))
+            .map(|(p, _)| p.as_str())
+    }
+
     pub fn set(&mut self, path: &str, content: String) -> std::io::Result<()> {
         crate::report::write_atomic(&self.dir.join(path), content.as_bytes())?;
         match self.files.iter_mut().find(|(p, _)| p == path) {

@@ -62,9 +62,15 @@ pub fn inject(
     match fault {
         None | Some(Fault::Network) => {}
         Some(Fault::Disk) => {
-            if let Some(c) = config.content("disko-config.nix") {
-                let bad = c.replace("\"/dev/vdb\"", "\"/dev/sdz\"");
-                config.set("disko-config.nix", bad)?;
+            // The profile's disko-config.nix, or the flake's file that declares disko's
+            // devices: its first disk becomes one the VM does not have.
+            let device = regex::Regex::new(r#"(\bdevice\s*=\s*")[^"]+(")"#).unwrap();
+            let file = config.disko_file().map(str::to_string);
+            if let Some(path) = file
+                && let Some(c) = config.content(&path)
+            {
+                let bad = device.replacen(c, 1, "${1}/dev/sdz${2}").into_owned();
+                config.set(&path, bad)?;
             }
         }
         Some(Fault::Memory) => {

@@ -17,6 +17,7 @@ pub mod findings;
 pub mod guest;
 pub mod healing;
 pub mod history;
+pub mod installer;
 pub mod monitor;
 pub mod orchestrator;
 pub mod partition;

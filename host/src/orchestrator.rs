@@ -41,6 +41,15 @@ pub struct Resources<'a> {
     pub plugins: &'a PluginSet,
     /// How well actions worked before (shared by the profiles of a run), to rank proposals.
     pub history: &'a Mutex<History>,
+    /// The user's installer ISO, when the VM boots it instead of the test guest.
+    pub installer: Option<&'a Installer>,
+}
+
+/// An installer ISO as the VM's source, and the key nixtest installs through its console.
+pub struct Installer {
+    pub iso: crate::installer::PreparedIso,
+    /// nixtest's public key (an authorized_keys line).
+    pub public_key: String,
 }
 
 /// What a profile run needs from the outside.
@@ -63,6 +72,20 @@ pub enum RunError {
     Vm(#[from] VmError),
     #[error("{source}; console log: {}", console.display())]
     Boot { source: SshError, console: PathBuf },
+    #[error("{source}\n(the whole console transcript: {})", transcript.display())]
+    Console {
+        source: crate::installer::console::ConsoleError,
+        transcript: PathBuf,
+    },
+    #[error(
+        "the installer took nixtest's key through its console, but SSH with it fails: \
+         {source}; console transcript: {}",
+        transcript.display()
+    )]
+    KeyRefused {
+        source: SshError,
+        transcript: PathBuf,
+    },
     #[error(transparent)]
     Guest(#[from] GuestError),
     #[error(transparent)]
@@ -107,15 +130,21 @@ pub async fn run_profile(
     emitter.emit(What::ProfileFinished { status, error });
 }
 
-/// The VM manager as the verifier's way to reboot this run's VM.
+/// The VM manager as the verifier's way to reboot this run's VM: the test guest into the
+/// profile's root device, an installer's VM from its target disk.
 struct VmReboot<'a> {
     manager: &'a VmManager,
-    name: &'a str,
+    vm: &'a crate::vm::RunVm,
+    installer: bool,
 }
 
 impl Reboot for VmReboot<'_> {
     fn reboot_into(&mut self, root_device: &str) -> Result<(), VmError> {
-        self.manager.reboot_into(self.name, root_device)
+        if self.installer {
+            self.manager.reboot_from_disk(self.vm)
+        } else {
+            self.manager.reboot_into(&self.vm.name, root_device)
+        }
     }
 }
 
@@ -138,18 +167,44 @@ async fn run_inner(
     fault::inject(opts.inject, &mut overrides, &mut config).map_err(RunError::Inject)?;
 
     emitter.emit(What::VmStarting);
-    let vm = cx.vm.create_run_vm(cx.image, &profile.name, &overrides)?;
+    let vm = match cx.installer {
+        Some(i) => cx
+            .vm
+            .create_installer_vm(&i.iso, &profile.name, &overrides)?,
+        None => cx.vm.create_run_vm(cx.image, &profile.name, &overrides)?,
+    };
     cx.vm.start(&vm.name)?;
     let target = SshTarget {
         addr: vm.ssh_addr(),
         user: "root".into(),
         key: cx.key.clone(),
     };
+    let transcript = run_dir
+        .join("logs")
+        .join(format!("{}.console.log", profile.name));
+    if let Some(i) = cx.installer {
+        // Nobody prepared the installer: in through its serial console first.
+        let times = console_login(cx.vm, &vm.name, i, &transcript, opts.deadlines.boot)?;
+        emitter.emit(What::Metric {
+            name: "console_shell_ms".into(),
+            value: times.shell.as_secs_f64() * 1e3,
+        });
+        emitter.emit(What::Metric {
+            name: "console_key_ms".into(),
+            value: times.key.as_secs_f64() * 1e3,
+        });
+    }
     let mut runner = StreamRunner::connect(target.clone(), opts.deadlines)
         .await
-        .map_err(|source| RunError::Boot {
-            source,
-            console: vm.console_log(),
+        .map_err(|source| match cx.installer {
+            Some(_) => RunError::KeyRefused {
+                source,
+                transcript: transcript.clone(),
+            },
+            None => RunError::Boot {
+                source,
+                console: vm.console_log(),
+            },
         })?;
     emitter.emit(What::VmReady);
     emitter.emit(What::Metric {
@@ -223,9 +278,20 @@ async fn run_inner(
     keep_guest_files(&mut runner, logs, emitter.start()).await?;
 
     let verified = if ending == Ending::Passed {
+        if cx.installer.is_some() {
+            // The installed system has never heard of nixtest: its key goes along, so that the
+            // checks can log in (the installed system must run sshd).
+            runner
+                .exec(
+                    "install -d -m 700 /mnt/root/.ssh && cat /root/.ssh/authorized_keys >> \
+                     /mnt/root/.ssh/authorized_keys && chmod 600 /mnt/root/.ssh/authorized_keys",
+                )
+                .await?;
+        }
         let mut machine = VmReboot {
             manager: cx.vm,
-            name: &vm.name,
+            vm: &vm,
+            installer: cx.installer.is_some(),
         };
         verify::reboot_and_verify(&mut runner, &mut machine, profile, emitter).await?
     } else {
@@ -238,6 +304,28 @@ async fn run_inner(
     runner.close().await;
     vm.remove();
     Ok(ending == Ending::Passed && verified)
+}
+
+/// Waits for the installer's shell on the serial console and installs nixtest's key through
+/// it; everything the console shows goes to `transcript`, as it arrives.
+fn console_login(
+    vm: &VmManager,
+    name: &str,
+    installer: &Installer,
+    transcript: &Path,
+    deadline: std::time::Duration,
+) -> Result<crate::installer::console::LoginTimes, RunError> {
+    let fail = |source| RunError::Console {
+        source,
+        transcript: transcript.to_path_buf(),
+    };
+    if let Some(dir) = transcript.parent() {
+        std::fs::create_dir_all(dir).map_err(RunError::Logs)?;
+    }
+    let mut out = std::fs::File::create(transcript).map_err(RunError::Logs)?;
+    let mut console = vm.console(name)?;
+    crate::installer::console::install_key(&mut console, &mut out, &installer.public_key, deadline)
+        .map_err(fail)
 }
 
 /// The guest's own copy of the log, and when it printed each line, streamed to the run's

@@ -36,7 +36,9 @@ pub struct Check {
 pub struct VmSettings {
     pub memory_mib: Option<u64>,
     pub disk: Option<String>,
-    /// The installed system's root device, which the VM boots for the checks.
+    /// The installed system's root device, which the test guest's VM boots for the checks
+    /// (an installer ISO's VM boots its target disk instead).
+    #[serde(default)]
     pub root: String,
 }
 
@@ -47,6 +49,10 @@ struct ProfileFile {
     #[serde(default)]
     description: String,
     vm: VmSettings,
+    /// `PATH#HOST`: the user's flake is what is installed (PATH relative to the profile's
+    /// folder); the phases are then disko's and nixos-install's unless given.
+    flake: Option<String>,
+    #[serde(default)]
     phases: Vec<Phase>,
     #[serde(default)]
     checks: Vec<Check>,
@@ -62,6 +68,50 @@ pub struct Profile {
     pub checks: Vec<Check>,
     /// (relative path, content) of every configuration file.
     pub config: Vec<(String, String)>,
+    /// The flake this profile installs (its files are `config`).
+    pub flake: Option<crate::installer::FlakeRef>,
+}
+
+/// The phase that partitions with the flake's disko config: disko itself when the ISO has it,
+/// else through `nix run` (the stock NixOS ISO has no disko); never left at disko's wipe
+/// prompt: `--yes-wipe-all-disks` where disko knows it, else the older `--mode disko`, which
+/// does not ask.
+pub fn flake_disko_phase(installable: &str) -> String {
+    format!(
+        "if command -v disko >/dev/null; then set -- disko; else set -- nix \
+         --extra-experimental-features 'nix-command flakes' run github:nix-community/disko/latest --; fi; \
+         if \"$@\" --help 2>&1 | grep -q -- --yes-wipe-all-disks; then \
+         \"$@\" --mode destroy,format,mount --yes-wipe-all-disks --flake '{installable}' < /dev/null; \
+         else \"$@\" --mode disko --flake '{installable}' < /dev/null; fi"
+    )
+}
+
+fn flake_phases(r: &crate::installer::FlakeRef) -> Vec<Phase> {
+    let installable = r.guest_ref();
+    vec![
+        Phase {
+            name: "disk_partitioning".into(),
+            run: flake_disko_phase(&installable),
+        },
+        Phase {
+            name: "install".into(),
+            run: format!("nixos-install --flake '{installable}' --no-root-passwd"),
+        },
+    ]
+}
+
+fn flake_checks() -> Vec<Check> {
+    vec![
+        Check {
+            name: "root-is-installed-disk".into(),
+            // The installed root, not the installer's (a tmpfs or overlay) nor the CD.
+            run: "findmnt -n -o SOURCE / | grep -q '^/dev/[vsh]d[a-z]'".into(),
+        },
+        Check {
+            name: "sshd-active".into(),
+            run: "pgrep -x sshd".into(),
+        },
+    ]
 }
 
 macro_rules! builtin {
@@ -102,6 +152,14 @@ impl Profile {
                 .map(|(p, c)| (p.to_string(), c.to_string()))
                 .collect();
             return Self::parse(spec, toml_text, config);
+        }
+        if spec.contains('#') && !Path::new(spec).join("profile.toml").is_file() {
+            let r: crate::installer::FlakeRef =
+                spec.parse().map_err(|e| ProfileError::Invalid {
+                    path: spec.to_string(),
+                    reason: format!("{e}"),
+                })?;
+            return Self::from_flake(&r);
         }
         let dir = Path::new(spec);
         if !dir.join("profile.toml").is_file() {
@@ -147,7 +205,30 @@ impl Profile {
             path: where_.to_string(),
             reason,
         };
-        let f: ProfileFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let mut f: ProfileFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let mut config = config;
+        let flake = match &f.flake {
+            Some(spec) => {
+                // Relative to the profile's folder.
+                let spec = match spec.split_once('#') {
+                    Some((p, h)) if !Path::new(p).is_absolute() => {
+                        format!("{}#{h}", Path::new(where_).join(p).display())
+                    }
+                    _ => spec.clone(),
+                };
+                let r: crate::installer::FlakeRef =
+                    spec.parse().map_err(|e| invalid(format!("{e}")))?;
+                config = r.files().map_err(|e| invalid(format!("{e}")))?;
+                if f.phases.is_empty() {
+                    f.phases = flake_phases(&r);
+                }
+                if f.checks.is_empty() {
+                    f.checks = flake_checks();
+                }
+                Some(r)
+            }
+            None => None,
+        };
         if f.phases.is_empty() {
             return Err(invalid("a profile needs at least one [[phases]]".into()));
         }
@@ -179,6 +260,10 @@ impl Profile {
                 )));
             }
         }
+        if flake.is_some() && f.vm.root.is_empty() {
+            // The stand-in layout of the test guest; an ISO's VM boots its disk instead.
+            f.vm.root = "/dev/vdb2".into();
+        }
         if !f.vm.root.starts_with("/dev/") {
             return Err(invalid(format!(
                 "vm.root {:?} is not a device path like /dev/vdb2",
@@ -197,6 +282,29 @@ impl Profile {
             phases: f.phases,
             checks: f.checks,
             config,
+            flake,
+        })
+    }
+
+    /// The profile of `--flake PATH#HOST`: the flake's files, disko's and nixos-install's
+    /// phases, and checks that hold for any NixOS system nixtest can reach.
+    pub fn from_flake(r: &crate::installer::FlakeRef) -> Result<Profile, ProfileError> {
+        let config = r.files().map_err(|e| ProfileError::Invalid {
+            path: r.spec.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Profile {
+            name: r.host.clone(),
+            description: format!("the flake {}", r.spec),
+            vm: VmSettings {
+                memory_mib: None,
+                disk: None,
+                root: "/dev/vdb2".into(),
+            },
+            phases: flake_phases(r),
+            checks: flake_checks(),
+            config,
+            flake: Some(r.clone()),
         })
     }
 

@@ -6,7 +6,8 @@
 //! [vm]
 //! memory = 1024          # MiB (VM_MEMORY)
 //! disk_size = "4G"       # the install target (VM_DISK_SIZE)
-//! network = "user"       # VM_NETWORK; only QEMU user networking
+//! network = "user"       # VM_NETWORK: `user` (restricted) or `open` (reaches the binary cache)
+//! iso = "nixos-minimal.iso"  # NIXTEST_ISO: boot this installer ISO instead of the test guest
 //! vcpus = 1              # VM_VCPUS
 //! libvirt_uri = "qemu:///system"   # NIXTEST_LIBVIRT_URI
 //!
@@ -58,6 +59,8 @@ pub struct VmFile {
     pub network: Option<String>,
     pub vcpus: Option<u32>,
     pub libvirt_uri: Option<String>,
+    /// An installer ISO to boot instead of the test guest (NIXTEST_ISO, `--iso`).
+    pub iso: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

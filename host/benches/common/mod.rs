@@ -16,6 +16,7 @@ pub fn bench_vm() -> (VmSettings, Arc<PrivateKey>, String) {
         vcpus: 1,
         dir: "/var/lib/nixtest".into(),
         prefix: "nixtest-bench".into(),
+        open_network: false,
     };
     (settings, Arc::new(key), public)
 }

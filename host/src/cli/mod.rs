@@ -120,6 +120,15 @@ enum Command {
         /// Build the image and the base VM again even if they are current.
         #[arg(long)]
         rebuild: bool,
+        /// Also prepare this installer ISO for `nixtest test --iso` (read its boot entry, take
+        /// its kernel and initrd into the cache, keyed by its SHA-256; the ISO is never
+        /// written).
+        #[arg(long, value_name = "FILE")]
+        iso: Option<std::path::PathBuf>,
+        /// Build nixtest's stand-in installer ISO (Debian packages, NixOS's shape; cached by
+        /// its inputs) and print its path.
+        #[arg(long)]
+        standin_iso: bool,
     },
     /// The base VM: status, address, a shell, revert, remove.
     #[command(subcommand)]
@@ -267,7 +276,11 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
-        Command::Setup { rebuild } => vm_cmd::setup(rebuild),
+        Command::Setup {
+            rebuild,
+            iso,
+            standin_iso,
+        } => vm_cmd::setup_all(rebuild, iso.as_deref(), standin_iso),
         Command::Test(args) => test_cmd::run(args, cli.verbose > 0),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Vm(cmd) => match cmd {

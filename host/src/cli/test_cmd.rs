@@ -58,6 +58,14 @@ pub struct TestArgs {
     /// Output: text (live display) or json (the report at the end).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Boot this installer ISO (read-only, as a CD-ROM) instead of nixtest's test guest, and
+    /// get in through its serial console (also NIXTEST_ISO, or `[vm] iso` in nixtest.toml).
+    #[arg(long, value_name = "FILE")]
+    pub iso: Option<PathBuf>,
+    /// Install this flake's nixosConfigurations.HOST: disko with its disk config, then
+    /// nixos-install --flake. Checked with Nix on this machine before any VM starts.
+    #[arg(long, value_name = "PATH#HOST")]
+    pub flake: Vec<String>,
     /// Also load this plugin component (repeatable).
     #[arg(long = "plugin", value_name = "FILE.wasm")]
     pub plugins: Vec<PathBuf>,
@@ -79,6 +87,8 @@ struct Plan {
     parallel: usize,
     report_dir: PathBuf,
     opts: TestOptions,
+    /// The installer ISO the VMs boot, if not the test guest.
+    iso: Option<PathBuf>,
 }
 
 /// Where reports go: the flag, then NIXTEST_REPORT_DIR, then nixtest.toml, then
@@ -115,6 +125,8 @@ fn plan(args: &TestArgs, settings: &Settings) -> Result<Plan, SettingsError> {
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty())
         .collect();
+    // A flake is a profile too (`PATH#HOST`), named by --flake or as an argument.
+    names.extend(args.flake.iter().cloned());
     if names.is_empty() {
         // Every profile, as the seed's `test-orchestrator.sh test` does.
         names = file.test.profiles.clone().unwrap_or_else(|| {
@@ -160,6 +172,15 @@ fn plan(args: &TestArgs, settings: &Settings) -> Result<Plan, SettingsError> {
             value: names.join(","),
             expected: format!("cannot be loaded: {e:#}"),
         })?;
+    let iso = args.iso.clone().or_else(|| {
+        settings
+            .get(
+                "NIXTEST_ISO",
+                "vm.iso",
+                file.vm.iso.as_ref().map(|p| p.display().to_string()),
+            )
+            .map(|s| PathBuf::from(s.value))
+    });
     let parallel = match args.parallel {
         Some(n) => n,
         None => match settings.get(
@@ -228,6 +249,7 @@ fn plan(args: &TestArgs, settings: &Settings) -> Result<Plan, SettingsError> {
     let deadlines = nixtest::deadlines::Deadlines::resolve(settings)?;
     Ok(Plan {
         parallel: parallel.min(profiles.len().max(1)),
+        iso,
         profiles,
         share,
         report_dir,
@@ -284,6 +306,16 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // A flake is evaluated with real Nix before any VM starts: a host it does not have, or
+    // inputs that cannot be fetched, are the user's to fix.
+    for p in &plan.profiles {
+        if let Some(f) = &p.flake {
+            f.check().map_err(|e| match e {
+                nixtest::installer::FlakeError::NixMissing(_) => Failure::infra(e),
+                _ => Failure::usage(e),
+            })?;
+        }
+    }
     if plan.profiles.is_empty() {
         // A share that holds no profile: nothing to run, but a report that says which share
         // it was, so that `report merge` knows the run's list.
@@ -309,6 +341,13 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
     }
     let cx = VmContext::open_with(&settings)?;
     cx.image.verify().map_err(vm_failure)?;
+    let installer = match &plan.iso {
+        Some(iso) => Some(nixtest::orchestrator::Installer {
+            iso: super::vm_cmd::prepare_iso(iso, &cx)?,
+            public_key: cx.public_key.clone(),
+        }),
+        None => None,
+    };
 
     let (paths, host) = super::plugin_host()?;
     let plugins =
@@ -367,6 +406,7 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
             let (cx, plan, plugins, history, next, slots, run_dir, failures, run_id) = (
                 &cx, &plan, &plugins, &history, &next, &slots, &run_dir, &failures, &run_id,
             );
+            let installer = installer.as_ref();
             scope.spawn(move || {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
@@ -380,6 +420,7 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
                             key: cx.key.clone(),
                             plugins,
                             history,
+                            installer,
                         },
                         failures: failures.as_ref(),
                         run_id,

@@ -71,6 +71,59 @@ fn step(n: usize, total: usize, what: &str) {
     println!("[{n}/{total}] {what}");
 }
 
+/// `nixtest setup [--iso FILE] [--standin-iso]`.
+pub fn setup_all(rebuild: bool, iso: Option<&std::path::Path>, standin: bool) -> CliResult {
+    if standin {
+        let cx = VmContext::open()?;
+        let s = nixtest::installer::standin::StandinIso::locate(&cx.manager.settings.dir);
+        let cached = s.exists();
+        let t = Instant::now();
+        let path = s
+            .ensure(|step| eprintln!("      {step}"))
+            .map_err(vm_failure)?;
+        eprintln!(
+            "stand-in installer ISO {} in {:.1} s",
+            if cached { "cached" } else { "built" },
+            t.elapsed().as_secs_f64()
+        );
+        println!("{}", path.display());
+        if iso.is_none() {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let code = setup(rebuild)?;
+    if let Some(iso) = iso {
+        let cx = VmContext::open()?;
+        let t = Instant::now();
+        let p = prepare_iso(iso, &cx)?;
+        println!(
+            "installer ISO {} (sha256 {}): entry {:?} of {}, volume {:?}; kernel and initrd \
+             cached in {:.1} s",
+            p.iso.display(),
+            &p.sha256[..16],
+            p.entry_label,
+            p.boot_file,
+            p.volume_id,
+            t.elapsed().as_secs_f64()
+        );
+        println!("      command line: {}", p.cmdline);
+    }
+    Ok(code)
+}
+
+/// Reads an installer ISO for a run: a file that is not there is the user's to fix (exit 2),
+/// one that is no installer ISO is a wrong ISO (exit 3, saying what was seen).
+pub fn prepare_iso(
+    iso: &std::path::Path,
+    cx: &VmContext,
+) -> Result<nixtest::installer::PreparedIso, Failure> {
+    use nixtest::installer::IsoError;
+    nixtest::installer::PreparedIso::prepare(iso, &cx.manager.settings.dir).map_err(|e| match e {
+        IsoError::Missing(..) | IsoError::Xorriso(_) => Failure::usage(e),
+        _ => Failure::infra(e),
+    })
+}
+
 pub fn setup(rebuild: bool) -> CliResult {
     let total = 5;
     step(1, total, "libvirt");

@@ -9,6 +9,33 @@ use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use std::io::Cursor;
 use std::path::PathBuf;
 
+/// How the VM boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// A kernel and initrd given directly, with their command line.
+    Direct {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: String,
+    },
+    /// The firmware boots the first disk (what an installed system does).
+    FirstDisk,
+}
+
+/// A disk of the VM, as the guest sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    pub path: PathBuf,
+    /// The disk's serial number: `/dev/disk/by-id/virtio-SERIAL` in the guest, as on hardware.
+    pub serial: Option<String>,
+}
+
+impl From<PathBuf> for DiskSpec {
+    fn from(path: PathBuf) -> Self {
+        DiskSpec { path, serial: None }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DomainSpec {
     pub name: String,
@@ -18,20 +45,28 @@ pub struct DomainSpec {
     pub domain_type: String,
     pub memory_mib: u64,
     pub vcpus: u32,
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub cmdline: String,
+    pub boot: Boot,
     /// qcow2 disks in order: vda, vdb, ...
-    pub disks: Vec<PathBuf>,
+    pub disks: Vec<DiskSpec>,
+    /// An installer ISO, attached read-only as an IDE CD-ROM (what its initrd finds by label).
+    pub cdrom: Option<PathBuf>,
     pub console_log: PathBuf,
     pub ssh_port: u16,
+    /// QEMU user networking without `restrict=on` (VM_NETWORK=open): the guest reaches what
+    /// the host reaches. Off unless a user asks for it.
+    pub open_network: bool,
 }
 
 impl DomainSpec {
     /// The `-netdev` value: user networking, restricted, SSH forwarded on loopback.
     pub fn netdev(&self) -> String {
         format!(
-            "user,id=nixtest0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22",
+            "user,id=nixtest0,{}hostfwd=tcp:127.0.0.1:{}-:22",
+            if self.open_network {
+                ""
+            } else {
+                "restrict=on,"
+            },
             self.ssh_port
         )
     }
@@ -60,9 +95,20 @@ impl DomainSpec {
             &[("arch", "x86_64"), ("machine", "pc")],
             "hvm",
         );
-        text(&mut w, "kernel", &[], &self.kernel.display().to_string());
-        text(&mut w, "initrd", &[], &self.initrd.display().to_string());
-        text(&mut w, "cmdline", &[], &self.cmdline);
+        match &self.boot {
+            Boot::Direct {
+                kernel,
+                initrd,
+                cmdline,
+            } => {
+                text(&mut w, "kernel", &[], &kernel.display().to_string());
+                if let Some(i) = initrd {
+                    text(&mut w, "initrd", &[], &i.display().to_string());
+                }
+                text(&mut w, "cmdline", &[], cmdline);
+            }
+            Boot::FirstDisk => empty(&mut w, "boot", &[("dev", "hd")]),
+        }
         close(&mut w, "os");
         open(&mut w, "features", &[]);
         empty(&mut w, "acpi", &[]);
@@ -79,8 +125,23 @@ impl DomainSpec {
                 "driver",
                 &[("name", "qemu"), ("type", "qcow2"), ("cache", "unsafe")],
             );
-            empty(&mut w, "source", &[("file", &disk.display().to_string())]);
+            empty(
+                &mut w,
+                "source",
+                &[("file", &disk.path.display().to_string())],
+            );
             empty(&mut w, "target", &[("dev", &dev), ("bus", "virtio")]);
+            if let Some(serial) = &disk.serial {
+                text(&mut w, "serial", &[], serial);
+            }
+            close(&mut w, "disk");
+        }
+        if let Some(iso) = &self.cdrom {
+            open(&mut w, "disk", &[("type", "file"), ("device", "cdrom")]);
+            empty(&mut w, "driver", &[("name", "qemu"), ("type", "raw")]);
+            empty(&mut w, "source", &[("file", &iso.display().to_string())]);
+            empty(&mut w, "target", &[("dev", "hdc"), ("bus", "ide")]);
+            empty(&mut w, "readonly", &[]);
             close(&mut w, "disk");
         }
         open(&mut w, "serial", &[("type", "pty")]);
@@ -155,12 +216,19 @@ mod tests {
             domain_type: "qemu".into(),
             memory_mib: 512,
             vcpus: 1,
-            kernel: "/v/vmlinuz".into(),
-            initrd: "/v/initrd.img".into(),
-            cmdline: "console=ttyS0 nixtest.root=/dev/vda".into(),
-            disks: vec!["/v/root.qcow2".into(), "/v/target.qcow2".into()],
+            boot: Boot::Direct {
+                kernel: "/v/vmlinuz".into(),
+                initrd: Some("/v/initrd.img".into()),
+                cmdline: "console=ttyS0 nixtest.root=/dev/vda".into(),
+            },
+            disks: vec![
+                PathBuf::from("/v/root.qcow2").into(),
+                PathBuf::from("/v/target.qcow2").into(),
+            ],
+            cdrom: None,
             console_log: "/v/console.log".into(),
             ssh_port: 2222,
+            open_network: false,
         }
     }
 
@@ -182,5 +250,40 @@ mod tests {
         );
         assert!(!xml.contains("<interface"), "no libvirt network: {xml}");
         assert!(xml.contains("<target dev=\"vdb\" bus=\"virtio\"/>"));
+    }
+
+    #[test]
+    fn an_installer_vm_has_its_iso_read_only_and_serial_disks() {
+        let mut s = spec();
+        s.cdrom = Some("/v/installer.iso".into());
+        s.disks = vec![DiskSpec {
+            path: "/v/target.qcow2".into(),
+            serial: Some("nixtest-target".into()),
+        }];
+        let xml = s.to_xml();
+        let cd = &xml[xml.find("device=\"cdrom\"").unwrap()..];
+        let cd = &cd[..cd.find("</disk>").unwrap()];
+        assert!(
+            cd.contains("<readonly/>") && cd.contains("/v/installer.iso"),
+            "{xml}"
+        );
+        assert!(xml.contains("<serial>nixtest-target</serial>"), "{xml}");
+        s.boot = Boot::FirstDisk;
+        let xml = s.to_xml();
+        assert!(
+            xml.contains("<boot dev=\"hd\"/>") && !xml.contains("<kernel>"),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn open_networking_only_when_asked() {
+        let mut s = spec();
+        assert!(s.netdev().contains("restrict=on"));
+        s.open_network = true;
+        assert_eq!(
+            s.netdev(),
+            "user,id=nixtest0,hostfwd=tcp:127.0.0.1:2222-:22"
+        );
     }
 }

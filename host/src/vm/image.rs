@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The guest's build inputs, relative to `guest/`.
-const GUEST_FILES: &[(&str, &str, u32)] = &[
+const GUEST_FILES: &BuildFiles = &[
     (
         "build-image.sh",
         include_str!("../../../guest/build-image.sh"),
@@ -119,59 +119,21 @@ impl GuestImage {
         let parent = self.dir.parent().expect("images/KEY has a parent");
         std::fs::create_dir_all(parent)
             .map_err(VmError::io(format!("creating {}", parent.display())))?;
-        let src = tempfile::tempdir().map_err(VmError::io("creating a temporary folder"))?;
-        for (rel, content, mode) in GUEST_FILES {
-            let path = src.path().join(rel);
-            std::fs::create_dir_all(path.parent().unwrap())
-                .map_err(VmError::io("writing the guest files"))?;
-            std::fs::write(&path, content).map_err(VmError::io("writing the guest files"))?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
-                .map_err(VmError::io("writing the guest files"))?;
-        }
-        let key_file = src.path().join("authorized_key");
-        std::fs::write(&key_file, public_key).map_err(VmError::io("writing the guest files"))?;
         let staging = tempfile::Builder::new()
             .prefix(".building-")
             .tempdir_in(parent)
             .map_err(VmError::io("creating the image folder"))?;
-        let mut child = Command::new("bash")
-            .arg(src.path().join("build-image.sh"))
-            .arg(staging.path())
-            .arg(&key_file)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(VmError::io("running the image build"))?;
-        let stderr = child.stderr.take().unwrap();
-        let err_thread = std::thread::spawn(move || {
-            let mut tail: Vec<String> = Vec::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                tail.push(line);
-                if tail.len() > 15 {
-                    tail.remove(0);
-                }
-            }
-            tail
-        });
-        for line in BufReader::new(child.stdout.take().unwrap())
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(step) = line.strip_prefix("::PROGRESS::image::") {
-                progress(step);
-            }
-        }
-        let status = child
-            .wait()
-            .map_err(VmError::io("waiting for the image build"))?;
-        let tail = err_thread.join().unwrap_or_default();
-        if !status.success() {
-            return Err(VmError::ImageBuild(format!(
-                "guest/build-image.sh exited with {status}:\n{}",
-                tail.join("\n")
-            )));
-        }
+        let key_file = staging.path().join(".authorized_key");
+        std::fs::write(&key_file, public_key).map_err(VmError::io("writing the guest files"))?;
+        run_build_script(
+            GUEST_FILES,
+            "build-image.sh",
+            &[staging.path().as_os_str(), key_file.as_os_str()],
+            "::PROGRESS::image::",
+            &mut progress,
+        )
+        .map_err(VmError::ImageBuild)?;
+        let _ = std::fs::remove_file(&key_file);
         let _ = std::fs::remove_dir_all(&self.dir);
         let built = staging.keep();
         std::fs::rename(&built, &self.dir).map_err(VmError::io(format!(
@@ -182,14 +144,82 @@ impl GuestImage {
     }
 }
 
-fn input_key(public_key: &str) -> String {
+/// Build inputs carried in the binary: (path, content, mode).
+pub(crate) type BuildFiles = [(&'static str, &'static str, u32)];
+
+/// Writes `files` to a temporary folder and runs `script` (one of them) with `args`,
+/// reporting its `PREFIX step` lines; on failure, the last lines it printed on stderr.
+pub(crate) fn run_build_script(
+    files: &BuildFiles,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    prefix: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), String> {
+    let fail = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    let src = tempfile::tempdir().map_err(|e| fail("creating a temporary folder", e))?;
+    for (rel, content, mode) in files {
+        let path = src.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap())
+            .map_err(|e| fail("writing the build files", e))?;
+        std::fs::write(&path, content).map_err(|e| fail("writing the build files", e))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+            .map_err(|e| fail("writing the build files", e))?;
+    }
+    let mut child = Command::new("bash")
+        .arg(src.path().join(script))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(&format!("running {script}"), e))?;
+    let stderr = child.stderr.take().unwrap();
+    let err_thread = std::thread::spawn(move || {
+        let mut tail: Vec<String> = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            tail.push(line);
+            if tail.len() > 15 {
+                tail.remove(0);
+            }
+        }
+        tail
+    });
+    for line in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        if let Some(step) = line.strip_prefix(prefix) {
+            progress(step);
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| fail(&format!("waiting for {script}"), e))?;
+    let tail = err_thread.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!(
+            "{script} exited with {status}:\n{}",
+            tail.join("\n")
+        ));
+    }
+    Ok(())
+}
+
+/// A key over build inputs: a change to any file, its path or its mode is a new key.
+pub(crate) fn files_key(files: &BuildFiles) -> Sha256 {
     let mut h = Sha256::new();
-    for (rel, content, mode) in GUEST_FILES {
+    for (rel, content, mode) in files {
         h.update(rel.as_bytes());
         h.update([0]);
         h.update(content.as_bytes());
         h.update(mode.to_le_bytes());
     }
+    h
+}
+
+fn input_key(public_key: &str) -> String {
+    let mut h = files_key(GUEST_FILES);
     h.update(public_key.as_bytes());
     h.update(std::env::var("NIXTEST_GUEST_RELEASE").unwrap_or_else(|_| "bookworm".into()));
     hex::encode(h.finalize())

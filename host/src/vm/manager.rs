@@ -1,7 +1,7 @@
 //! Domains on libvirt: the base VM with its `pristine` snapshot, and run VMs on overlays.
 
 use super::cleanup::{self, Resource};
-use super::domain::DomainSpec;
+use super::domain::{Boot, DiskSpec, DomainSpec};
 use super::image::GuestImage;
 use super::kvm::{self, AccelChoice};
 use super::{VmError, VmSettings};
@@ -17,6 +17,8 @@ pub const PRISTINE: &str = "pristine";
 /// The root disk's file name, in the base's folder and (as an overlay on it) in each run's.
 const ROOT_DISK: &str = "root.qcow2";
 const CMDLINE: &str = "console=ttyS0 nixtest.root=/dev/vda quiet";
+/// The serial of an installer VM's target disk: `/dev/disk/by-id/virtio-nixtest-target`.
+pub const TARGET_SERIAL: &str = "nixtest-target";
 
 fn lv(action: &str) -> impl FnOnce(virt::error::Error) -> VmError + '_ {
     move |e| VmError::Libvirt {
@@ -99,12 +101,16 @@ impl VmManager {
             domain_type: self.accel.accel.domain_type().to_string(),
             memory_mib,
             vcpus: self.settings.vcpus,
-            kernel: image.kernel(),
-            initrd: image.initrd(),
-            cmdline: CMDLINE.to_string(),
-            disks,
+            boot: Boot::Direct {
+                kernel: image.kernel(),
+                initrd: Some(image.initrd()),
+                cmdline: CMDLINE.to_string(),
+            },
+            disks: disks.into_iter().map(DiskSpec::from).collect(),
+            cdrom: None,
             console_log,
             ssh_port,
+            open_network: self.settings.open_network,
         }
     }
 
@@ -341,6 +347,30 @@ impl VmManager {
             return Err(VmError::NoBase);
         }
         self.ensure_pristine()?;
+        let mut vm = self.new_run_vm(label)?;
+        let root = vm.dir.join(ROOT_DISK);
+        create_disk(&root, 0, Some(&self.base_dir().join(ROOT_DISK)))?;
+        let target = vm.dir.join("target.qcow2");
+        create_disk(
+            &target,
+            overrides.disk_bytes.unwrap_or(self.settings.disk_bytes),
+            None,
+        )?;
+        vm.ssh_port = free_port()?;
+        let spec = self.spec(
+            &vm.name,
+            image,
+            vec![root, target],
+            vm.console_log(),
+            vm.ssh_port,
+            overrides.memory_mib.unwrap_or(self.settings.memory_mib),
+        );
+        Domain::define_xml(&self.conn, &spec.to_xml()).map_err(lv("defining the run VM"))?;
+        Ok(vm)
+    }
+
+    /// A run VM's name and folder, registered for removal on any exit.
+    fn new_run_vm(&self, label: &str) -> Result<RunVm, VmError> {
         let safe: String = label
             .chars()
             .map(|c| {
@@ -366,32 +396,98 @@ impl VmManager {
             dir: dir.clone(),
         };
         cleanup::register(resource.clone());
-        let mut vm = RunVm {
-            name: name.clone(),
-            dir: dir.clone(),
+        Ok(RunVm {
+            name,
+            dir,
             ssh_port: 0,
             resource,
             removed: false,
-        };
-        let root = dir.join(ROOT_DISK);
-        create_disk(&root, 0, Some(&self.base_dir().join(ROOT_DISK)))?;
-        let target = dir.join("target.qcow2");
+            spec: None,
+        })
+    }
+
+    /// A VM for one run from an installer ISO: the ISO (its cached copy, so libvirt's
+    /// relabelling never touches the user's file) as a read-only CD-ROM, its kernel and initrd
+    /// booted directly with the command line read from the ISO plus a serial console, and a
+    /// blank target disk made fresh, with a serial number so that `/dev/disk/by-id/…` exists.
+    /// Not started.
+    pub fn create_installer_vm(
+        &self,
+        iso: &crate::installer::PreparedIso,
+        label: &str,
+        overrides: &RunOverrides,
+    ) -> Result<RunVm, VmError> {
+        self.sweep_stale();
+        let mut vm = self.new_run_vm(label)?;
+        let target = vm.dir.join("target.qcow2");
         create_disk(
             &target,
             overrides.disk_bytes.unwrap_or(self.settings.disk_bytes),
             None,
         )?;
         vm.ssh_port = free_port()?;
-        let spec = self.spec(
-            &name,
-            image,
-            vec![root, target],
-            vm.console_log(),
-            vm.ssh_port,
-            overrides.memory_mib.unwrap_or(self.settings.memory_mib),
-        );
+        let mut cmdline = iso.cmdline.clone();
+        if self.settings.open_network {
+            // Read by the stand-in ISO only; NixOS's takes its network (and DNS) from DHCP.
+            cmdline.push_str(" nixtest.network=open");
+        }
+        let spec = DomainSpec {
+            name: vm.name.clone(),
+            uuid: None,
+            domain_type: self.accel.accel.domain_type().to_string(),
+            memory_mib: overrides.memory_mib.unwrap_or(self.settings.memory_mib),
+            vcpus: self.settings.vcpus,
+            boot: Boot::Direct {
+                kernel: iso.kernel.clone(),
+                initrd: iso.initrd.clone(),
+                cmdline,
+            },
+            disks: vec![DiskSpec {
+                path: target,
+                serial: Some(TARGET_SERIAL.to_string()),
+            }],
+            cdrom: Some(iso.cached_iso()),
+            console_log: vm.console_log(),
+            ssh_port: vm.ssh_port,
+            open_network: self.settings.open_network,
+        };
         Domain::define_xml(&self.conn, &spec.to_xml()).map_err(lv("defining the run VM"))?;
+        vm.spec = Some(spec);
         Ok(vm)
+    }
+
+    /// Boots an installer VM again from its target disk, as a machine does after the
+    /// install (the CD-ROM stays attached; the firmware boots the disk first).
+    pub fn reboot_from_disk(&self, vm: &RunVm) -> Result<(), VmError> {
+        let dom = self.lookup(&vm.name).ok_or_else(|| VmError::Libvirt {
+            action: format!("rebooting {}", vm.name),
+            reason: "no such domain".into(),
+        })?;
+        let mut spec = vm.spec.clone().ok_or_else(|| VmError::Libvirt {
+            action: format!("rebooting {}", vm.name),
+            reason: "it is not an installer VM".into(),
+        })?;
+        spec.boot = Boot::FirstDisk;
+        spec.uuid = dom.get_uuid_string().ok();
+        if dom.is_active().unwrap_or(false) {
+            dom.destroy().map_err(lv("stopping the VM"))?;
+        }
+        Domain::define_xml(&self.conn, &spec.to_xml()).map_err(lv("redefining the VM"))?;
+        dom.create().map(drop).map_err(lv("starting the VM"))
+    }
+
+    /// The VM's serial console, through libvirt.
+    pub fn console(&self, name: &str) -> Result<crate::installer::console::VirtConsole, VmError> {
+        let dom = self.lookup(name).ok_or_else(|| VmError::Libvirt {
+            action: format!("opening the console of {name}"),
+            reason: "no such domain".into(),
+        })?;
+        crate::installer::console::VirtConsole::open(&self.conn, &dom).map_err(|reason| {
+            VmError::Libvirt {
+                action: format!("opening the console of {name}"),
+                reason,
+            }
+        })
     }
 
     pub fn start(&self, name: &str) -> Result<(), VmError> {
@@ -507,6 +603,8 @@ pub struct RunVm {
     pub ssh_port: u16,
     resource: Resource,
     removed: bool,
+    /// An installer VM's definition, kept to boot it again from its disk.
+    spec: Option<DomainSpec>,
 }
 
 impl RunVm {

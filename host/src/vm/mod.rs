@@ -9,7 +9,7 @@ pub mod image;
 pub mod kvm;
 pub mod manager;
 
-pub use domain::DomainSpec;
+pub use domain::{Boot, DiskSpec, DomainSpec};
 pub use image::GuestImage;
 pub use kvm::{Accel, AccelChoice};
 pub use manager::{BaseStatus, RunVm, VmManager};
@@ -78,6 +78,9 @@ pub struct VmSettings {
     /// Names of domains start with it (`NIXTEST_VM_PREFIX`, default `nixtest`), so separate
     /// installations (or test suites) never touch each other's VMs.
     pub prefix: String,
+    /// `VM_NETWORK=open`: QEMU user networking without `restrict=on`, for real installs that
+    /// need the binary cache. Off by default; the tests never use it.
+    pub open_network: bool,
 }
 
 impl VmSettings {
@@ -110,14 +113,22 @@ impl VmSettings {
             }
             None => 4 << 30,
         };
-        if let Some(s) = settings.get("VM_NETWORK", "vm.network", f.network.clone())
-            && s.value.trim() != "user"
-        {
-            return Err(bad(
-                &s,
-                "is not supported: only QEMU user networking (`user`); nixtest never starts a libvirt network",
-            ));
-        }
+        let open_network = match settings.get("VM_NETWORK", "vm.network", f.network.clone()) {
+            None => false,
+            Some(s) => match s.value.trim() {
+                "user" | "restricted" => false,
+                "open" => true,
+                _ => {
+                    return Err(bad(
+                        &s,
+                        "is not supported: `user` (QEMU user networking, restricted: the \
+                         guest reaches nothing; the default) or `open` (QEMU user networking \
+                         without the restriction, for real installs that need the binary \
+                         cache); nixtest never starts a libvirt network",
+                    ));
+                }
+            },
+        };
         let vcpus = match settings.get("VM_VCPUS", "vm.vcpus", f.vcpus.map(|v| v.to_string())) {
             Some(s) => s
                 .value
@@ -156,6 +167,7 @@ impl VmSettings {
             vcpus,
             dir,
             prefix,
+            open_network,
         })
     }
 }

@@ -279,7 +279,22 @@ impl Healer for DiskFix {
         if finding.category != CATEGORY {
             return Vec::new();
         }
-        let Some(config) = cx.config(DISKO_CONFIG) else {
+        // The profile's disko-config.nix, else the file of a flake that declares disko's
+        // devices (a flake names its files as it likes: hosts/web/disko.nix, …).
+        let Some((file, config)) =
+            cx.config(DISKO_CONFIG)
+                .map(|c| (DISKO_CONFIG, c))
+                .or_else(|| {
+                    cx.config
+                        .iter()
+                        .find(|f| {
+                            f.path.ends_with(".nix")
+                                && f.content.contains("disko.devices")
+                                && DEVICE_ASSIGNMENT.is_match(&f.content)
+                        })
+                        .map(|f| (f.path.as_str(), f.content.as_str()))
+                })
+        else {
             return Vec::new();
         };
         let Some(target) = cx.facts.largest_empty_disk() else {
@@ -290,6 +305,13 @@ impl Healer for DiskFix {
             .captures_iter(config)
             .map(|c| c.get(2).unwrap().as_str())
             .filter(|dev| cx.facts.disk(dev).is_none())
+            // The facts list disks by kernel name: a /dev/disk/by-* link is only missing when
+            // the failure says so.
+            .filter(|dev| {
+                !dev.starts_with("/dev/disk/")
+                    || finding.summary.contains(dev)
+                    || finding.details.iter().any(|d| d.value.contains(dev))
+            })
             .collect();
         if missing.is_empty() {
             return Vec::new();
@@ -316,14 +338,14 @@ impl Healer for DiskFix {
             HealingAction::new(
                 "retarget-disko-device",
                 format!(
-                    "{} does not exist; use {} ({} GiB, empty) in {DISKO_CONFIG}",
+                    "{} does not exist; use {} ({} GiB, empty) in {file}",
                     distinct.join(", "),
                     target.path,
                     target.size_bytes >> 30
                 ),
                 confidence,
             )
-            .config_change(DISKO_CONFIG, rewritten.into_owned())
+            .config_change(file, rewritten.into_owned())
             .retry(phase),
         ]
     }
@@ -406,6 +428,29 @@ mod tests {
   };
 }
 "#;
+
+    #[test]
+    fn a_flake_s_disko_file_is_healed_and_its_links_kept() {
+        let facts = FactsBuilder::new()
+            .disk("/dev/vda", 8 << 30, false, &[])
+            .build();
+        let config = "{ disko.devices.disk.main = { device = \"/dev/sdz\"; };\n  \
+                      disko.devices.disk.data = { device = \"/dev/disk/by-id/virtio-data\"; }; }\n";
+        let cx = testing::context(
+            facts,
+            "disk_partitioning",
+            &[
+                ("flake.nix", "{ outputs = _: { }; }"),
+                ("hosts/web/disko.nix", config),
+            ],
+        );
+        let finding = Finding::new(CATEGORY, Severity::Error, "disk /dev/sdz not found");
+        let actions = testing::heal::<DiskFix>(&finding, &cx);
+        assert_eq!(actions.len(), 1);
+        let change = &actions[0].config_changes[0];
+        assert_eq!(change.path, "hosts/web/disko.nix");
+        assert_eq!(change.content, config.replace("/dev/sdz", "/dev/vda"));
+    }
 
     #[test]
     fn heal_rewrites_only_the_missing_device() {
