@@ -336,11 +336,14 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
     }
     // `nixtest test` on a fresh machine sets itself up first.
     let cx = VmContext::open_with(&settings)?;
-    if !cx.image.exists() || !cx.manager.has_pristine() {
-        super::vm_cmd::setup(false)?;
+    // An installer ISO's VMs need no test guest.
+    if plan.iso.is_none() {
+        if !cx.image.exists() || !cx.manager.has_pristine() {
+            super::vm_cmd::setup(false)?;
+        }
+        cx.image.verify().map_err(vm_failure)?;
     }
     let cx = VmContext::open_with(&settings)?;
-    cx.image.verify().map_err(vm_failure)?;
     let installer = match &plan.iso {
         Some(iso) => Some(nixtest::orchestrator::Installer {
             iso: super::vm_cmd::prepare_iso(iso, &cx)?,

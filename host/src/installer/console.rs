@@ -146,7 +146,12 @@ pub fn install_key(
                 if status != "0" {
                     return Err(ConsoleError::KeyRefused {
                         status,
-                        seen: screen.tail(20),
+                        seen: screen
+                            .tail(20)
+                            .lines()
+                            .map(|l| crate::term::clip(l, 200))
+                            .collect::<Vec<_>>()
+                            .join("\n"),
                     });
                 }
                 times.key = start.elapsed();
@@ -187,7 +192,12 @@ pub fn install_key(
             transcript.flush()?;
             return Err(ConsoleError::NoShell {
                 waited: deadline,
-                seen: crate::term::clip(&screen.tail(15), 3000),
+                seen: screen
+                    .tail(15)
+                    .lines()
+                    .map(|l| crate::term::clip(l, 200))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
             });
         }
         if n == 0 {
@@ -196,47 +206,79 @@ pub fn install_key(
     }
 }
 
-/// A domain's serial console as a libvirt stream (works on remote URIs too).
+/// A domain's serial console as a libvirt stream (works on remote URIs too). A blocking
+/// stream read on a thread of its own: a non-blocking one would need libvirt's event loop
+/// running to receive anything.
 pub struct VirtConsole {
     stream: virt::stream::Stream,
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    pending: Vec<u8>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
+
+/// The stream's pointer, for the reader thread; the stream outlives the thread (it is
+/// aborted, then the thread joined, before the stream is freed).
+struct StreamPtr(virt::sys::virStreamPtr);
+unsafe impl Send for StreamPtr {}
 
 impl VirtConsole {
     /// Opens the domain's first console, taking it over from any other reader.
     pub fn open(conn: &virt::connect::Connect, dom: &virt::domain::Domain) -> Result<Self, String> {
-        let stream = virt::stream::Stream::new(conn, virt::sys::VIR_STREAM_NONBLOCK)
-            .map_err(|e| e.message().to_string())?;
+        let stream = virt::stream::Stream::new(conn, 0).map_err(|e| e.message().to_string())?;
         dom.open_console(None, &stream, virt::sys::VIR_DOMAIN_CONSOLE_FORCE)
             .map_err(|e| e.message().to_string())?;
-        Ok(VirtConsole { stream })
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ptr = StreamPtr(stream.as_ptr());
+        let reader = std::thread::Builder::new()
+            .name("console".into())
+            .spawn(move || {
+                let ptr = ptr;
+                let mut buf = vec![0u8; 16 << 10];
+                loop {
+                    // 0: the end; negative: aborted or broken.
+                    let n = unsafe {
+                        virt::sys::virStreamRecv(
+                            ptr.0,
+                            buf.as_mut_ptr() as *mut libc::c_char,
+                            buf.len(),
+                        )
+                    };
+                    if n <= 0 || tx.send(buf[..n as usize].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(VirtConsole {
+            stream,
+            rx,
+            pending: Vec::new(),
+            reader: Some(reader),
+        })
     }
 }
 
 impl ConsoleIo for VirtConsole {
     fn read_now(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        // virStreamRecv: -2 is "nothing now" on a non-blocking stream, 0 the end.
-        let n = unsafe {
-            virt::sys::virStreamRecv(
-                self.stream.as_ptr(),
-                buf.as_mut_ptr() as *mut libc::c_char,
-                buf.len(),
-            )
-        };
-        match n {
-            -2 => Ok(0),
-            0 => Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the console stream ended",
-            )),
-            n if n < 0 => Err(std::io::Error::other(
-                virt::error::Error::last_error().message().to_string(),
-            )),
-            n => Ok(n as usize),
+        if self.pending.is_empty() {
+            match self.rx.try_recv() {
+                Ok(chunk) => self.pending = chunk,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(0),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the console stream ended (the VM stopped?)",
+                    ));
+                }
+            }
         }
+        let n = self.pending.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.pending[..n]);
+        self.pending.drain(..n);
+        Ok(n)
     }
 
     fn write_all(&mut self, mut data: &[u8]) -> std::io::Result<()> {
-        let start = Instant::now();
         while !data.is_empty() {
             let n = unsafe {
                 virt::sys::virStreamSend(
@@ -245,17 +287,12 @@ impl ConsoleIo for VirtConsole {
                     data.len(),
                 )
             };
-            match n {
-                -2 if start.elapsed() < Duration::from_secs(10) => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                n if n < 0 => {
-                    return Err(std::io::Error::other(
-                        "the console does not take input (the VM stopped?)",
-                    ));
-                }
-                n => data = &data[n as usize..],
+            if n <= 0 {
+                return Err(std::io::Error::other(
+                    "the console does not take input (the VM stopped?)",
+                ));
             }
+            data = &data[n as usize..];
         }
         Ok(())
     }
@@ -264,6 +301,9 @@ impl ConsoleIo for VirtConsole {
 impl Drop for VirtConsole {
     fn drop(&mut self) {
         let _ = unsafe { virt::sys::virStreamAbort(self.stream.as_ptr()) };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
     }
 }
 
