@@ -42,6 +42,8 @@ pub const GUEST_CONFIG: &str = "/etc/nixtest/config";
 pub struct ConfigCopy {
     dir: PathBuf,
     files: Vec<(String, String)>,
+    /// The user's folder the files come from (a flake's), named in the diffs.
+    origin: Option<PathBuf>,
 }
 
 impl ConfigCopy {
@@ -148,11 +150,17 @@ impl ConfigCopy {
                     crate::term::clip(&c.path, 120)
                 ));
             }
-            diffs.push(crate::report::config_diff(
-                &c.path,
-                old.as_deref().unwrap_or(""),
-                &c.content,
-            ));
+            let mut diff =
+                crate::report::config_diff(&c.path, old.as_deref().unwrap_or(""), &c.content);
+            if let Some(origin) = &self.origin {
+                // Whose file it is: the diff applies there with `patch -p1`.
+                diff = format!(
+                    "# {} (in {}: patch -p1)\n{diff}",
+                    origin.join(&c.path).display(),
+                    origin.display()
+                );
+            }
+            diffs.push(diff);
             done.push((c.path.clone(), old));
         }
         Ok(diffs)
@@ -183,11 +191,18 @@ impl ConfigCopy {
         let mut copy = ConfigCopy {
             dir,
             files: Vec::new(),
+            origin: None,
         };
         for (p, c) in files {
             copy.set(p, c.clone())?;
         }
         Ok(copy)
+    }
+
+    /// Names the user's folder the files were copied from in every diff.
+    pub fn with_origin(mut self, origin: Option<PathBuf>) -> Self {
+        self.origin = origin;
+        self
     }
 
     /// The files, relative path and content.
@@ -206,6 +221,7 @@ mod tests {
         let copy = ConfigCopy {
             dir: dir.path().to_path_buf(),
             files: Vec::new(),
+            origin: None,
         };
         assert!(copy.check_path("disko-config.nix").is_ok());
         assert!(copy.check_path("modules/net.nix").is_ok());
@@ -237,6 +253,7 @@ mod tests {
         let mut copy = ConfigCopy {
             dir: dir.path().to_path_buf(),
             files: Vec::new(),
+            origin: None,
         };
         copy.set("a.nix", "old".into()).unwrap();
         std::fs::write(dir.path().join("blocker"), "a file").unwrap();
@@ -266,7 +283,34 @@ mod tests {
                 "configuration.nix".into(),
                 "{ nix.settings.substituters = [ \"http://a:1\" \"http://b:2\" ]; }".into(),
             )],
+            origin: None,
         };
         assert_eq!(copy.substituters(), vec!["http://a:1", "http://b:2"]);
+    }
+
+    #[test]
+    fn a_flake_s_diff_names_the_user_s_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut copy = ConfigCopy::create(
+            dir.path().join("copy"),
+            &[(
+                "hosts/a/disko.nix".into(),
+                "disko.devices.disk.m.device = \"/dev/sdz\";\n".into(),
+            )],
+        )
+        .unwrap()
+        .with_origin(Some("/home/u/flake".into()));
+        let diffs = copy
+            .apply(&[ConfigChange {
+                path: "hosts/a/disko.nix".into(),
+                content: "disko.devices.disk.m.device = \"/dev/vda\";\n".into(),
+            }])
+            .unwrap();
+        assert!(
+            diffs[0].starts_with("# /home/u/flake/hosts/a/disko.nix (in /home/u/flake: patch -p1)\n--- a/hosts/a/disko.nix"),
+            "{}",
+            diffs[0]
+        );
+        assert_eq!(copy.disko_file(), Some("hosts/a/disko.nix"));
     }
 }

@@ -19,6 +19,9 @@ pub enum Fault {
     Space,
     /// The binary cache's name does not resolve.
     Network,
+    /// An installer's live Nix store (a tmpfs of half the RAM) is smaller than the closure:
+    /// the VM has the little memory that makes it so on a real machine (`--iso` only).
+    Store,
 }
 
 impl FromStr for Fault {
@@ -29,8 +32,9 @@ impl FromStr for Fault {
             "memory" => Ok(Fault::Memory),
             "space" => Ok(Fault::Space),
             "network" => Ok(Fault::Network),
+            "store" => Ok(Fault::Store),
             _ => Err(format!(
-                "unknown fault {s:?}: use disk, memory, space or network"
+                "unknown fault {s:?}: use disk, memory, space, network or store"
             )),
         }
     }
@@ -43,6 +47,7 @@ impl Fault {
             Fault::Memory => "memory",
             Fault::Space => "space",
             Fault::Network => "network",
+            Fault::Store => "store",
         }
     }
 }
@@ -82,6 +87,9 @@ pub fn inject(
         }
         // Big enough for the system only without the profile's generous ESP.
         Some(Fault::Space) => overrides.disk_bytes = Some(280 << 20),
+        // Half of 384 MiB is less than the stand-in's closure (about 235 MiB), as half of a
+        // small machine's RAM is less than a desktop's closure.
+        Some(Fault::Store) => overrides.memory_mib = Some(384),
     }
     Ok(())
 }

@@ -159,7 +159,8 @@ async fn run_inner(
     let started = Instant::now();
     let mut config =
         ConfigCopy::create(run_dir.join("config").join(&profile.name), &profile.config)
-            .map_err(RunError::Config)?;
+            .map_err(RunError::Config)?
+            .with_origin(profile.flake.as_ref().map(|f| f.dir.clone()));
     let mut overrides = RunOverrides {
         memory_mib: profile.vm.memory_mib,
         disk_bytes: profile.vm.disk.as_deref().and_then(crate::vm::parse_size),
@@ -211,13 +212,30 @@ async fn run_inner(
         name: "boot_to_ssh_ms".into(),
         value: started.elapsed().as_millis() as f64,
     });
-    runner
-        .upload(
-            "/etc/nix/nix.conf",
-            fault::nix_conf(opts.inject).as_bytes(),
-            0o644,
-        )
-        .await?;
+    match cx.installer {
+        None => {
+            runner
+                .upload(
+                    "/etc/nix/nix.conf",
+                    fault::nix_conf(opts.inject).as_bytes(),
+                    0o644,
+                )
+                .await?
+        }
+        // An installer's own nix.conf (NixOS: a link into its store) is kept; a fault's line
+        // is added to a copy of it.
+        Some(_) => {
+            if opts.inject == Some(Fault::Network) {
+                runner
+                    .exec(&format!(
+                        "f=/etc/nix/nix.conf; mkdir -p /etc/nix; if [ -L $f ]; then cp \
+                         --remove-destination \"$(readlink -f $f)\" $f; fi; printf '\\n%s\\n' '{}' >> $f",
+                        fault::nix_conf(opts.inject).trim_end()
+                    ))
+                    .await?;
+            }
+        }
+    }
     for (p, c) in config.files() {
         runner
             .upload(&format!("{GUEST_CONFIG}/{p}"), c.as_bytes(), 0o644)

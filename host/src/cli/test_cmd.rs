@@ -210,6 +210,15 @@ fn plan(args: &TestArgs, settings: &Settings) -> Result<Plan, SettingsError> {
             value: args.inject.clone().unwrap_or_default(),
             expected: e.to_string(),
         })?;
+    if inject == Some(Fault::Store) && iso.is_none() {
+        return Err(SettingsError::Value {
+            origin: "--inject".into(),
+            value: "store".into(),
+            expected: "needs --iso: only an installer's live store is in memory (the test \
+                       guest's is on its disk)"
+                .into(),
+        });
+    }
     let heal = !args.no_heal
         && settings
             .get_bool("HEALING_ENABLED", "healing.enabled", file.healing.enabled)?
@@ -289,7 +298,7 @@ fn write_report(
 pub fn run(args: TestArgs, verbose: bool) -> CliResult {
     let json = args.format == Format::Json;
     let settings = Settings::load().map_err(Failure::usage)?;
-    let plan = plan(&args, &settings).map_err(Failure::usage)?;
+    let mut plan = plan(&args, &settings).map_err(Failure::usage)?;
     // A dashboard that may not listen where asked is refused before any VM starts.
     let token = match args.serve {
         Some(listen) => {
@@ -308,12 +317,21 @@ pub fn run(args: TestArgs, verbose: bool) -> CliResult {
     }
     // A flake is evaluated with real Nix before any VM starts: a host it does not have, or
     // inputs that cannot be fetched, are the user's to fix.
-    for p in &plan.profiles {
+    for p in &mut plan.profiles {
         if let Some(f) = &p.flake {
             f.check().map_err(|e| match e {
                 nixtest::installer::FlakeError::NixMissing(_) => Failure::infra(e),
                 _ => Failure::usage(e),
             })?;
+            // The installed system answers to the name its configuration gives it.
+            if let Some(name) = f.host_name()
+                && !p.checks.iter().any(|c| c.name == "hostname")
+            {
+                p.checks.push(nixtest::profile::Check {
+                    name: "hostname".into(),
+                    run: format!("test \"$(hostname)\" = {name}"),
+                });
+            }
         }
     }
     if plan.profiles.is_empty() {

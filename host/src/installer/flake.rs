@@ -158,6 +158,22 @@ impl FlakeRef {
         Ok(())
     }
 
+    /// `networking.hostName` of the host, when it evaluates (for the check after the reboot).
+    pub fn host_name(&self) -> Option<String> {
+        let json = self
+            .nix_eval(
+                &format!(
+                    "nixosConfigurations.{}.config.networking.hostName",
+                    self.host
+                ),
+                None,
+            )
+            .ok()?;
+        serde_json::from_str::<String>(&json)
+            .ok()
+            .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+    }
+
     /// The flake's text files, relative to its folder, for the run's copy: no links (they
     /// could pull any host file into the guest), nothing under `.git` or a `result` link, and
     /// bounded in count and size.

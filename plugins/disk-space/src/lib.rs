@@ -119,6 +119,11 @@ impl Healer for DiskSpace {
             .command(format!("nix-store{store} --gc"))
             .retry(phase),
         ];
+        // An installer's live store is in RAM: a build bigger than half the RAM fills it, and
+        // the cure is to build in the target's store, which has the disk behind it.
+        if let Some(action) = build_in_target_store(cx) {
+            actions.push(action);
+        }
         // A small target disk: a generous ESP leaves the system too little room.
         if on_target && let Some(action) = shrink_esp(cx) {
             actions.push(action);
@@ -139,6 +144,55 @@ impl Healer for DiskSpace {
         }
         actions
     }
+}
+
+/// Filesystems that live in memory.
+fn in_memory(m: &Mount) -> bool {
+    matches!(m.fs_type.as_str(), "tmpfs" | "ramfs" | "overlay" | "rootfs")
+}
+
+/// The live store is in memory (an installer: the store's overlay over a tmpfs, or a tmpfs
+/// itself), the target is mounted on /mnt, and it has more room than the live store has in
+/// all: the build goes to the target's store (`store = /mnt`, what `nix … --store /mnt` does).
+fn build_in_target_store(cx: &HealContext) -> Option<HealingAction> {
+    let facts = &cx.facts;
+    let store = facts.mount_for("/nix/store")?;
+    // An overlay's room is its upper layer's: NixOS's /nix/.rw-store.
+    let room = facts
+        .mounts
+        .iter()
+        .find(|m| m.path == "/nix/.rw-store")
+        .unwrap_or(store);
+    if !in_memory(store) || !in_memory(room) || store.path.starts_with("/mnt") {
+        return None;
+    }
+    let target = facts.mounts.iter().find(|m| m.path == "/mnt")?;
+    if in_memory(target) || target.free_bytes <= room.size_bytes {
+        return None;
+    }
+    Some(
+        HealingAction::new(
+            "build-in-target-store",
+            format!(
+                "the live Nix store ({} MiB, in memory) fills up: build in the target's store \
+                 on /mnt ({} MiB free) instead",
+                room.size_bytes / MIB,
+                target.free_bytes / MIB
+            ),
+            0.75,
+        )
+        .command(
+            // NixOS's nix.conf is a link into its store: a copy takes the line.
+            "f=/etc/nix/nix.conf; mkdir -p /mnt/nix/store /etc/nix && \
+             if [ -L $f ]; then cp --remove-destination \"$(readlink -f $f)\" $f; fi && \
+             { grep -qs '^store *= */mnt *$' $f || echo 'store = /mnt' >> $f; }",
+        )
+        .retry(if cx.phase.is_empty() {
+            "install"
+        } else {
+            cx.phase.as_str()
+        }),
+    )
 }
 
 /// How many `nix-build-*` directories the guest has under `dir`: `None` when it cannot be
@@ -192,6 +246,46 @@ nixtest_plugin_sdk::export_plugin!(DiskSpace);
 mod tests {
     use super::*;
     use nixtest_plugin_sdk::testing::{self, FactsBuilder};
+
+    #[test]
+    fn a_live_store_in_memory_builds_in_the_target_store() {
+        let mount = |path: &str, fs: &str, size: u64, free: u64| Mount {
+            path: path.into(),
+            device: fs.into(),
+            fs_type: fs.into(),
+            size_bytes: size,
+            free_bytes: free,
+            free_inodes: 1000,
+            read_only: false,
+        };
+        let mut facts = FactsBuilder::new().build();
+        facts.mounts = vec![
+            mount("/", "overlay", 512 * MIB, 500 * MIB),
+            mount("/nix/.rw-store", "tmpfs", 256 * MIB, 250 * MIB),
+            mount("/nix/store", "overlay", 256 * MIB, 250 * MIB),
+            mount("/mnt", "ext4", 3000 * MIB, 2900 * MIB),
+            mount("/mnt/boot", "vfat", 64 * MIB, 60 * MIB),
+        ];
+        let cx = testing::context(facts.clone(), "install", &[]);
+        let finding = Finding::new(CATEGORY, Severity::Error, "no space left on device");
+        let actions = testing::heal::<DiskSpace>(&finding, &cx);
+        let best = actions
+            .iter()
+            .max_by(|a, b| a.confidence.total_cmp(&b.confidence))
+            .unwrap();
+        assert_eq!(best.name, "build-in-target-store", "{actions:?}");
+        assert!(best.commands[0].contains("store = /mnt"));
+        assert_eq!(best.retry_phase.as_deref(), Some("install"));
+        // A store on a disk (the test guest, an installed system) is not moved.
+        facts.mounts[2].fs_type = "ext4".into();
+        facts.mounts.remove(1);
+        let cx = testing::context(facts, "install", &[]);
+        assert!(
+            testing::heal::<DiskSpace>(&finding, &cx)
+                .iter()
+                .all(|a| a.name != "build-in-target-store")
+        );
+    }
 
     #[test]
     fn every_form_of_enospc() {
