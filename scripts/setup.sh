@@ -13,9 +13,11 @@ codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
 # Build: a C/C++ toolchain (ring, libfuzzer), libvirt's C library for the virt crate. VMs: QEMU, libvirt, qemu-img. Guest image:
 # mmdebstrap, busybox, cpio, mke2fs, depmod. `nixtest vm ssh`: the ssh client. The report and
 # dashboard tests: headless Chromium and its WebDriver. The throughput bench's references: grep
-# and ripgrep.
+# and ripgrep. Installer ISOs: xorriso reads them (and builds the stand-in one with
+# squashfs-tools, isolinux and syslinux-common); Nix (nix-bin) checks a user's flake.
 packages=(ca-certificates build-essential pkg-config libvirt-dev libvirt-daemon-system qemu-system-x86 qemu-utils
-          mmdebstrap busybox-static cpio e2fsprogs kmod openssh-client grep ripgrep chromium chromium-driver)
+          mmdebstrap busybox-static cpio e2fsprogs kmod openssh-client grep ripgrep chromium chromium-driver
+          xorriso squashfs-tools isolinux syslinux-common nix-bin)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # qemu-system-x86 comes from the release; a newer qemu-utils (backports) would block it, so
