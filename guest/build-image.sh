@@ -25,48 +25,23 @@ mmdebstrap --quiet --variant=minbase --include="$packages" \
   "$release" "$work/root"
 
 step "kernel"
-kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-(cd "$work" && apt-get download -q -o APT::Sandbox::User=root "$kpkg" >/dev/null)
-dpkg-deb -x "$work"/linux-image-*.deb "$work/kernel"
-kver=$(ls "$work/kernel/lib/modules")
-depmod -b "$work/kernel" "$kver"
+. "$here/kernel-lib.sh"
+fetch_kernel
 cp "$work/kernel/boot/vmlinuz-$kver" "$out/vmlinuz.tmp"
-
 # Modules the guest needs, with their dependencies, in load order.
-moddir="$work/kernel/lib/modules/$kver"
-want="virtio_pci virtio_blk virtio_net crc32c_generic ext4 vfat nls_cp437 nls_iso8859_1 nls_utf8 nls_ascii loop"
-resolve() {
-  local m=$1 path deps
-  path=$(awk -F: -v m="/$m.ko" 'index($1, m) && substr($1, length($1) - length(m) + 1) == m {print $1; exit}' "$moddir/modules.dep")
-  path=${path:-$(awk -F: -v m="/$m.ko.xz" 'index($1, m) {print $1; exit}' "$moddir/modules.dep")}
-  [ -n "$path" ] || return 0   # built into the kernel
-  deps=$(awk -F: -v p="$path" '$1 == p {print $2; exit}' "$moddir/modules.dep")
-  for d in $deps; do resolve "$(basename "$d" | sed 's/\.ko.*//')"; done
-  grep -qxF "$path" "$work/modules.order" 2>/dev/null || echo "$path" >> "$work/modules.order"
-}
-: > "$work/modules.order"
-for m in $want; do resolve "$m"; done
+resolve_modules virtio_pci virtio_blk virtio_net crc32c_generic ext4 vfat nls_cp437 nls_iso8859_1 nls_utf8 nls_ascii loop
 
 step "initramfs ($(wc -l < "$work/modules.order") modules)"
 ird="$work/initramfs"
 mkdir -p "$ird"/{bin,dev,proc,sys,newroot,lib/modules}
 cp /bin/busybox "$ird/bin/busybox"
-while read -r path; do
-  cp "$moddir/$path" "$ird/lib/modules/"
-  basename "$path" >> "$ird/modules"
-done < "$work/modules.order"
+modules_into_initramfs "$ird"
 cp "$here/initramfs-init" "$ird/init"
 chmod 755 "$ird/init"
 (cd "$ird" && find . | cpio --quiet -o -H newc | gzip -9) > "$out/initrd.img.tmp"
 
 step "guest files"
-mkdir -p "$work/root/lib/modules/$kver"
-while read -r path; do
-  mkdir -p "$work/root/lib/modules/$kver/$(dirname "$path")"
-  cp "$moddir/$path" "$work/root/lib/modules/$kver/$path"
-done < "$work/modules.order"
-cp "$moddir"/modules.{order,builtin,builtin.modinfo} "$work/root/lib/modules/$kver/" 2>/dev/null || true
-depmod -b "$work/root" "$kver"
+modules_into_root "$work/root"
 cp -a "$here/rootfs/." "$work/root/"
 chmod 755 "$work/root/usr/sbin/nixtest-init" "$work/root/usr/local/bin/"*
 install -d -m 700 "$work/root/root/.ssh"

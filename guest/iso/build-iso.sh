@@ -31,47 +31,24 @@ mmdebstrap --quiet --variant=minbase --include="$packages" \
   "$release" "$work/root"
 
 step "kernel"
-kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-(cd "$work" && apt-get download -q -o APT::Sandbox::User=root "$kpkg" >/dev/null)
-dpkg-deb -x "$work"/linux-image-*.deb "$work/kernel"
-kver=$(ls "$work/kernel/lib/modules")
-depmod -b "$work/kernel" "$kver"
-moddir="$work/kernel/lib/modules/$kver"
+. "$guest/kernel-lib.sh"
+fetch_kernel
 # The CD (IDE on QEMU's pc machine), squashfs, overlay, virtio disks and network, the
 # filesystems the installer makes.
-want="ata_piix ata_generic sr_mod isofs squashfs loop overlay virtio_pci virtio_blk virtio_net crc32c_generic ext4 vfat nls_cp437 nls_iso8859_1 nls_utf8 nls_ascii"
-resolve() {
-  local m=$1 path deps
-  path=$(awk -F: -v m="/$m.ko" 'index($1, m) && substr($1, length($1) - length(m) + 1) == m {print $1; exit}' "$moddir/modules.dep")
-  path=${path:-$(awk -F: -v m="/$m.ko.xz" 'index($1, m) {print $1; exit}' "$moddir/modules.dep")}
-  [ -n "$path" ] || return 0   # built into the kernel
-  deps=$(awk -F: -v p="$path" '$1 == p {print $2; exit}' "$moddir/modules.dep")
-  for d in $deps; do resolve "$(basename "$d" | sed 's/\.ko.*//')"; done
-  grep -qxF "$path" "$work/modules.order" 2>/dev/null || echo "$path" >> "$work/modules.order"
-}
-: > "$work/modules.order"
-for m in $want; do resolve "$m"; done
+resolve_modules ata_piix ata_generic sr_mod isofs squashfs loop overlay virtio_pci virtio_blk \
+  virtio_net crc32c_generic ext4 vfat nls_cp437 nls_iso8859_1 nls_utf8 nls_ascii
 
 step "initrd ($(wc -l < "$work/modules.order") modules)"
 ird="$work/initramfs"
 mkdir -p "$ird"/{bin,dev,proc,sys,lib/modules}
 cp /bin/busybox "$ird/bin/busybox"
-while read -r path; do
-  cp "$moddir/$path" "$ird/lib/modules/"
-  basename "$path" >> "$ird/modules"
-done < "$work/modules.order"
+modules_into_initramfs "$ird"
 cp "$here/initrd-init" "$ird/init"
 chmod 755 "$ird/init"
 
 step "live system files"
 root="$work/root"
-mkdir -p "$root/lib/modules/$kver"
-while read -r path; do
-  mkdir -p "$root/lib/modules/$kver/$(dirname "$path")"
-  cp "$moddir/$path" "$root/lib/modules/$kver/$path"
-done < "$work/modules.order"
-cp "$moddir"/modules.{order,builtin,builtin.modinfo} "$root/lib/modules/$kver/" 2>/dev/null || true
-depmod -b "$root" "$kver"
+modules_into_root "$root"
 cp -a "$here/rootfs/." "$root/"
 for tool in disko nixos-install nixos-generate-config; do
   install -m 755 "$guest/rootfs/usr/local/bin/$tool" "$root/usr/local/bin/$tool"

@@ -15,6 +15,11 @@ const ISO_FILES: &BuildFiles = &[
         0o755,
     ),
     (
+        "kernel-lib.sh",
+        include_str!("../../../guest/kernel-lib.sh"),
+        0o644,
+    ),
+    (
         "iso/initrd-init",
         include_str!("../../../guest/iso/initrd-init"),
         0o755,

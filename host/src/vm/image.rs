@@ -22,6 +22,11 @@ const GUEST_FILES: &BuildFiles = &[
         0o755,
     ),
     (
+        "kernel-lib.sh",
+        include_str!("../../../guest/kernel-lib.sh"),
+        0o644,
+    ),
+    (
         "rootfs/usr/sbin/nixtest-init",
         include_str!("../../../guest/rootfs/usr/sbin/nixtest-init"),
         0o755,

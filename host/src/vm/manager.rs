@@ -350,12 +350,7 @@ impl VmManager {
         let mut vm = self.new_run_vm(label)?;
         let root = vm.dir.join(ROOT_DISK);
         create_disk(&root, 0, Some(&self.base_dir().join(ROOT_DISK)))?;
-        let target = vm.dir.join("target.qcow2");
-        create_disk(
-            &target,
-            overrides.disk_bytes.unwrap_or(self.settings.disk_bytes),
-            None,
-        )?;
+        let target = self.target_disk(&vm, overrides)?;
         vm.ssh_port = free_port()?;
         let spec = self.spec(
             &vm.name,
@@ -367,6 +362,17 @@ impl VmManager {
         );
         Domain::define_xml(&self.conn, &spec.to_xml()).map_err(lv("defining the run VM"))?;
         Ok(vm)
+    }
+
+    /// A run's blank install target, made fresh.
+    fn target_disk(&self, vm: &RunVm, overrides: &RunOverrides) -> Result<PathBuf, VmError> {
+        let target = vm.dir.join("target.qcow2");
+        create_disk(
+            &target,
+            overrides.disk_bytes.unwrap_or(self.settings.disk_bytes),
+            None,
+        )?;
+        Ok(target)
     }
 
     /// A run VM's name and folder, registered for removal on any exit.
@@ -419,12 +425,7 @@ impl VmManager {
     ) -> Result<RunVm, VmError> {
         self.sweep_stale();
         let mut vm = self.new_run_vm(label)?;
-        let target = vm.dir.join("target.qcow2");
-        create_disk(
-            &target,
-            overrides.disk_bytes.unwrap_or(self.settings.disk_bytes),
-            None,
-        )?;
+        let target = self.target_disk(&vm, overrides)?;
         vm.ssh_port = free_port()?;
         let mut cmdline = iso.cmdline.clone();
         if self.settings.open_network {

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Peak memory of `nixtest replay` over large logs of several shapes: each log the throughput
+# bench writes (an install's mix, long lines, many markers, many prefilter hits) is repeated
+# until SIZE and streamed into `nixtest replay -` (nothing large is written to disk); the peak
+# resident memory is GNU time's "Maximum resident set size".
+# Usage: scripts/replay-memory.sh LOGDIR SIZE_MIB...   (LOGDIR from
+#   NIXTEST_BENCH_KEEP_LOGS=LOGDIR cargo bench -p nixtest --bench throughput)
+set -euo pipefail
+logs=$1
+shift
+bin=${NIXTEST_BIN:-${CARGO_TARGET_DIR:-target}/release/nixtest}
+home=$(mktemp -d)
+trap 'rm -rf "$home"' EXIT
+printf '| log | size | lines | seconds | peak RSS |\n|---|---|---|---|---|\n'
+for log in "$logs"/*.log; do
+  for mib in "$@"; do
+    bytes=$((mib << 20))
+    stats=$(mktemp)
+    start=$(date +%s.%N)
+    # `head -c` ends the stream at SIZE; a cut last line is one more malformed line.
+    { while :; do cat "$log"; done; } 2>/dev/null | head -c "$bytes" \
+      | NIXTEST_DATA_DIR="$home/data" NIXTEST_CACHE_DIR="$home/cache" \
+        /usr/bin/time -f '%M' -o "$stats" "$bin" replay - > /dev/null || true
+    end=$(date +%s.%N)
+    lines=$(( $(wc -l < "$log") * bytes / $(stat -c %s "$log") ))
+    printf '| %s | %d MiB | %d | %.1f | %.1f MB |\n' "$(basename "$log" .log)" "$mib" "$lines" \
+      "$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')" "$(tail -1 "$stats" | awk '{ print $1 / 1000 }')"
+    rm -f "$stats"
+  done
+done
