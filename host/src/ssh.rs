@@ -114,6 +114,39 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 }
 
 /// An authenticated session.
+/// A command run beside another on the same session; its exit status, or why it has none.
+async fn run_side(
+    handle: &client::Handle<Client>,
+    command: String,
+) -> (String, Result<u32, String>) {
+    let result = async {
+        let mut ch = handle
+            .channel_open_session()
+            .await
+            .map_err(|e| e.to_string())?;
+        ch.exec(true, command.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut status = None;
+        while let Some(msg) = ch.wait().await {
+            if let ChannelMsg::ExitStatus { exit_status } = msg {
+                status = Some(exit_status);
+            }
+        }
+        status.ok_or_else(|| "no exit status".to_string())
+    }
+    .await;
+    (command, result)
+}
+
+fn warn_side((command, result): (String, Result<u32, String>)) {
+    match result {
+        Ok(0) => {}
+        Ok(status) => tracing::warn!("{command:?} exited with {status}"),
+        Err(e) => tracing::warn!("{command:?} failed: {e}"),
+    }
+}
+
 pub struct SshSession {
     handle: client::Handle<Client>,
     addr: SocketAddr,
@@ -247,25 +280,36 @@ impl SshSession {
         mut on_stdout: impl FnMut(&[u8]) -> Option<String>,
     ) -> Result<u32, SshError> {
         let mut channel = self.open_exec(command).await?;
+        let handle = &self.handle;
+        // The side command (a stop) runs while this channel is still read: waiting for it
+        // here would leave this channel's messages unread, and once they fill its buffer the
+        // session stops delivering anything, the side command's answer included (a phase
+        // printing an error per file as it is stopped did exactly that).
+        let mut side: Option<std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>>> = None;
         let mut status = None;
-        while let Some(msg) = channel.wait().await {
-            match msg {
-                ChannelMsg::Data { ref data } => {
-                    if let Some(side) = on_stdout(data) {
-                        let out = self.exec(&side).await?;
-                        if out.status != 0 {
-                            tracing::warn!(
-                                "{side:?} exited with {}: {}",
-                                out.status,
-                                out.stderr_text().trim()
-                            );
+        loop {
+            tokio::select! {
+                msg = channel.wait() => match msg {
+                    None => break,
+                    Some(ChannelMsg::Data { ref data }) => {
+                        if let Some(cmd) = on_stdout(data)
+                            && side.is_none()
+                        {
+                            side = Some(Box::pin(run_side(handle, cmd)));
                         }
                     }
+                    Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
+                    Some(ChannelMsg::ExitSignal { .. }) => status = status.or(Some(128 + 9)),
+                    Some(_) => {}
+                },
+                done = async { side.as_mut().expect("guarded").await }, if side.is_some() => {
+                    side = None;
+                    warn_side(done);
                 }
-                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-                ChannelMsg::ExitSignal { .. } => status = status.or(Some(128 + 9)),
-                _ => {}
             }
+        }
+        if let Some(s) = side {
+            warn_side(s.await);
         }
         status.ok_or_else(|| self.lost("the command ended without an exit status"))
     }
