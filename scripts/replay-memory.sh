@@ -18,7 +18,8 @@ for log in "$logs"/*.log; do
     stats=$(mktemp)
     start=$(date +%s.%N)
     # `head -c` ends the stream at SIZE; a cut last line is one more malformed line.
-    { while :; do cat "$log"; done; } 2>/dev/null | head -c "$bytes" \
+    # The loop ends when head has had enough and cat meets the closed pipe.
+    { while cat "$log"; do :; done; } 2>/dev/null | head -c "$bytes" \
       | NIXTEST_DATA_DIR="$home/data" NIXTEST_CACHE_DIR="$home/cache" \
         /usr/bin/time -f '%M' -o "$stats" "$bin" replay - > /dev/null || true
     end=$(date +%s.%N)
