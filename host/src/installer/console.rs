@@ -98,6 +98,15 @@ impl Screen {
         let v: Vec<&str> = self.text.lines().collect();
         v[v.len().saturating_sub(lines)..].join("\n")
     }
+
+    /// The last lines, each made safe for a terminal: what an error shows of the console.
+    fn seen(&self, lines: usize) -> String {
+        self.tail(lines)
+            .lines()
+            .map(|l| crate::term::clip(l, 200))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 /// Drives the console until nixtest's key is in root's authorized_keys and sshd runs.
@@ -133,10 +142,27 @@ pub fn install_key(
     // never matches it.
     let done = Regex::new(&format!(r"NIXTEST-KEY-42-{nonce}:(\d+)")).unwrap();
     let mut sent_at: Option<Instant> = None;
+    // A guest may print without end while we wait: the transcript keeps the first 16 MiB.
+    const TRANSCRIPT_CAP: usize = 16 << 20;
+    let mut kept = 0usize;
     loop {
-        let n = io.read_now(&mut buf)?;
+        let n = match io.read_now(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                transcript.flush()?;
+                return Err(ConsoleError::Closed {
+                    seen: screen.seen(15),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         if n > 0 {
-            transcript.write_all(&buf[..n])?;
+            let room = TRANSCRIPT_CAP.saturating_sub(kept).min(n);
+            transcript.write_all(&buf[..room])?;
+            if kept < TRANSCRIPT_CAP && kept + n >= TRANSCRIPT_CAP {
+                transcript.write_all(b"\n[nixtest: transcript cut at 16 MiB]\n")?;
+            }
+            kept += n;
             screen.push(&buf[..n]);
             last_output = Instant::now();
         }
@@ -146,12 +172,7 @@ pub fn install_key(
                 if status != "0" {
                     return Err(ConsoleError::KeyRefused {
                         status,
-                        seen: screen
-                            .tail(20)
-                            .lines()
-                            .map(|l| crate::term::clip(l, 200))
-                            .collect::<Vec<_>>()
-                            .join("\n"),
+                        seen: screen.seen(20),
                     });
                 }
                 times.key = start.elapsed();
@@ -192,12 +213,7 @@ pub fn install_key(
             transcript.flush()?;
             return Err(ConsoleError::NoShell {
                 waited: deadline,
-                seen: screen
-                    .tail(15)
-                    .lines()
-                    .map(|l| crate::term::clip(l, 200))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
+                seen: screen.seen(15),
             });
         }
         if n == 0 {

@@ -21,7 +21,8 @@ pub enum FlakeError {
     #[error("--flake {spec:?}: {dir} has no flake.nix")]
     NoFlake { spec: String, dir: PathBuf },
     #[error(
-        "--flake {spec:?}: the host name {host:?} may hold only letters, digits, `-`, `_` and `.`"
+        "--flake {spec:?}: the host name {host:?} may hold only letters, digits, `-`, `_` and `.` \
+         (at most 64, not starting with `.` or `-`)"
     )]
     BadHost { spec: String, host: String },
     #[error(
@@ -70,9 +71,12 @@ impl FromStr for FlakeRef {
             .filter(|(p, h)| !p.is_empty() && !h.is_empty())
             .ok_or_else(|| FlakeError::BadRef(spec.to_string()))?;
         // The host goes into the guest's commands: plain names only.
-        if !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        // It also names the run's files (logs/HOST.log): never `..` or a hidden name.
+        if host.len() > 64
+            || host.starts_with(['.', '-'])
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
             return Err(FlakeError::BadHost {
                 spec: spec.to_string(),
@@ -278,6 +282,13 @@ mod tests {
         for bad in ["nohash", "#h", "x#", ""] {
             assert!(
                 matches!(bad.parse::<FlakeRef>(), Err(FlakeError::BadRef(_))),
+                "{bad}"
+            );
+        }
+        for bad in ["..", ".hidden", "-x"] {
+            let spec = format!("{}#{bad}", dir.path().display());
+            assert!(
+                matches!(spec.parse::<FlakeRef>(), Err(FlakeError::BadHost { .. })),
                 "{bad}"
             );
         }

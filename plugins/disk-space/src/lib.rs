@@ -163,7 +163,11 @@ fn build_in_target_store(cx: &HealContext) -> Option<HealingAction> {
         .iter()
         .find(|m| m.path == "/nix/.rw-store")
         .unwrap_or(store);
-    if !in_memory(store) || !in_memory(room) || store.path.starts_with("/mnt") {
+    // The room itself must be RAM: an overlay may well sit on a disk.
+    if !in_memory(store)
+        || !matches!(room.fs_type.as_str(), "tmpfs" | "ramfs")
+        || store.path.starts_with("/mnt")
+    {
         return None;
     }
     let target = facts.mounts.iter().find(|m| m.path == "/mnt")?;
