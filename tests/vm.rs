@@ -59,6 +59,7 @@ fn target(g: &Guest, addr: std::net::SocketAddr) -> SshTarget {
         addr,
         user: "root".into(),
         key: g.key.clone(),
+        unresponsive: nixtest::deadlines::Deadlines::default().unresponsive,
     }
 }
 

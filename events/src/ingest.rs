@@ -113,18 +113,50 @@ impl Ingest {
         }
         let from = filter.kept_from(region);
         let max = self.splitter.max_line();
+        // Runs of skipped lines end at a line over the cap (cut, and the cut noted on its
+        // event: the usual way) or at the region's end.
+        let mut run = 0;
         let mut start = 0;
         for nl in memchr::memchr_iter(b'\n', &region[..from]) {
-            // A line over the cap is cut, and the cut is noted on its event: the usual way.
             if nl - start > max {
+                self.skip_run(&region[run..start], filter.hand_over, skipped);
                 self.push(&region[start..=nl], &mut *emit);
-            } else {
-                self.parser.skip(1);
-                skipped(self.parser.lines(), &region[start..nl]);
+                run = nl + 1;
             }
             start = nl + 1;
         }
+        self.skip_run(&region[run..from], filter.hand_over, skipped);
         self.push(&region[from..], &mut *emit);
+    }
+
+    /// Whole lines, none over the cap: counted, and the last `hand_over` non-empty ones handed
+    /// to `skipped`.
+    fn skip_run(&mut self, run: &[u8], hand_over: usize, skipped: &mut impl FnMut(u32, &[u8])) {
+        if run.is_empty() {
+            return;
+        }
+        // Where the handed-over lines begin: walk back over `hand_over` non-empty lines.
+        let mut from = run.len();
+        let mut wanted = hand_over;
+        while wanted > 0 && from > 0 {
+            // `from - 1` is the newline ending the line before `from`.
+            let begin = memchr::memrchr(b'\n', &run[..from - 1]).map_or(0, |i| i + 1);
+            if from - 1 > begin {
+                wanted -= 1;
+            }
+            from = begin;
+        }
+        let counted = memchr::memchr_iter(b'\n', &run[..from]).count();
+        self.parser.skip(counted as u32);
+        let mut start = from;
+        for nl in memchr::memchr_iter(b'\n', &run[from..]) {
+            let nl = from + nl;
+            self.parser.skip(1);
+            if nl > start {
+                skipped(self.parser.lines(), &run[start..nl]);
+            }
+            start = nl + 1;
+        }
     }
 
     /// Every event of a whole log.
@@ -187,6 +219,9 @@ pub struct SkipFilter {
     re: regex_automata::meta::Regex,
     /// Lines kept before a line that matters: the most context any detector wants.
     context: usize,
+    /// Of each run of skipped lines, how many of the last non-empty ones are handed over
+    /// (the others are only counted); `usize::MAX` for all.
+    hand_over: usize,
 }
 
 /// `hir` with its Unicode word boundaries made ASCII ones.
@@ -219,6 +254,14 @@ fn ascii_word_boundaries(hir: &Hir) -> Hir {
 }
 
 impl SkipFilter {
+    /// Hands over only the last `n` non-empty lines of each run of skipped lines: a caller
+    /// that keeps the last `n` lines it is handed (a tail) ends up with the same ones, and
+    /// the lines before are only counted, not copied.
+    pub fn hand_over_last(mut self, n: usize) -> Self {
+        self.hand_over = n;
+        self
+    }
+
     /// Where the lines to keep begin in `region` (whole lines).
     fn kept_from(&self, region: &[u8]) -> usize {
         let mut end = region.len();
@@ -350,7 +393,7 @@ impl Router {
         let mut parser = regex_syntax::ParserBuilder::new();
         parser.multi_line(true).nest_limit(self.limits.nest);
         let mut alternatives = vec![
-            // Marker lines (they go to every detector).
+            // Marker lines (the verdicts go to every detector; the parser changes the others).
             r"^\s*::".to_string(),
             // What the parser changes: C0 controls but tab (CR, ESC among them), DEL, C1.
             r"[\x00-\x08\x0B-\x1F\x7F\x{80}-\x{9F}]".to_string(),
@@ -383,6 +426,7 @@ impl Router {
         Some(SkipFilter {
             re,
             context: self.max_context,
+            hand_over: usize::MAX,
         })
     }
 
@@ -404,14 +448,22 @@ impl Router {
     }
 
     /// Routes one event: `send(slot, event)` for each slot that wants it, its context lines
-    /// first. Marker lines other than progress and metrics go to every slot; raw output only
-    /// where a literal or pattern asks for it. Returns the most context lines any receiving
+    /// first. The verdict markers (error, warning, success) go to every slot; everything else,
+    /// raw output and the markers that only describe (phase, context, progress, metric), only
+    /// where a literal or pattern asks for it: every event carries its phase, so a phase
+    /// marker tells a detector nothing it would not learn from the next line it is sent. Returns the most context lines any receiving
     /// slot asked for, or `None` when no slot wanted the line. Call [`Router::remember`] next.
     pub fn route(&mut self, event: &Event, mut send: impl FnMut(usize, &Event)) -> Option<usize> {
         self.wanted.iter_mut().for_each(|w| *w = false);
         match event.kind {
-            EventKind::Raw | EventKind::Progress | EventKind::Metric => self.mark(&event.message),
-            _ => self.wanted.iter_mut().for_each(|w| *w = true),
+            EventKind::Error | EventKind::Warning | EventKind::Success => {
+                self.wanted.iter_mut().for_each(|w| *w = true)
+            }
+            EventKind::Raw
+            | EventKind::Phase
+            | EventKind::Context
+            | EventKind::Progress
+            | EventKind::Metric => self.mark(&event.message),
         }
         let mut routed = None;
         for (i, slot) in self.slots.iter_mut().enumerate() {
@@ -630,6 +682,61 @@ mod tests {
             let got = routed(&log, chunk, true);
             assert_eq!(got.1, want.1, "line count, chunks of {chunk}");
             assert_eq!(got.0, want.0, "chunks of {chunk}");
+        }
+    }
+
+    #[test]
+    fn handing_over_the_last_lines_of_each_run_leaves_a_tail_as_handing_over_all_does() {
+        let (l, p) = (s(&["boom"]), s(&[]));
+        let routes = [Some(Route {
+            literals: &l,
+            patterns: &p,
+            context: 1,
+        })];
+        let r = Router::new(&routes, PatternLimits::default()).unwrap();
+        let mut log = Vec::new();
+        for i in 0..2000u32 {
+            match i % 97 {
+                5 => log.extend_from_slice(b"boom"),
+                9..=11 => {}
+                40 => log.extend(std::iter::repeat_n(b'y', DEFAULT_MAX_LINE + 3)),
+                _ => log.extend_from_slice(format!("noise {i}").as_bytes()),
+            }
+            log.push(b'\n');
+        }
+        // A tail of `n` lines (what the host's fallback keeps), fed by skipped lines and events.
+        let tails = |filter: SkipFilter, n: usize, chunk: usize| {
+            let mut ingest = Ingest::default();
+            let tail = std::cell::RefCell::new(Vec::<(u32, String)>::new());
+            let keep = |line: u32, text: String| {
+                let mut t = tail.borrow_mut();
+                if !text.is_empty() {
+                    t.push((line, text));
+                }
+                let len = t.len();
+                t.drain(..len.saturating_sub(n));
+            };
+            let mut handed = 0usize;
+            let mut snapshots = Vec::new();
+            for c in log.chunks(chunk) {
+                ingest.push_skipping(
+                    c,
+                    &filter,
+                    |e: Event| keep(e.line, e.message),
+                    &mut |line, text: &[u8]| {
+                        handed += 1;
+                        keep(line, String::from_utf8(text.to_vec()).unwrap())
+                    },
+                );
+                snapshots.push((ingest.lines(), tail.borrow().clone()));
+            }
+            (snapshots, handed)
+        };
+        for chunk in [log.len(), 5000, 333] {
+            let all = tails(r.skip_filter().unwrap(), 4, chunk);
+            let last = tails(r.skip_filter().unwrap().hand_over_last(4), 4, chunk);
+            assert_eq!(last.0, all.0, "chunks of {chunk}");
+            assert!(last.1 * 4 < all.1, "{} of {} handed over", last.1, all.1);
         }
     }
 

@@ -76,6 +76,7 @@ fn main() {
             addr: vm.ssh_addr(),
             user: "root".into(),
             key: key.clone(),
+            unresponsive: nixtest::deadlines::Deadlines::default().unresponsive,
         };
         rt.block_on(async {
             let mut s = SshSession::wait_ready(&target, Duration::from_secs(120))

@@ -16,6 +16,7 @@ pub struct DeadlinesFile {
     pub phase: Option<String>,
     pub command: Option<String>,
     pub reboot: Option<String>,
+    pub unresponsive: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,11 @@ pub struct Deadlines {
     pub command: Duration,
     /// From rebooting into the installed system to its SSH answering (NIXTEST_REBOOT_TIMEOUT).
     pub reboot: Duration,
+    /// How long an open SSH connection may go unanswered before it counts as lost
+    /// (NIXTEST_UNRESPONSIVE_TIMEOUT). A guest starved by memory pressure answers nothing
+    /// for minutes under TCG and then goes on: dropping the connection then only adds a
+    /// reconnect to the time before the host sees the OOM killer act.
+    pub unresponsive: Duration,
 }
 
 impl Default for Deadlines {
@@ -46,6 +52,7 @@ impl Default for Deadlines {
             phase: Duration::from_secs(4 * 3600),
             command: Duration::from_secs(300),
             reboot: Duration::from_secs(120),
+            unresponsive: Duration::from_secs(300),
         }
     }
 }
@@ -57,6 +64,7 @@ pub const HANG_AFTER: &str = "NIXTEST_HANG_AFTER (deadlines.hang_after)";
 pub const PHASE: &str = "NIXTEST_PHASE_TIMEOUT (deadlines.phase)";
 pub const COMMAND: &str = "NIXTEST_COMMAND_TIMEOUT (deadlines.command)";
 pub const REBOOT: &str = "NIXTEST_REBOOT_TIMEOUT (deadlines.reboot)";
+pub const UNRESPONSIVE: &str = "NIXTEST_UNRESPONSIVE_TIMEOUT (deadlines.unresponsive)";
 
 /// Extra time the host gives a phase past its deadline for the guest to report and stop it,
 /// before it stops waiting for the guest.
@@ -120,6 +128,13 @@ impl Deadlines {
                 "deadlines.reboot",
                 &f.reboot,
                 d.reboot,
+                false,
+            )?,
+            unresponsive: get(
+                "NIXTEST_UNRESPONSIVE_TIMEOUT",
+                "deadlines.unresponsive",
+                &f.unresponsive,
+                d.unresponsive,
                 false,
             )?,
         })

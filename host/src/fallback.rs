@@ -11,7 +11,7 @@ use nixtest_events::{Event, EventKind};
 /// The detector name the host's own findings carry.
 pub const HOST_DETECTOR: &str = "nixtest";
 /// Lines of a phase's tail kept for the fallback.
-const TAIL_LINES: usize = 48;
+pub const TAIL_LINES: usize = 48;
 /// Bytes of each kept line.
 const LINE_BYTES: usize = 512;
 /// Lines a fallback finding cites besides the failure marker.

@@ -52,6 +52,13 @@ pub trait Guest {
 
     /// The machine was rebooted: connections and the output log start anew.
     fn rebooted(&mut self);
+
+    /// A read-only command to run the moment a phase is stopped early, beside its draining
+    /// output (the healing loop gathers facts so, instead of after the phase has ended).
+    fn set_at_stop(&mut self, command: Option<String>);
+
+    /// What that command printed, when the last phase was stopped and it succeeded.
+    fn take_at_stop_output(&mut self) -> Option<ExecOutput>;
 }
 
 impl Guest for StreamRunner {
@@ -86,6 +93,14 @@ impl Guest for StreamRunner {
 
     fn rebooted(&mut self) {
         self.reset_after_reboot();
+    }
+
+    fn set_at_stop(&mut self, command: Option<String>) {
+        StreamRunner::set_at_stop(self, command);
+    }
+
+    fn take_at_stop_output(&mut self) -> Option<ExecOutput> {
+        StreamRunner::take_at_stop_output(self)
     }
 }
 
@@ -134,6 +149,8 @@ pub mod fake {
         /// What was done, in order: `phase NAME`, `exec CMD`, `once CMD`, `upload PATH`.
         pub calls: Vec<String>,
         pub uploads: BTreeMap<String, Vec<u8>>,
+        pub at_stop: Option<String>,
+        pub at_stop_output: Option<ExecOutput>,
     }
 
     impl ScriptedGuest {
@@ -171,6 +188,7 @@ pub mod fake {
             on_chunk: &mut dyn FnMut(&[u8]) -> StopRequest,
         ) -> Result<i32, GuestError> {
             self.calls.push(format!("phase {phase}"));
+            self.at_stop_output = None;
             let attempt = self
                 .phases
                 .get_mut(phase)
@@ -184,6 +202,10 @@ pub mod fake {
                 // A stop asked on the last line comes after the phase ended: nothing to stop.
                 if let Some(reason) = asked.filter(|_| i + 1 < lines.len()) {
                     self.calls.push(format!("stop {phase}: {reason}"));
+                    if let Some(c) = self.at_stop.clone() {
+                        self.calls.push(format!("at-stop {c}"));
+                        self.at_stop_output = Some(self.answer(&c));
+                    }
                     let end = format!(
                         "::WARNING::nixtest stopped {phase}: {reason}\n::ERROR::{phase} failed with exit code 143\n"
                     );
@@ -220,6 +242,14 @@ pub mod fake {
 
         fn rebooted(&mut self) {
             self.calls.push("reboot".into());
+        }
+
+        fn set_at_stop(&mut self, command: Option<String>) {
+            self.at_stop = command;
+        }
+
+        fn take_at_stop_output(&mut self) -> Option<ExecOutput> {
+            self.at_stop_output.take()
         }
     }
 }

@@ -4,8 +4,9 @@
 //! the lines its metadata asks for: the run's [`Router`] (shared with `replay` and the SDK's
 //! test harness: one Aho-Corasick automaton over every plugin's literals and one `RegexSet`
 //! over their patterns) decides, in a single pass per line, which plugins a line goes to (with
-//! the preceding lines a plugin wants as context). Marker lines other than progress and metrics go to every detector. Lines are sent
-//! in batches; the same code serves a live stream (flush after each chunk) and a replay (flush
+//! the preceding lines a plugin wants as context). The verdict markers (error, warning,
+//! success) go to every detector; phase, context, progress and metric markers, like raw output,
+//! only where they match. Lines are sent in batches; the same code serves a live stream (flush after each chunk) and a replay (flush
 //! when a batch is full).
 //!
 //! Findings are de-duplicated in a map (the same detector, category, summary and permanence
@@ -456,7 +457,10 @@ impl Monitor {
     /// A filter for reading a whole log in bulk: the lines it passes over could go to no
     /// detector (they go to [`Monitor::skipped`] instead of [`Monitor::observe`]).
     pub fn skip_filter(&self) -> Option<nixtest_events::SkipFilter> {
-        self.router.skip_filter()
+        // Only the phase's tail keeps skipped lines.
+        self.router
+            .skip_filter()
+            .map(|f| f.hand_over_last(crate::fallback::TAIL_LINES))
     }
 
     /// A plain line no detector wants, not parsed: the phase's tail keeps it (the fallback

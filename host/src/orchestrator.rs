@@ -179,6 +179,7 @@ async fn run_inner(
         addr: vm.ssh_addr(),
         user: "root".into(),
         key: cx.key.clone(),
+        unresponsive: opts.deadlines.unresponsive,
     };
     let transcript = run_dir
         .join("logs")

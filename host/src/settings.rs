@@ -29,6 +29,7 @@
 //! phase = "4h"           # NIXTEST_PHASE_TIMEOUT: the longest phase (0: none)
 //! command = "300s"       # NIXTEST_COMMAND_TIMEOUT: a healer's command
 //! reboot = "120s"        # NIXTEST_REBOOT_TIMEOUT: reboot to SSH
+//! unresponsive = "300s"  # NIXTEST_UNRESPONSIVE_TIMEOUT: an open connection unanswered
 //! ```
 
 use serde::Deserialize;

@@ -45,7 +45,13 @@ pub struct SshTarget {
     pub addr: SocketAddr,
     pub user: String,
     pub key: Arc<PrivateKey>,
+    /// How long an open connection may go unanswered before it counts as lost
+    /// (`Deadlines::unresponsive`).
+    pub unresponsive: Duration,
 }
+
+/// How often an open connection is asked whether the other side is still there.
+const KEEPALIVE: Duration = Duration::from_secs(5);
 
 /// What a command left behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,10 +121,13 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 
 /// An authenticated session.
 /// A command run beside another on the same session; its exit status, or why it has none.
+/// What a side command may print that is kept (each stream).
+const SIDE_OUTPUT_CAP: usize = 1 << 20;
+
 async fn run_side(
     handle: &client::Handle<Client>,
     command: String,
-) -> (String, Result<u32, String>) {
+) -> (String, Result<ExecOutput, String>) {
     let result = async {
         let mut ch = handle
             .channel_open_session()
@@ -127,23 +136,44 @@ async fn run_side(
         ch.exec(true, command.as_str())
             .await
             .map_err(|e| e.to_string())?;
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let mut status = None;
         while let Some(msg) = ch.wait().await {
-            if let ChannelMsg::ExitStatus { exit_status } = msg {
-                status = Some(exit_status);
-            }
+            let (buf, data) = match msg {
+                ChannelMsg::Data { ref data } => (&mut stdout, data),
+                ChannelMsg::ExtendedData { ref data, ext: 1 } => (&mut stderr, data),
+                ChannelMsg::ExitStatus { exit_status } => {
+                    status = Some(exit_status);
+                    continue;
+                }
+                _ => continue,
+            };
+            let room = SIDE_OUTPUT_CAP.saturating_sub(buf.len());
+            buf.extend_from_slice(&data[..room.min(data.len())]);
         }
-        status.ok_or_else(|| "no exit status".to_string())
+        let status = status.ok_or_else(|| "no exit status".to_string())?;
+        Ok(ExecOutput {
+            status,
+            stdout,
+            stderr,
+        })
     }
     .await;
     (command, result)
 }
 
-fn warn_side((command, result): (String, Result<u32, String>)) {
+/// The side command's output when it succeeded; a warning otherwise.
+fn side_output((command, result): (String, Result<ExecOutput, String>)) -> Option<ExecOutput> {
     match result {
-        Ok(0) => {}
-        Ok(status) => tracing::warn!("{command:?} exited with {status}"),
-        Err(e) => tracing::warn!("{command:?} failed: {e}"),
+        Ok(out) if out.status == 0 => Some(out),
+        Ok(out) => {
+            tracing::warn!("{command:?} exited with {}", out.status);
+            None
+        }
+        Err(e) => {
+            tracing::warn!("{command:?} failed: {e}");
+            None
+        }
     }
 }
 
@@ -157,8 +187,9 @@ impl SshSession {
         let addr = target.addr;
         let config = Arc::new(client::Config {
             inactivity_timeout: None,
-            keepalive_interval: Some(Duration::from_secs(5)),
-            keepalive_max: 6,
+            keepalive_interval: Some(KEEPALIVE),
+            // A closed connection is seen at once; these are for one that goes silent.
+            keepalive_max: (target.unresponsive.as_secs() / KEEPALIVE.as_secs()).max(1) as usize,
             ..Default::default()
         });
         let connect = client::connect(config, addr, Client);
@@ -273,12 +304,13 @@ impl SshSession {
 
     /// As [`SshSession::exec_streaming`] for stdout only, where `on_stdout` may answer a chunk
     /// with a command to run beside the first one, on another channel of the same connection
-    /// (the first one's output waits meanwhile, nothing is lost).
+    /// (the first one's output waits meanwhile, nothing is lost). Returns the exit status and,
+    /// when the side command ran and succeeded, its output.
     pub async fn exec_streaming_with(
         &mut self,
         command: &str,
         mut on_stdout: impl FnMut(&[u8]) -> Option<String>,
-    ) -> Result<u32, SshError> {
+    ) -> Result<(u32, Option<ExecOutput>), SshError> {
         let mut channel = self.open_exec(command).await?;
         let handle = &self.handle;
         // The side command (a stop) runs while this channel is still read: waiting for it
@@ -287,6 +319,7 @@ impl SshSession {
         // printing an error per file as it is stopped did exactly that).
         let mut side: Option<std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>>> = None;
         let mut status = None;
+        let mut side_out = None;
         loop {
             tokio::select! {
                 msg = channel.wait() => match msg {
@@ -304,14 +337,15 @@ impl SshSession {
                 },
                 done = async { side.as_mut().expect("guarded").await }, if side.is_some() => {
                     side = None;
-                    warn_side(done);
+                    side_out = side_output(done);
                 }
             }
         }
         if let Some(s) = side {
-            warn_side(s.await);
+            side_out = side_output(s.await);
         }
-        status.ok_or_else(|| self.lost("the command ended without an exit status"))
+        let status = status.ok_or_else(|| self.lost("the command ended without an exit status"))?;
+        Ok((status, side_out))
     }
 
     /// Runs `command`, keeping at most `cap` bytes of each stream: once either is full the

@@ -51,6 +51,10 @@ pub struct StreamRunner {
     deadlines: Deadlines,
     /// The machine rebooted: the next connection waits for the installed system to boot.
     rebooting: bool,
+    /// A read-only command run the moment a phase is stopped, while its output still drains
+    /// (the healing loop gathers the guest's facts so), and what it printed.
+    at_stop: Option<String>,
+    at_stop_output: Option<ExecOutput>,
 }
 
 /// A wait for SSH that reached its deadline, said as what was awaited and what sets it.
@@ -85,11 +89,26 @@ impl StreamRunner {
             next_id: 1,
             deadlines,
             rebooting: false,
+            at_stop: None,
+            at_stop_output: None,
         })
     }
 
     pub fn deadlines(&self) -> Deadlines {
         self.deadlines
+    }
+
+    /// Runs `command` (read-only, idempotent) right after asking the guest to stop a phase,
+    /// beside the phase's draining output; [`StreamRunner::take_at_stop_output`] has what it
+    /// printed.
+    pub fn set_at_stop(&mut self, command: Option<String>) {
+        self.at_stop = command;
+    }
+
+    /// What the at-stop command printed during the last phase, if that phase was stopped and
+    /// the command succeeded.
+    pub fn take_at_stop_output(&mut self) -> Option<ExecOutput> {
+        self.at_stop_output.take()
     }
 
     async fn session(&mut self) -> Result<&mut SshSession, SshError> {
@@ -207,8 +226,10 @@ impl StreamRunner {
         // longer for that, then no longer.
         let host_deadline = (!d.phase.is_zero()).then(|| d.phase + deadlines::PHASE_GRACE);
         let started = tokio::time::Instant::now();
+        self.at_stop_output = None;
+        let at_stop = self.at_stop.clone();
         let stop_command = |reason: &str| {
-            format!(
+            let stop = format!(
                 "{RUNNER_PATH} stop {} {}",
                 shell_quote(phase),
                 // One line: the guest prints it into the log, where a newline could fake a marker.
@@ -216,13 +237,21 @@ impl StreamRunner {
                     &reason.replace(|c: char| c.is_control(), " "),
                     300
                 ))
-            )
+            );
+            match &at_stop {
+                // The stop prints nothing: what comes out is the at-stop command's.
+                Some(also) => format!("{stop} && {{ {also}\n}}"),
+                None => stop,
+            }
         };
         let mut stop: Option<String> = None;
         loop {
             if let Some(reason) = &stop {
                 // Asked before the connection dropped: asking again is harmless.
-                self.exec(&stop_command(reason)).await?;
+                let out = self.exec(&stop_command(reason)).await?;
+                if out.status == 0 && self.at_stop.is_some() {
+                    self.at_stop_output = Some(out);
+                }
             }
             let follow = format!("{RUNNER_PATH} follow {}", self.offset);
             if self.session.is_none() {
@@ -258,7 +287,12 @@ impl StreamRunner {
                 None => following.await,
             };
             match result {
-                Ok(_) => break,
+                Ok((_, side)) => {
+                    if side.is_some() && self.at_stop.is_some() {
+                        self.at_stop_output = side;
+                    }
+                    break;
+                }
                 Err(SshError::Lost { reason, .. }) => {
                     tracing::warn!(
                         "SSH dropped during {phase} ({reason}); resuming at byte {}",

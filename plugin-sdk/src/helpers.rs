@@ -40,7 +40,8 @@ impl Metadata {
     }
 
     /// Lines that contain none of these literals (and match none of the patterns) are never
-    /// sent to the plugin; marker lines of kind error are always sent. Matching is exact
+    /// sent to the plugin; marker lines of kind error, warning and success are always sent (every
+    /// event carries its phase, so phase markers are sent only when they match). Matching is exact
     /// (case-sensitive), so list each spelling you need.
     pub fn literals<'a>(mut self, lits: impl IntoIterator<Item = &'a str>) -> Self {
         self.literals = lits.into_iter().map(str::to_string).collect();

@@ -25,6 +25,8 @@ pub struct VmContext {
     pub image: GuestImage,
     /// How long a freshly started guest may take to answer SSH.
     pub boot: Duration,
+    /// How long an open connection may go unanswered.
+    pub unresponsive: Duration,
 }
 
 impl VmContext {
@@ -38,12 +40,11 @@ impl VmContext {
         let (key, public_key) = ssh::load_or_create_key(&paths.data.join("ssh"))
             .map_err(|e| Failure::infra(VmError::from(e)))?;
         let image = GuestImage::locate(&settings.dir, &public_key);
-        let boot = nixtest::deadlines::Deadlines::resolve(file)
-            .map_err(Failure::usage)?
-            .boot;
+        let deadlines = nixtest::deadlines::Deadlines::resolve(file).map_err(Failure::usage)?;
         let manager = VmManager::connect(settings).map_err(vm_failure)?;
         Ok(VmContext {
-            boot,
+            boot: deadlines.boot,
+            unresponsive: deadlines.unresponsive,
             manager,
             key: Arc::new(key),
             public_key,
@@ -56,6 +57,7 @@ impl VmContext {
             addr,
             user: "root".into(),
             key: self.key.clone(),
+            unresponsive: self.unresponsive,
         }
     }
 }

@@ -107,6 +107,9 @@ pub async fn run_phases<G: Guest>(
     policy: Policy,
 ) -> Result<Ending, GuestError> {
     watch.stop_early = policy.stop_early && policy.heal;
+    // A phase stopped (early, or hung) is stopped to be healed: the facts healers need are
+    // gathered as it stops.
+    guest.set_at_stop(policy.heal.then(|| facts::GATHER_COMMAND.to_string()));
     let mut run = PhaseLoop {
         substituters: config.substituters(),
         guest,
@@ -351,7 +354,12 @@ impl<G: Guest> PhaseLoop<'_, '_, G> {
         finding: &Finding,
         phase: usize,
     ) -> Result<Vec<HealingAction>, GuestError> {
-        let gathered = self.guest.exec(facts::GATHER_COMMAND).await?;
+        // Gathered as the phase was stopped, when it was (that round trip is then off the
+        // path from the failing line to the action applied).
+        let gathered = match self.guest.take_at_stop_output() {
+            Some(out) => out,
+            None => self.guest.exec(facts::GATHER_COMMAND).await?,
+        };
         let facts: GuestFacts = facts::parse_gathered(&gathered.stdout_text(), &self.substituters);
         let evidence: Vec<String> = finding
             .lines

@@ -459,3 +459,60 @@ fn a_hang_stops_the_phase_and_its_snapshot_goes_into_the_finding() {
         out.gave_up()
     );
 }
+
+#[test]
+fn a_stopped_phase_has_its_facts_gathered_as_it_stops_and_not_again() {
+    let hang = Attempt::new(
+        "install",
+        &[
+            "building...",
+            "::HANG::install printed nothing for 9 s and none of its processes did anything",
+            "printed after the stop",
+        ],
+        0,
+    );
+    let gather = crate::facts::GATHER_COMMAND;
+    let guest = ScriptedGuest::default()
+        .phase("install", vec![hang])
+        .command(gather, 0, "## nproc\n2\n## end\n");
+    let out = run(guest, ScriptedHealers(Vec::new()), POLICY);
+    let calls = &out.guest.calls;
+    let stop = calls
+        .iter()
+        .position(|c| c.starts_with("stop install: "))
+        .expect("the phase was stopped");
+    assert_eq!(calls[stop + 1], format!("at-stop {gather}"), "{calls:?}");
+    // The healers were asked (with those facts), and nothing gathered them again.
+    assert!(
+        matches!(out.gave_up(), Some(GiveUp::NoAction { .. })),
+        "{:?}",
+        out.gave_up()
+    );
+    assert!(
+        !calls.contains(&format!("exec {gather}")),
+        "the facts were gathered again: {calls:?}"
+    );
+
+    // Healing off: nothing is gathered at a stop (nothing would use it).
+    let guest = ScriptedGuest::default().phase(
+        "install",
+        vec![Attempt::new(
+            "install",
+            &["::HANG::install printed nothing for 9 s", "after"],
+            0,
+        )],
+    );
+    let out = run(
+        guest,
+        ScriptedHealers(Vec::new()),
+        Policy {
+            heal: false,
+            ..POLICY
+        },
+    );
+    assert!(
+        !out.guest.calls.iter().any(|c| c.starts_with("at-stop ")),
+        "{:?}",
+        out.guest.calls
+    );
+}
