@@ -6,7 +6,9 @@
 use crate::{Event, EventKind, EventParser, LineSplitter};
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::{RegexSet, RegexSetBuilder};
-use regex_syntax::hir::{Capture, Hir, HirKind, Look, Repetition};
+use regex_syntax::hir::{
+    Capture, Class, ClassBytes, ClassBytesRange, Hir, HirKind, Look, Repetition,
+};
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -66,16 +68,13 @@ impl Ingest {
             return self.push(chunk, emit);
         };
         let (body, rest) = chunk.split_at(last + 1);
-        // Invalid UTF-8 is replaced line by line: such a chunk goes the usual way.
-        if std::str::from_utf8(body).is_ok() {
-            self.scan(body, filter, &mut emit, skipped);
-        } else {
-            self.push(body, &mut emit);
-        }
+        // Lines with a byte past ASCII (invalid UTF-8 among them) are never skipped: the
+        // parser reads them the usual way.
+        self.scan(body, filter, &mut emit, skipped);
         self.push(rest, emit);
     }
 
-    /// `body`: whole lines of valid UTF-8.
+    /// `body`: whole lines.
     fn scan(
         &mut self,
         body: &[u8],
@@ -85,9 +84,13 @@ impl Ingest {
     ) {
         let mut pos = 0;
         while pos < body.len() {
-            let input = regex_automata::Input::new(body).range(pos..);
-            let next = filter.re.find(input).map(|m| {
-                let start = memchr::memrchr(b'\n', &body[..m.start()]).map_or(0, |i| i + 1);
+            // Where the first match to end ends is enough: no line before its last byte's
+            // line holds a match of its own (that match would have ended first), and the
+            // search need not look back for where it started.
+            let input = regex_automata::Input::new(body).range(pos..).earliest(true);
+            let next = filter.re.search_half(&input).map(|m| {
+                let last = m.offset().saturating_sub(1).max(pos);
+                let start = memchr::memrchr(b'\n', &body[..last]).map_or(0, |i| i + 1);
                 start.max(pos)
             });
             let upto = next.unwrap_or(body.len());
@@ -224,9 +227,40 @@ pub struct SkipFilter {
     hand_over: usize,
 }
 
-/// `hir` with its Unicode word boundaries made ASCII ones.
-fn ascii_word_boundaries(hir: &Hir) -> Hir {
+/// `hir` as it reads ASCII text: classes cut to their ASCII part (as bytes), literals that hold
+/// anything else never matching, Unicode word boundaries made ASCII ones. The skip filter keeps
+/// every line with a byte above 0x7F by another alternative, so the others only ever decide on
+/// ASCII lines, where this is the same regex; its automaton is far smaller than one for UTF-8.
+fn ascii_only(hir: &Hir) -> Hir {
+    let ascii = |lo: u32, hi: u32| -> Option<ClassBytesRange> {
+        (lo <= 0x7F).then(|| ClassBytesRange::new(lo as u8, hi.min(0x7F) as u8))
+    };
     match hir.kind() {
+        HirKind::Class(Class::Unicode(c)) => {
+            let ranges: Vec<_> = c
+                .ranges()
+                .iter()
+                .filter_map(|r| ascii(r.start() as u32, r.end() as u32))
+                .collect();
+            if ranges.is_empty() {
+                Hir::fail()
+            } else {
+                Hir::class(Class::Bytes(ClassBytes::new(ranges)))
+            }
+        }
+        HirKind::Class(Class::Bytes(c)) => {
+            let ranges: Vec<_> = c
+                .ranges()
+                .iter()
+                .filter_map(|r| ascii(r.start() as u32, r.end() as u32))
+                .collect();
+            if ranges.is_empty() {
+                Hir::fail()
+            } else {
+                Hir::class(Class::Bytes(ClassBytes::new(ranges)))
+            }
+        }
+        HirKind::Literal(l) if !l.0.is_ascii() => Hir::fail(),
         HirKind::Look(look) => Hir::look(match look {
             Look::WordUnicode => Look::WordAscii,
             Look::WordUnicodeNegate => Look::WordAsciiNegate,
@@ -239,16 +273,16 @@ fn ascii_word_boundaries(hir: &Hir) -> Hir {
         HirKind::Capture(c) => Hir::capture(Capture {
             index: c.index,
             name: c.name.clone(),
-            sub: Box::new(ascii_word_boundaries(&c.sub)),
+            sub: Box::new(ascii_only(&c.sub)),
         }),
         HirKind::Repetition(r) => Hir::repetition(Repetition {
             min: r.min,
             max: r.max,
             greedy: r.greedy,
-            sub: Box::new(ascii_word_boundaries(&r.sub)),
+            sub: Box::new(ascii_only(&r.sub)),
         }),
-        HirKind::Concat(v) => Hir::concat(v.iter().map(ascii_word_boundaries).collect()),
-        HirKind::Alternation(v) => Hir::alternation(v.iter().map(ascii_word_boundaries).collect()),
+        HirKind::Concat(v) => Hir::concat(v.iter().map(ascii_only).collect()),
+        HirKind::Alternation(v) => Hir::alternation(v.iter().map(ascii_only).collect()),
         _ => hir.clone(),
     }
 }
@@ -395,23 +429,23 @@ impl Router {
         let mut alternatives = vec![
             // Marker lines (the verdicts go to every detector; the parser changes the others).
             r"^\s*::".to_string(),
-            // What the parser changes: C0 controls but tab (CR, ESC among them), DEL, C1.
-            r"[\x00-\x08\x0B-\x1F\x7F\x{80}-\x{9F}]".to_string(),
-            // Anything not ASCII: such lines are routed one by one (below).
-            r"[^\x00-\x7F]".to_string(),
+            // What the parser changes: C0 controls but tab (CR, ESC among them), DEL.
+            r"[\x00-\x08\x0B-\x1F\x7F]".to_string(),
         ];
         alternatives.extend(self.literal_text.iter().map(|l| regex::escape(l)));
         alternatives.extend(self.pattern_text.iter().cloned());
-        let mut hirs = Vec::with_capacity(alternatives.len());
+        // Any byte past ASCII (C1 controls, all other text, invalid UTF-8): such lines are
+        // parsed and routed one by one, so the alternatives above only judge ASCII lines.
+        let mut hirs = vec![Hir::class(Class::Bytes(ClassBytes::new([
+            ClassBytesRange::new(0x80, 0xFF),
+        ])))];
         for a in &alternatives {
             let hir = parser.build().parse(a).ok()?;
             let looks = hir.properties().look_set();
             if looks.contains(Look::Start) || looks.contains(Look::End) {
                 return None;
             }
-            // A Unicode word boundary stops the fast engines at the first non-ASCII byte; on
-            // ASCII lines an ASCII one is the same, and other lines match anyway.
-            hirs.push(ascii_word_boundaries(&hir));
+            hirs.push(ascii_only(&hir));
         }
         let slots = self.slots.iter().flatten().count().max(1) + 1;
         // Each pattern keeps its own capture groups: one search, many patterns.
