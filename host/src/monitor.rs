@@ -317,10 +317,11 @@ impl Monitor {
                 }
             }
         }
-        let (line, text) = (event.line, clipped(&event.message, EVIDENCE_LINE_BYTES));
+        // The line's text is only kept for the host's own finding (most lines are not one).
+        let hung = hang.map(|f| (f, event.line, clipped(&event.message, EVIDENCE_LINE_BYTES)));
         self.router.remember(event, arrived);
         let mut updates = Vec::new();
-        if let Some(f) = hang {
+        if let Some((f, line, text)) = hung {
             // The host's own finding: the guest's watchdog saw the phase hang.
             if self.evidence_bytes < EVIDENCE_TOTAL_BYTES && !self.evidence.contains_key(&line) {
                 self.evidence_bytes += text.len();

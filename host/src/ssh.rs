@@ -123,6 +123,18 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 /// A command run beside another on the same session; its exit status, or why it has none.
 /// What a side command may print that is kept (each stream).
 const SIDE_OUTPUT_CAP: usize = 1 << 20;
+/// What a streamed command's standard error may hold that is kept (it is for short notes).
+const STREAMED_STDERR_CAP: usize = 64 << 10;
+
+/// How [`SshSession::exec_streaming_with`] ended.
+#[derive(Debug)]
+pub struct Streamed {
+    pub status: u32,
+    /// The side command's output, when it ran and succeeded.
+    pub side: Option<ExecOutput>,
+    /// The command's standard error (its first 64 KiB).
+    pub stderr: Vec<u8>,
+}
 
 async fn run_side(
     handle: &client::Handle<Client>,
@@ -304,13 +316,12 @@ impl SshSession {
 
     /// As [`SshSession::exec_streaming`] for stdout only, where `on_stdout` may answer a chunk
     /// with a command to run beside the first one, on another channel of the same connection
-    /// (the first one's output waits meanwhile, nothing is lost). Returns the exit status and,
-    /// when the side command ran and succeeded, its output.
+    /// (the first one's output waits meanwhile, nothing is lost).
     pub async fn exec_streaming_with(
         &mut self,
         command: &str,
         mut on_stdout: impl FnMut(&[u8]) -> Option<String>,
-    ) -> Result<(u32, Option<ExecOutput>), SshError> {
+    ) -> Result<Streamed, SshError> {
         let mut channel = self.open_exec(command).await?;
         let handle = &self.handle;
         // The side command (a stop) runs while this channel is still read: waiting for it
@@ -320,6 +331,7 @@ impl SshSession {
         let mut side: Option<std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>>> = None;
         let mut status = None;
         let mut side_out = None;
+        let mut stderr = Vec::new();
         loop {
             tokio::select! {
                 msg = channel.wait() => match msg {
@@ -330,6 +342,10 @@ impl SshSession {
                         {
                             side = Some(Box::pin(run_side(handle, cmd)));
                         }
+                    }
+                    Some(ChannelMsg::ExtendedData { ref data, ext: 1 }) => {
+                        let room = STREAMED_STDERR_CAP.saturating_sub(stderr.len());
+                        stderr.extend_from_slice(&data[..room.min(data.len())]);
                     }
                     Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
                     Some(ChannelMsg::ExitSignal { .. }) => status = status.or(Some(128 + 9)),
@@ -345,7 +361,11 @@ impl SshSession {
             side_out = side_output(s.await);
         }
         let status = status.ok_or_else(|| self.lost("the command ended without an exit status"))?;
-        Ok((status, side_out))
+        Ok(Streamed {
+            status,
+            side: side_out,
+            stderr,
+        })
     }
 
     /// Runs `command`, keeping at most `cap` bytes of each stream: once either is full the

@@ -39,6 +39,16 @@ pub const GUEST_LOG: &str = "/var/log/nixtest/run.log";
 pub const GUEST_TIMES: &str = "/var/log/nixtest/run.times";
 const RUNNER: &str = include_str!("../../guest/runner/nixtest-runner");
 
+/// The phase's exit status as `nixtest-runner follow` says it on standard error once the
+/// phase has ended (`nixtest-status: N`).
+fn follow_status(stderr: &[u8]) -> Option<i32> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("nixtest-status: "))
+        .and_then(|s| s.trim().parse().ok())
+}
+
 pub struct StreamRunner {
     target: SshTarget,
     session: Option<SshSession>,
@@ -253,7 +263,11 @@ impl StreamRunner {
                     self.at_stop_output = Some(out);
                 }
             }
-            let follow = format!("{RUNNER_PATH} follow {}", self.offset);
+            let follow = format!(
+                "{RUNNER_PATH} follow {} {}",
+                self.offset,
+                shell_quote(phase)
+            );
             if self.session.is_none() {
                 self.reconnects += 1;
                 let s = self.reconnect().await?;
@@ -287,9 +301,13 @@ impl StreamRunner {
                 None => following.await,
             };
             match result {
-                Ok((_, side)) => {
-                    if side.is_some() && self.at_stop.is_some() {
-                        self.at_stop_output = side;
+                Ok(streamed) => {
+                    if streamed.side.is_some() && self.at_stop.is_some() {
+                        self.at_stop_output = streamed.side;
+                    }
+                    // The runner says the phase's status as the follow ends: no round trip.
+                    if let Some(status) = follow_status(&streamed.stderr) {
+                        return Ok(status);
                     }
                     break;
                 }
@@ -403,6 +421,18 @@ impl StreamRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_follow_says_the_status_last_on_stderr_or_not_at_all() {
+        assert_eq!(follow_status(b"nixtest-status: 143\n"), Some(143));
+        assert_eq!(
+            follow_status(b"tail: warning\nnixtest-status: 0\n"),
+            Some(0)
+        );
+        assert_eq!(follow_status(b"tail: cannot open\n"), None);
+        assert_eq!(follow_status(b"nixtest-status: running\n"), None);
+        assert_eq!(follow_status(b""), None);
+    }
 
     #[test]
     fn any_guest_clock_value_is_a_time_or_none_never_a_panic() {
