@@ -232,34 +232,31 @@ pub struct SkipFilter {
 /// every line with a byte above 0x7F by another alternative, so the others only ever decide on
 /// ASCII lines, where this is the same regex; its automaton is far smaller than one for UTF-8.
 fn ascii_only(hir: &Hir) -> Hir {
-    let ascii = |lo: u32, hi: u32| -> Option<ClassBytesRange> {
-        (lo <= 0x7F).then(|| ClassBytesRange::new(lo as u8, hi.min(0x7F) as u8))
+    // The ASCII part of a class's ranges, as a byte class (or nothing to match).
+    let ascii = |ranges: &mut dyn Iterator<Item = (u32, u32)>| {
+        let cut: Vec<_> = ranges
+            .filter(|(lo, _)| *lo <= 0x7F)
+            .map(|(lo, hi)| ClassBytesRange::new(lo as u8, hi.min(0x7F) as u8))
+            .collect();
+        if cut.is_empty() {
+            Hir::fail()
+        } else {
+            Hir::class(Class::Bytes(ClassBytes::new(cut)))
+        }
     };
     match hir.kind() {
-        HirKind::Class(Class::Unicode(c)) => {
-            let ranges: Vec<_> = c
+        HirKind::Class(Class::Unicode(c)) => ascii(
+            &mut c
                 .ranges()
                 .iter()
-                .filter_map(|r| ascii(r.start() as u32, r.end() as u32))
-                .collect();
-            if ranges.is_empty() {
-                Hir::fail()
-            } else {
-                Hir::class(Class::Bytes(ClassBytes::new(ranges)))
-            }
-        }
-        HirKind::Class(Class::Bytes(c)) => {
-            let ranges: Vec<_> = c
+                .map(|r| (r.start() as u32, r.end() as u32)),
+        ),
+        HirKind::Class(Class::Bytes(c)) => ascii(
+            &mut c
                 .ranges()
                 .iter()
-                .filter_map(|r| ascii(r.start() as u32, r.end() as u32))
-                .collect();
-            if ranges.is_empty() {
-                Hir::fail()
-            } else {
-                Hir::class(Class::Bytes(ClassBytes::new(ranges)))
-            }
-        }
+                .map(|r| (r.start() as u32, r.end() as u32)),
+        ),
         HirKind::Literal(l) if !l.0.is_ascii() => Hir::fail(),
         HirKind::Look(look) => Hir::look(match look {
             Look::WordUnicode => Look::WordAscii,
