@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn durations_come_from_the_file_with_their_origin_when_wrong() {
         let s = Settings::parse(
-            "[deadlines]\nhang_after = \"45s\"\nphase = \"0\"\nboot = \"3m\"\n",
+            "[deadlines]\nhang_after = \"45s\"\nphase = \"0\"\nboot = \"3m\"\nunresponsive = \"10m\"\n",
             Path::new("/c/nixtest.toml"),
         )
         .unwrap();
@@ -166,6 +166,7 @@ mod tests {
         assert_eq!(d.hang_after, Duration::from_secs(45));
         assert_eq!(d.phase, Duration::ZERO);
         assert_eq!(d.boot, Duration::from_secs(180));
+        assert_eq!(d.unresponsive, Duration::from_secs(600));
         assert_eq!(d.command, Deadlines::default().command);
         let bad = Settings::parse("[deadlines]\nboot = \"0\"\n", Path::new("/c/n.toml")).unwrap();
         let e = Deadlines::resolve(&bad).unwrap_err().to_string();

@@ -6,8 +6,8 @@
 //! over their patterns) decides, in a single pass per line, which plugins a line goes to (with
 //! the preceding lines a plugin wants as context). The verdict markers (error, warning,
 //! success) go to every detector; phase, context, progress and metric markers, like raw output,
-//! only where they match. Lines are sent in batches; the same code serves a live stream (flush after each chunk) and a replay (flush
-//! when a batch is full).
+//! only where they match. Lines are sent in batches; the same code serves a live stream (flush
+//! after each chunk) and a replay (flush when a batch is full).
 //!
 //! Findings are de-duplicated in a map (the same detector, category, summary and permanence
 //! merge their evidence). Everything a plugin returns is bounded: evidence lines per finding,

@@ -119,8 +119,6 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
-/// An authenticated session.
-/// A command run beside another on the same session; its exit status, or why it has none.
 /// What a side command may print that is kept (each stream).
 const SIDE_OUTPUT_CAP: usize = 1 << 20;
 /// What a streamed command's standard error may hold that is kept (it is for short notes).
@@ -136,6 +134,14 @@ pub struct Streamed {
     pub stderr: Vec<u8>,
 }
 
+/// Appends what of `data` fits under `cap` bytes; true when some of it did not.
+fn keep_capped(buf: &mut Vec<u8>, data: &[u8], cap: usize) -> bool {
+    let room = cap.saturating_sub(buf.len());
+    buf.extend_from_slice(&data[..room.min(data.len())]);
+    data.len() > room
+}
+
+/// A command run beside another on the same session: its output, or why it has none.
 async fn run_side(
     handle: &client::Handle<Client>,
     command: String,
@@ -160,8 +166,7 @@ async fn run_side(
                 }
                 _ => continue,
             };
-            let room = SIDE_OUTPUT_CAP.saturating_sub(buf.len());
-            buf.extend_from_slice(&data[..room.min(data.len())]);
+            keep_capped(buf, data, SIDE_OUTPUT_CAP);
         }
         let status = status.ok_or_else(|| "no exit status".to_string())?;
         Ok(ExecOutput {
@@ -189,6 +194,7 @@ fn side_output((command, result): (String, Result<ExecOutput, String>)) -> Optio
     }
 }
 
+/// An authenticated session.
 pub struct SshSession {
     handle: client::Handle<Client>,
     addr: SocketAddr,
@@ -344,8 +350,7 @@ impl SshSession {
                         }
                     }
                     Some(ChannelMsg::ExtendedData { ref data, ext: 1 }) => {
-                        let room = STREAMED_STDERR_CAP.saturating_sub(stderr.len());
-                        stderr.extend_from_slice(&data[..room.min(data.len())]);
+                        keep_capped(&mut stderr, data, STREAMED_STDERR_CAP);
                     }
                     Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
                     Some(ChannelMsg::ExitSignal { .. }) => status = status.or(Some(128 + 9)),
@@ -394,9 +399,7 @@ impl SshSession {
                 }
                 _ => continue,
             };
-            let room = cap.saturating_sub(buf.len());
-            buf.extend_from_slice(&data[..room.min(data.len())]);
-            if data.len() > room {
+            if keep_capped(buf, data, cap) {
                 cut = true;
                 // Stop reading: the guest's side sees the channel go and the command's
                 // `timeout` ends it in any case.

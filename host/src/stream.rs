@@ -313,8 +313,11 @@ impl StreamRunner {
                 }
                 Err(SshError::Lost { reason, .. }) => {
                     tracing::warn!(
-                        "SSH dropped during {phase} ({reason}); resuming at byte {}",
-                        self.offset
+                        "SSH dropped during {phase} ({reason}); resuming at byte {} (a \
+                         connection silent for {} s counts as lost: {})",
+                        self.offset,
+                        self.deadlines.unresponsive.as_secs(),
+                        deadlines::UNRESPONSIVE
                     );
                     self.session = None;
                 }
