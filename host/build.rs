@@ -15,10 +15,10 @@ fn main() {
     for dir in ["plugins", "plugin-sdk", "events", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join("Cargo.lock").display()
-    );
+    // The workspace manifest holds the `plugin` profile the plugins are built with.
+    for file in ["Cargo.lock", "Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
     println!("cargo:rerun-if-env-changed=NIXTEST_PREBUILT_PLUGINS");
 
     let plugins = plugin_crates(&root.join("plugins"));

@@ -49,57 +49,45 @@ impl Ingest {
     /// their numbers and their context are the same as [`Ingest::push`] gives.
     pub fn push_skipping(
         &mut self,
-        mut chunk: &[u8],
+        chunk: &[u8],
+        filter: &SkipFilter,
+        emit: impl FnMut(Event),
+        skipped: &mut impl FnMut(u32, &[u8]),
+    ) {
+        let scan = filter.scan(chunk, self.splitter.has_partial());
+        self.push_scanned(chunk, &scan, filter, emit, skipped);
+    }
+
+    /// As [`Ingest::push_skipping`], with the filter's search of `chunk` done beforehand
+    /// (by [`SkipFilter::scan`], on another thread while the previous chunk is parsed). A scan
+    /// made for another state of the stream than this one is made again here.
+    pub fn push_scanned(
+        &mut self,
+        chunk: &[u8],
+        scan: &Scan,
         filter: &SkipFilter,
         mut emit: impl FnMut(Event),
         skipped: &mut impl FnMut(u32, &[u8]),
     ) {
-        // A line begun in an earlier chunk ends the usual way.
-        if self.splitter.has_partial() {
-            match memchr::memchr(b'\n', chunk) {
-                Some(nl) => {
-                    self.push(&chunk[..=nl], &mut emit);
-                    chunk = &chunk[nl + 1..];
-                }
-                None => return self.push(chunk, emit),
-            }
+        if scan.partial != self.splitter.has_partial() {
+            let again = filter.scan(chunk, self.splitter.has_partial());
+            return self.push_scanned(chunk, &again, filter, emit, skipped);
         }
-        let Some(last) = memchr::memrchr(b'\n', chunk) else {
+        let Some((from, to)) = scan.body else {
             return self.push(chunk, emit);
         };
-        let (body, rest) = chunk.split_at(last + 1);
-        // Lines with a byte past ASCII (invalid UTF-8 among them) are never skipped: the
-        // parser reads them the usual way.
-        self.scan(body, filter, &mut emit, skipped);
-        self.push(rest, emit);
-    }
-
-    /// `body`: whole lines.
-    fn scan(
-        &mut self,
-        body: &[u8],
-        filter: &SkipFilter,
-        emit: &mut impl FnMut(Event),
-        skipped: &mut impl FnMut(u32, &[u8]),
-    ) {
+        // A line begun in an earlier chunk ends the usual way.
+        self.push(&chunk[..from], &mut emit);
+        let body = &chunk[from..to];
         let mut pos = 0;
-        while pos < body.len() {
-            // Where the first match to end ends is enough: no line before its last byte's
-            // line holds a match of its own (that match would have ended first), and the
-            // search need not look back for where it started.
-            let input = regex_automata::Input::new(body).range(pos..).earliest(true);
-            let next = filter.re.search_half(&input).map(|m| {
-                let last = m.offset().saturating_sub(1).max(pos);
-                let start = memchr::memrchr(b'\n', &body[..last]).map_or(0, |i| i + 1);
-                start.max(pos)
-            });
-            let upto = next.unwrap_or(body.len());
-            self.skip_lines(&body[pos..upto], filter, emit, skipped);
-            let Some(start) = next else { break };
+        for &start in &scan.starts {
+            self.skip_lines(&body[pos..start], filter, &mut emit, skipped);
             let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i + 1);
-            self.push(&body[start..end], &mut *emit);
+            self.push(&body[start..end], &mut emit);
             pos = end;
         }
+        self.skip_lines(&body[pos..], filter, &mut emit, skipped);
+        self.push(&chunk[to..], emit);
     }
 
     /// Whole lines that no detector wants: handed to `skipped`, but for the last few, which
@@ -284,7 +272,72 @@ fn ascii_only(hir: &Hir) -> Hir {
     }
 }
 
+/// Where, in one chunk of a log, the lines that may matter begin: the [`SkipFilter`]'s
+/// search, which [`Ingest::push_scanned`] then follows.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    /// Whether the chunk continues a line begun before it (the stream state it was made for).
+    partial: bool,
+    /// The chunk's whole lines (after the end of a line begun before), as a byte range; none
+    /// when the chunk completes no line of its own.
+    body: Option<(usize, usize)>,
+    /// Where each line that may matter begins, from the start of `body`.
+    starts: Vec<usize>,
+}
+
+impl Scan {
+    /// Whether the stream, after this chunk, is inside a line (the `partial` of the next
+    /// chunk's scan).
+    pub fn ends_partial(&self, chunk: &[u8]) -> bool {
+        match memchr::memrchr(b'\n', chunk) {
+            Some(i) => i + 1 < chunk.len(),
+            None => self.partial || !chunk.is_empty(),
+        }
+    }
+}
+
 impl SkipFilter {
+    /// The search of `chunk` for [`Ingest::push_scanned`]; `partial`: whether the stream is
+    /// inside a line when the chunk begins. Needs no state of the stream but that flag, so
+    /// the next chunks can be searched while one is parsed.
+    pub fn scan(&self, chunk: &[u8], partial: bool) -> Scan {
+        let mut scan = Scan {
+            partial,
+            body: None,
+            starts: Vec::new(),
+        };
+        let from = if partial {
+            match memchr::memchr(b'\n', chunk) {
+                Some(nl) => nl + 1,
+                None => return scan,
+            }
+        } else {
+            0
+        };
+        let Some(last) = memchr::memrchr(b'\n', &chunk[from..]) else {
+            return scan;
+        };
+        let body = &chunk[from..from + last + 1];
+        scan.body = Some((from, from + last + 1));
+        let mut pos = 0;
+        while pos < body.len() {
+            // Where the first match to end ends is enough: no line before its last byte's
+            // line holds a match of its own (that match would have ended first), and the
+            // search need not look back for where it started.
+            let input = regex_automata::Input::new(body).range(pos..).earliest(true);
+            let Some(m) = self.re.search_half(&input) else {
+                break;
+            };
+            let last = m.offset().saturating_sub(1).max(pos);
+            let start = memchr::memrchr(b'\n', &body[..last])
+                .map_or(0, |i| i + 1)
+                .max(pos);
+            scan.starts.push(start);
+            pos = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i + 1);
+        }
+        scan
+    }
+
     /// Hands over only the last `n` non-empty lines of each run of skipped lines: a caller
     /// that keeps the last `n` lines it is handed (a tail) ends up with the same ones, and
     /// the lines before are only counted, not copied.
@@ -624,9 +677,18 @@ mod tests {
         assert_eq!(i.lines(), 3);
     }
 
-    /// What every detector was sent, in order, reading `log` in `chunks`-sized pieces, with
-    /// or without skipping; and the number of lines.
-    fn routed(log: &[u8], chunk: usize, skipping: bool) -> (Vec<(usize, u32, String)>, u32) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Read {
+        EveryLine,
+        Skipping,
+        /// Skipping, each chunk searched before the one before it is parsed (as replay does);
+        /// `true`: every other scan made for the wrong stream state, to be made again.
+        ScannedAhead(bool),
+    }
+
+    /// What every detector was sent, in order, reading `log` in `chunks`-sized pieces; and
+    /// the number of lines.
+    fn routed(log: &[u8], chunk: usize, how: Read) -> (Vec<(usize, u32, String)>, u32) {
         let (la, pa) = (
             s(&["error:", "Killed"]),
             s(&[r"disk \d+ (?:full|gone)$", r"(?i)^oom"]),
@@ -653,11 +715,23 @@ mod tests {
             r.route(&e, |i, ev| sent.push((i, ev.line, ev.message.clone())));
             r.remember(e, now);
         };
-        for c in log.chunks(chunk) {
-            if skipping {
-                ingest.push_skipping(c, &filter, &mut take, &mut |_, _| {});
-            } else {
-                ingest.push(c, &mut take);
+        let scans: Vec<Scan> = log
+            .chunks(chunk)
+            .scan(false, |partial, c| {
+                let scan = filter.scan(c, *partial);
+                *partial = scan.ends_partial(c);
+                Some(scan)
+            })
+            .collect();
+        for (n, (c, scan)) in log.chunks(chunk).zip(&scans).enumerate() {
+            match how {
+                Read::EveryLine => ingest.push(c, &mut take),
+                Read::Skipping => ingest.push_skipping(c, &filter, &mut take, &mut |_, _| {}),
+                Read::ScannedAhead(wrong) => {
+                    let stale = filter.scan(c, !scan.partial);
+                    let scan = if wrong && n % 2 == 1 { &stale } else { scan };
+                    ingest.push_scanned(c, scan, &filter, &mut take, &mut |_, _| {})
+                }
             }
         }
         if let Some(e) = ingest.finish() {
@@ -707,12 +781,18 @@ mod tests {
             log.push(b'\n');
         }
         log.extend_from_slice(b"last line without newline: failed");
-        let want = routed(&log, log.len(), false);
+        let want = routed(&log, log.len(), Read::EveryLine);
         assert!(want.0.len() > 100, "{}", want.0.len());
         for chunk in [log.len(), 4096, 777, 64] {
-            let got = routed(&log, chunk, true);
-            assert_eq!(got.1, want.1, "line count, chunks of {chunk}");
-            assert_eq!(got.0, want.0, "chunks of {chunk}");
+            for how in [
+                Read::Skipping,
+                Read::ScannedAhead(false),
+                Read::ScannedAhead(true),
+            ] {
+                let got = routed(&log, chunk, how);
+                assert_eq!(got.1, want.1, "line count, chunks of {chunk}");
+                assert_eq!(got.0, want.0, "chunks of {chunk}");
+            }
         }
     }
 

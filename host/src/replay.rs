@@ -8,7 +8,7 @@ use crate::monitor::{FaultRecord, Monitor, MonitorError, Update};
 use crate::plugin::{HealRequest, Plugin, ProbeRecord};
 use crate::plugins::PluginSet;
 use crate::term;
-use nixtest_events::Ingest;
+use nixtest_events::{Ingest, Scan, SkipFilter};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write;
@@ -173,7 +173,7 @@ pub fn read_config(dir: &Path) -> Result<Vec<(String, String)>, ReplayError> {
 }
 
 pub fn replay(
-    log: impl Read,
+    log: impl Read + Send,
     plugins: &[Plugin],
     facts: &GuestFacts,
     config: &[(String, String)],
@@ -183,7 +183,7 @@ pub fn replay(
 
 /// As [`replay`], with the faults of installed plugins that did not load.
 pub fn replay_set(
-    log: impl Read,
+    log: impl Read + Send,
     set: &PluginSet,
     facts: &GuestFacts,
     config: &[(String, String)],
@@ -200,7 +200,7 @@ pub fn replay_set(
 }
 
 fn replay_inner(
-    mut log: impl Read,
+    mut log: impl Read + Send,
     plugins: &[Plugin],
     detector_faults: &[FaultRecord],
     healer_faults: &[FaultRecord],
@@ -243,15 +243,23 @@ fn replay_inner(
         note(updates, &monitor, &phases);
     };
     let mut skipped = |line: u32, text: &[u8]| shared.borrow_mut().skipped(line, text);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = log.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        match &filter {
-            Some(f) => ingest.push_skipping(&buf[..n], f, &mut take, &mut skipped),
-            None => ingest.push(&buf[..n], &mut take),
+    match &filter {
+        Some(f) => read_scanned(log, f, |chunk, scan| {
+            ingest.push_scanned(chunk, scan, f, &mut take, &mut skipped)
+        })?,
+        None => {
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = match log.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                if n == 0 {
+                    break;
+                }
+                ingest.push(&buf[..n], &mut take);
+            }
         }
     }
     if let Some(e) = ingest.finish() {
@@ -330,6 +338,61 @@ fn replay_inner(
         lines: ingest.lines(),
         parsed_lines: ingest.parsed(),
         failures,
+    })
+}
+
+/// How much of the log is read at a time.
+const CHUNK: usize = 1 << 20;
+/// Chunks read and searched ahead of the one being parsed (memory: this many more chunks).
+const AHEAD: usize = 2;
+
+/// Reads `log` in chunks and hands each to `each` with the skip filter's search of it. The
+/// reading and the search run on a thread of their own, a few chunks ahead, so that on a
+/// machine with two cores the search is done while the plugins work.
+fn read_scanned(
+    mut log: impl Read + Send,
+    filter: &SkipFilter,
+    mut each: impl FnMut(&[u8], &Scan),
+) -> std::io::Result<()> {
+    use std::sync::mpsc;
+    std::thread::scope(|threads| {
+        let (full, searched) = mpsc::sync_channel::<std::io::Result<(Vec<u8>, usize, Scan)>>(AHEAD);
+        let (give_back, empty) = mpsc::channel::<Vec<u8>>();
+        // One buffer in each queued chunk, one being searched, one being parsed.
+        for _ in 0..AHEAD + 2 {
+            let _ = give_back.send(vec![0u8; CHUNK]);
+        }
+        threads.spawn(move || {
+            let mut partial = false;
+            // Ends when the reader stops taking buffers back or chunks (it returned).
+            while let Ok(mut buf) = empty.recv() {
+                let read = loop {
+                    match log.read(&mut buf) {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        other => break other,
+                    }
+                };
+                let n = match read {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = full.send(Err(e));
+                        break;
+                    }
+                };
+                let scan = filter.scan(&buf[..n], partial);
+                partial = scan.ends_partial(&buf[..n]);
+                if full.send(Ok((buf, n, scan))).is_err() {
+                    break;
+                }
+            }
+        });
+        for chunk in searched {
+            let (buf, n, scan) = chunk?;
+            each(&buf[..n], &scan);
+            let _ = give_back.send(buf);
+        }
+        Ok(())
     })
 }
 

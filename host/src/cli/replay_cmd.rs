@@ -40,8 +40,8 @@ pub fn run(
         Some(dir) => replay::read_config(dir).map_err(Failure::usage)?,
         None => Vec::new(),
     };
-    let input: Box<dyn Read> = if log.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
+    let input: Box<dyn Read + Send> = if log.as_os_str() == "-" {
+        Box::new(std::io::stdin())
     } else {
         Box::new(
             std::fs::File::open(log)

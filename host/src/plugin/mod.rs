@@ -349,6 +349,9 @@ impl PluginHost {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        if std::env::var_os("NIXTEST_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if options.pooling {
             let mut pool = wasmtime::PoolingAllocationConfig::default();
             pool.total_component_instances(256)
