@@ -17,13 +17,99 @@ use std::time::Instant;
 pub struct Ingest {
     splitter: LineSplitter,
     parser: EventParser,
+    /// Kernel lines come twice when the host also reads the guest's console: the copy that
+    /// arrives first is the event, the other is dropped. `None` until a console line comes.
+    kernel_seen: Option<VecDeque<Seen>>,
+    /// Console lines whose stream copy has not come yet: the events are numbered that many
+    /// ahead of the stream's lines.
+    ahead: u32,
+    /// From which event number on the events are how many ahead of the stream's lines.
+    offsets: VecDeque<(u32, u32)>,
+}
+
+#[derive(Debug)]
+struct Seen {
+    line: Box<[u8]>,
+    from_console: bool,
+}
+
+/// Kernel lines remembered to drop their second copy: far more than arrive between the two.
+const KERNEL_SEEN: usize = 512;
+/// Changes of numbering remembered (older events are long past asking about).
+const OFFSETS_KEPT: usize = 4096;
+const KERNEL_MARKER: &[u8] = b"::KERNEL::";
+
+/// The first copy of `line` that was remembered, forgotten (each copy comes once more at
+/// most); or, if there was none, `line` remembered.
+fn second_copy(seen: &mut VecDeque<Seen>, line: &[u8], from_console: bool) -> Option<Seen> {
+    if let Some(at) = seen.iter().position(|l| *l.line == *line) {
+        return seen.remove(at);
+    }
+    if seen.len() == KERNEL_SEEN {
+        seen.pop_front();
+    }
+    seen.push_back(Seen {
+        line: line.into(),
+        from_console,
+    });
+    None
+}
+
+fn note_offset(offsets: &mut VecDeque<(u32, u32)>, from: u32, ahead: u32) {
+    if offsets.len() == OFFSETS_KEPT {
+        offsets.pop_front();
+    }
+    offsets.push_back((from, ahead));
 }
 
 impl Ingest {
     /// Feeds a chunk; `emit` gets every line it completes, in order.
     pub fn push(&mut self, chunk: &[u8], mut emit: impl FnMut(Event)) {
         let parser = &mut self.parser;
-        self.splitter.push(chunk, |l| emit(parser.parse(l)));
+        let Some(seen) = &mut self.kernel_seen else {
+            return self.splitter.push(chunk, |l| emit(parser.parse(l)));
+        };
+        let (ahead, offsets) = (&mut self.ahead, &mut self.offsets);
+        self.splitter.push(chunk, |l| {
+            if l.bytes.starts_with(KERNEL_MARKER)
+                && let Some(first) = second_copy(seen, l.bytes, false)
+            {
+                // Not numbered: the lines after it are as many ahead of the stream as before
+                // its console copy came.
+                if first.from_console {
+                    *ahead = ahead.saturating_sub(1);
+                    note_offset(offsets, parser.lines() + 1, *ahead);
+                }
+                return;
+            }
+            emit(parser.parse(l))
+        });
+    }
+
+    /// A kernel line read from the guest's console (the host's own path, which does not
+    /// wait for the guest's processes), as `::KERNEL::[   SECONDS] text`: an event now,
+    /// numbered after the lines so far. The stream's own copy of it is then dropped; a line
+    /// the stream brought first is dropped here.
+    pub fn push_console(&mut self, line: &[u8], emit: impl FnOnce(Event)) {
+        let seen = self.kernel_seen.get_or_insert_with(VecDeque::new);
+        if second_copy(seen, line, true).is_some() {
+            return;
+        }
+        emit(self.parser.parse(crate::Line {
+            bytes: line,
+            truncated: 0,
+        }));
+        self.ahead += 1;
+        note_offset(&mut self.offsets, self.parser.lines() + 1, self.ahead);
+    }
+
+    /// The line of the stream (the runner's log) that event `line` came from: events are
+    /// numbered ahead of it while a console line's stream copy has not come. A console line
+    /// has none of its own (it gives the number of the stream line before it).
+    pub fn stream_line(&self, line: u32) -> u32 {
+        let at = self.offsets.partition_point(|(from, _)| *from <= line);
+        let ahead = at.checked_sub(1).map_or(0, |i| self.offsets[i].1);
+        line.saturating_sub(ahead)
     }
 
     /// The stream ended: the unterminated last line, if any.
@@ -794,6 +880,42 @@ mod tests {
                 assert_eq!(got.0, want.0, "chunks of {chunk}");
             }
         }
+    }
+
+    #[test]
+    fn a_console_kernel_line_is_numbered_where_it_came_and_maps_back_to_the_stream() {
+        let k = b"::KERNEL::[    5.000000] Out of memory: Killed process 7 (cc1)";
+        let mut i = Ingest::default();
+        let mut got = Vec::new();
+        i.push(b"a\n", |e| got.push((e.line, e.message)));
+        i.push_console(k, |e| got.push((e.line, e.message)));
+        let mut stream = b"b\n".to_vec();
+        stream.extend_from_slice(k);
+        stream.extend_from_slice(b"\nc\n::KERNEL::[    6.000000] z\n");
+        i.push(&stream, |e| got.push((e.line, e.message)));
+        // The stream brought this one first: the console's copy is dropped.
+        i.push_console(b"::KERNEL::[    6.000000] z", |e| {
+            got.push((e.line, e.message))
+        });
+        let messages: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "a",
+                "[    5.000000] Out of memory: Killed process 7 (cc1)",
+                "b",
+                "c",
+                "[    6.000000] z"
+            ]
+        );
+        assert_eq!(
+            got.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        // Stream lines: a 1, b 2, the copy 3, c 4, z 5.
+        assert_eq!((i.stream_line(1), i.stream_line(3)), (1, 2));
+        assert_eq!((i.stream_line(4), i.stream_line(5)), (4, 5));
+        assert_eq!(i.lines(), 5);
     }
 
     #[test]

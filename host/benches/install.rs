@@ -4,7 +4,7 @@
 //! both alike. Prints each run's phase times and the median ratio. Needs root and libvirtd, like `nixtest setup`.
 //! `cargo bench -p nixtest --bench install [-- --runs N]` (default 4 of each).
 //!
-//! `-- --faults [--runs N]` instead installs N (at least 3) times per injected fault with
+//! `-- --faults [--runs N] [--only FAULT,...]` instead installs N (at least 3) times per injected fault with
 //! healing on, and prints per fault the p50 and p99 of the times from the failing line being
 //! printed in the guest to the first finding (a temporary one when the detector waits for
 //! more evidence), and from the line that decided the finding to the finding and to the action
@@ -114,7 +114,20 @@ fn main() {
             "| fault | runs healed | total p50 | first line → first finding | decisive line → finding | decisive line → applied | stopped early | clock pairing ± (max) |"
         );
         println!("|---|---|---|---|---|---|---|---|");
-        for fault in [Fault::Disk, Fault::Memory, Fault::Network, Fault::Space] {
+        // `--only memory,disk` measures those faults alone.
+        let only: Option<Vec<Fault>> = args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1))
+            .map(|v| {
+                v.split(',')
+                    .map(|f| f.trim().parse().expect("a fault name"))
+                    .collect()
+            });
+        let faults = [Fault::Disk, Fault::Memory, Fault::Network, Fault::Space]
+            .into_iter()
+            .filter(|f| only.as_ref().is_none_or(|o| o.contains(f)));
+        for fault in faults {
             let mut totals = Vec::new();
             let (mut first, mut decided, mut applied) = (Vec::new(), Vec::new(), Vec::new());
             let (mut early, mut healed_runs, mut clock) = (0, 0, 0f64);

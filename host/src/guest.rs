@@ -3,7 +3,7 @@
 //! [`fake::ScriptedGuest`] plays a script so that the healing loop is tested without a VM.
 
 use crate::ssh::{ExecOutput, SshError};
-use crate::stream::{GuestClock, StopRequest, StreamRunner};
+use crate::stream::{GuestClock, PhaseOutput, StopRequest, StreamRunner};
 use std::future::Future;
 use thiserror::Error;
 
@@ -25,7 +25,7 @@ pub trait Guest {
         &mut self,
         phase: &str,
         command: &str,
-        on_chunk: &mut dyn FnMut(&[u8]) -> StopRequest,
+        on_chunk: &mut dyn FnMut(PhaseOutput<'_>) -> StopRequest,
     ) -> impl Future<Output = Result<i32, GuestError>>;
 
     /// Runs a command that may run again after a lost connection (reads, idempotent steps).
@@ -66,7 +66,7 @@ impl Guest for StreamRunner {
         &mut self,
         phase: &str,
         command: &str,
-        on_chunk: &mut dyn FnMut(&[u8]) -> StopRequest,
+        on_chunk: &mut dyn FnMut(PhaseOutput<'_>) -> StopRequest,
     ) -> Result<i32, GuestError> {
         Ok(StreamRunner::run_phase(self, phase, command, on_chunk).await?)
     }
@@ -110,8 +110,11 @@ pub mod fake {
 
     use super::{Guest, GuestError};
     use crate::ssh::ExecOutput;
-    use crate::stream::{GuestClock, StopRequest};
+    use crate::stream::{GuestClock, PhaseOutput, StopRequest};
     use std::collections::{BTreeMap, VecDeque};
+
+    /// Starts a line of an attempt's output that comes from the VM's console, not the stream.
+    pub const CONSOLE: &str = "<console>";
 
     /// One attempt of a phase: its output and exit code.
     #[derive(Debug, Clone)]
@@ -185,7 +188,7 @@ pub mod fake {
             &mut self,
             phase: &str,
             _command: &str,
-            on_chunk: &mut dyn FnMut(&[u8]) -> StopRequest,
+            on_chunk: &mut dyn FnMut(PhaseOutput<'_>) -> StopRequest,
         ) -> Result<i32, GuestError> {
             self.calls.push(format!("phase {phase}"));
             self.at_stop_output = None;
@@ -198,7 +201,11 @@ pub mod fake {
             // runner does: what is printed stops, its note and end marker follow.
             let lines: Vec<&str> = attempt.output.split_inclusive('\n').collect();
             for (i, line) in lines.iter().enumerate() {
-                let asked = on_chunk(line.as_bytes());
+                // `<console>LINE`: a kernel line the host reads from the VM's console.
+                let asked = match line.strip_prefix(CONSOLE) {
+                    Some(k) => on_chunk(PhaseOutput::Console(k.trim_end().as_bytes())),
+                    None => on_chunk(PhaseOutput::Guest(line.as_bytes())),
+                };
                 // A stop asked on the last line comes after the phase ended: nothing to stop.
                 if let Some(reason) = asked.filter(|_| i + 1 < lines.len()) {
                     self.calls.push(format!("stop {phase}: {reason}"));
@@ -209,7 +216,7 @@ pub mod fake {
                     let end = format!(
                         "::WARNING::nixtest stopped {phase}: {reason}\n::ERROR::{phase} failed with exit code 143\n"
                     );
-                    on_chunk(end.as_bytes());
+                    on_chunk(PhaseOutput::Guest(end.as_bytes()));
                     return Ok(143);
                 }
             }

@@ -18,6 +18,7 @@ pub mod guest;
 pub mod healing;
 pub mod history;
 pub mod installer;
+pub mod kernel_console;
 pub mod monitor;
 pub mod orchestrator;
 pub mod partition;

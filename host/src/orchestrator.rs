@@ -209,6 +209,9 @@ async fn run_inner(
             },
         })?;
     emitter.emit(What::VmReady);
+    // The kernel prints its errors (the OOM killer's among them) on the serial console, which
+    // reaches the host even while the guest's processes are paged out.
+    runner.set_console(Some(vm.console_log()));
     emitter.emit(What::Metric {
         name: "boot_to_ssh_ms".into(),
         value: started.elapsed().as_millis() as f64,

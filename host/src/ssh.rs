@@ -124,6 +124,13 @@ const SIDE_OUTPUT_CAP: usize = 1 << 20;
 /// What a streamed command's standard error may hold that is kept (it is for short notes).
 const STREAMED_STDERR_CAP: usize = 64 << 10;
 
+/// What [`SshSession::exec_streaming_with`] hands its caller: the command's output, or an
+/// item from the source read beside it.
+pub enum Incoming<'a> {
+    Stdout(&'a [u8]),
+    Beside(&'a [u8]),
+}
+
 /// How [`SshSession::exec_streaming_with`] ended.
 #[derive(Debug)]
 pub struct Streamed {
@@ -322,11 +329,13 @@ impl SshSession {
 
     /// As [`SshSession::exec_streaming`] for stdout only, where `on_stdout` may answer a chunk
     /// with a command to run beside the first one, on another channel of the same connection
-    /// (the first one's output waits meanwhile, nothing is lost).
+    /// (the first one's output waits meanwhile, nothing is lost). Items from `beside` (the
+    /// guest's console) are handed over as they come, between the command's chunks.
     pub async fn exec_streaming_with(
         &mut self,
         command: &str,
-        mut on_stdout: impl FnMut(&[u8]) -> Option<String>,
+        mut beside: Option<&mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>>,
+        mut on_output: impl FnMut(Incoming<'_>) -> Option<String>,
     ) -> Result<Streamed, SshError> {
         let mut channel = self.open_exec(command).await?;
         let handle = &self.handle;
@@ -343,7 +352,7 @@ impl SshSession {
                 msg = channel.wait() => match msg {
                     None => break,
                     Some(ChannelMsg::Data { ref data }) => {
-                        if let Some(cmd) = on_stdout(data)
+                        if let Some(cmd) = on_output(Incoming::Stdout(data))
                             && side.is_none()
                         {
                             side = Some(Box::pin(run_side(handle, cmd)));
@@ -359,6 +368,19 @@ impl SshSession {
                 done = async { side.as_mut().expect("guarded").await }, if side.is_some() => {
                     side = None;
                     side_out = side_output(done);
+                }
+                item = async { beside.as_mut().expect("guarded").recv().await }, if beside.is_some() => {
+                    match item {
+                        Some(item) => {
+                            if let Some(cmd) = on_output(Incoming::Beside(&item))
+                                && side.is_none()
+                            {
+                                side = Some(Box::pin(run_side(handle, cmd)));
+                            }
+                        }
+                        // The source ended: the command alone is read from here on.
+                        None => beside = None,
+                    }
                 }
             }
         }

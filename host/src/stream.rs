@@ -4,7 +4,7 @@
 //! the last byte it received, so nothing is lost or doubled. Knows nothing of markers.
 
 use crate::deadlines::{self, Deadlines};
-use crate::ssh::{ExecOutput, SshError, SshSession, SshTarget, shell_quote};
+use crate::ssh::{ExecOutput, Incoming, SshError, SshSession, SshTarget, shell_quote};
 use std::time::{Duration, Instant};
 
 /// A moment on the guest's uptime clock and the host's clock at the same moment.
@@ -65,6 +65,8 @@ pub struct StreamRunner {
     /// (the healing loop gathers the guest's facts so), and what it printed.
     at_stop: Option<String>,
     at_stop_output: Option<ExecOutput>,
+    /// The VM's console log, read beside each phase for the kernel's messages.
+    console: Option<std::path::PathBuf>,
 }
 
 /// A wait for SSH that reached its deadline, said as what was awaited and what sets it.
@@ -77,6 +79,14 @@ fn waited_for(e: SshError, what: &str, setting: &'static str) -> SshError {
         },
         e => e,
     }
+}
+
+/// What comes from a running phase: a chunk of the runner's stream, or a kernel line the host
+/// read from the VM's console (`::KERNEL::[   SECONDS] text`, the runner's form of it).
+#[derive(Debug, Clone, Copy)]
+pub enum PhaseOutput<'a> {
+    Guest(&'a [u8]),
+    Console(&'a [u8]),
 }
 
 /// What the host asks of a running phase, chunk by chunk: go on, or stop it and say why.
@@ -101,6 +111,7 @@ impl StreamRunner {
             rebooting: false,
             at_stop: None,
             at_stop_output: None,
+            console: None,
         })
     }
 
@@ -113,6 +124,12 @@ impl StreamRunner {
     /// printed.
     pub fn set_at_stop(&mut self, command: Option<String>) {
         self.at_stop = command;
+    }
+
+    /// Reads the kernel's messages from the VM's console log while a phase runs, besides the
+    /// runner's copy of them (see [`crate::kernel_console`]).
+    pub fn set_console(&mut self, log: Option<std::path::PathBuf>) {
+        self.console = log;
     }
 
     /// What the at-stop command printed during the last phase, if that phase was stopped and
@@ -210,9 +227,14 @@ impl StreamRunner {
         &mut self,
         phase: &str,
         command: &str,
-        mut on_chunk: impl FnMut(&[u8]) -> StopRequest,
+        mut on_chunk: impl FnMut(PhaseOutput<'_>) -> StopRequest,
     ) -> Result<i32, SshError> {
         let d = self.deadlines;
+        // Kernel lines printed from here on; the console is read until the phase ends.
+        let mut console = self
+            .console
+            .as_deref()
+            .map(crate::kernel_console::KernelConsole::follow);
         // Started at most once, whatever happens to the connection (see `exec_once`).
         let start = format!(
             "{RUNNER_PATH} start {} {} {} {} {}",
@@ -276,9 +298,15 @@ impl StreamRunner {
             let offset = &mut self.offset;
             let session = self.session.as_mut().expect("just connected");
             let stop = &mut stop;
-            let following = session.exec_streaming_with(&follow, |chunk| {
-                *offset += chunk.len() as u64;
-                let asked = on_chunk(chunk);
+            let beside = console.as_mut().map(|c| &mut c.lines);
+            let following = session.exec_streaming_with(&follow, beside, |incoming| {
+                let asked = match incoming {
+                    Incoming::Stdout(chunk) => {
+                        *offset += chunk.len() as u64;
+                        on_chunk(PhaseOutput::Guest(chunk))
+                    }
+                    Incoming::Beside(line) => on_chunk(PhaseOutput::Console(line)),
+                };
                 match asked {
                     Some(reason) if stop.is_none() => {
                         let cmd = stop_command(&reason);

@@ -6,7 +6,7 @@ use crate::fallback::HOST_DETECTOR;
 use crate::findings::Category;
 use crate::monitor::{Monitor, PluginFaultDetail, Update};
 use crate::run_event::{Emitter, What};
-use crate::stream::StopRequest;
+use crate::stream::{PhaseOutput, StopRequest};
 use nixtest_events::Ingest;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -94,6 +94,11 @@ impl<'a> Watch<'a> {
         self.ingest.lines()
     }
 
+    /// The runner's log line event `line` came from (see [`Ingest::stream_line`]).
+    pub fn stream_line(&self, line: u32) -> u32 {
+        self.ingest.stream_line(line)
+    }
+
     pub fn busy(&self) -> Duration {
         self.busy
     }
@@ -112,8 +117,11 @@ impl<'a> Watch<'a> {
     }
 
     /// A chunk of the phase's output as it arrived; answers whether to stop the phase now.
-    pub fn take(&mut self, chunk: &[u8]) -> StopRequest {
-        self.take_chunk(chunk);
+    pub fn take(&mut self, output: PhaseOutput<'_>) -> StopRequest {
+        match output {
+            PhaseOutput::Guest(chunk) => self.take_chunk(chunk),
+            PhaseOutput::Console(line) => self.take_console(line),
+        }
         self.stop.take()
     }
 
@@ -122,6 +130,20 @@ impl<'a> Watch<'a> {
         self.raw.raw(chunk);
         let mut events = Vec::new();
         self.ingest.push(chunk, |e| events.push(e));
+        self.observe(events, now);
+    }
+
+    /// A kernel line from the console: an event now, unless the stream brought it first (the
+    /// stream's later copy is dropped). Not raw output: the raw log is the runner's stream,
+    /// which has its own copy.
+    fn take_console(&mut self, line: &[u8]) {
+        let now = Instant::now();
+        let mut events = Vec::new();
+        self.ingest.push_console(line, |e| events.push(e));
+        self.observe(events, now);
+    }
+
+    fn observe(&mut self, events: Vec<nixtest_events::Event>, now: Instant) {
         let mut updates = Vec::new();
         for e in events {
             self.emitter.emit(What::Line { line: e.clone() });

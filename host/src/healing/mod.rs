@@ -521,14 +521,20 @@ async fn timing<G: Guest>(
         return t;
     };
     let lines = [first, decisive.unwrap_or(first)];
-    let Ok(times) = guest.line_times_of(&lines).await else {
+    // The runner stamps the lines of its log; a kernel line carries the kernel's own time
+    // (the same uptime clock), which is when it happened, whichever way it came.
+    let kernel_time = |l: u32| {
+        let text = watch.monitor.line_text(l)?;
+        let rest = text.strip_prefix('[')?;
+        rest[..rest.find(']')?].trim().parse::<f64>().ok()
+    };
+    let stream_lines = lines.map(|l| watch.stream_line(l));
+    let Ok(times) = guest.line_times_of(&stream_lines).await else {
         return t;
     };
     let printed = |k: usize| {
-        times
-            .get(k)
-            .copied()
-            .flatten()
+        kernel_time(lines[k])
+            .or_else(|| times.get(k).copied().flatten())
             .and_then(|u| clock.to_host(u))
     };
     if let Some(p) = printed(0) {

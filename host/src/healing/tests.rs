@@ -516,3 +516,45 @@ fn a_stopped_phase_has_its_facts_gathered_as_it_stops_and_not_again() {
         out.guest.calls
     );
 }
+
+#[test]
+fn a_kernel_line_from_the_console_is_one_event_where_it_first_came_and_numbers_stay_the_streams() {
+    let oom = "::KERNEL::[    5.000000] Out of memory: Killed process 7 (cc1)";
+    let late = "::KERNEL::[    6.000000] only the runner saw this first";
+    let console = |l: &str| format!("{}{l}", crate::guest::fake::CONSOLE);
+    let (c_oom, c_late) = (console(oom), console(late));
+    let attempt = Attempt::new(
+        "install",
+        &["building", &c_oom, "more", oom, late, &c_late, "after"],
+        0,
+    );
+    let guest = ScriptedGuest::default().phase("install", vec![attempt]);
+    let out = run(guest, ScriptedHealers(Vec::new()), POLICY);
+    let lines: Vec<(u32, &str)> = out
+        .whats()
+        .into_iter()
+        .filter_map(|w| match w {
+            What::Line { line } if &*line.phase == "install" => {
+                Some((line.line, line.message.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    let messages: Vec<&str> = lines.iter().map(|(_, m)| *m).collect();
+    assert_eq!(
+        messages,
+        [
+            "install",
+            "building",
+            "[    5.000000] Out of memory: Killed process 7 (cc1)",
+            "more",
+            "[    6.000000] only the runner saw this first",
+            "after",
+            "install done",
+        ],
+        "{lines:?}"
+    );
+    // Numbered as they came, with no gap: the dropped copy took no number.
+    let numbers: Vec<u32> = lines.iter().map(|(n, _)| *n - lines[0].0).collect();
+    assert_eq!(numbers, (0..7).collect::<Vec<_>>());
+}

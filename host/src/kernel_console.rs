@@ -1,0 +1,174 @@
+//! The guest kernel's messages as its serial console prints them, read on the host from the
+//! VM's console log (libvirt writes it as the bytes come).
+//!
+//! The guest runner also streams the kernel log, but through guest processes (a reader of
+//! `/dev/kmsg`, the log file, `tail`, `sshd`): when memory runs out those are paged out, and
+//! the OOM killer's own words reach the host a few hundred milliseconds after the kernel
+//! printed them. The console path needs nothing of the guest's userspace. The kernel prints
+//! to its console the messages up to the console log level (errors at least, on NixOS's
+//! `loglevel=4` and with `quiet`), the OOM killer's "Out of memory: Killed process" among them.
+
+use regex::bytes::Regex;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How often the log is looked at: well under the 100 ms a finding may take.
+const POLL: Duration = Duration::from_millis(10);
+/// A console line longer than this is not a kernel message (those are at most 1 KiB).
+const MAX_LINE: usize = 4096;
+
+/// `[   12.345678] text`: a kernel message with its time (printk's format).
+static KERNEL_LINE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\[ *([0-9]+)\.([0-9]{6})\] (.*)$").expect("valid"));
+
+/// `line` (one console line, without its end) as the runner writes a kernel line
+/// (`::KERNEL::[%12.6f] text`), or `None` when it is no kernel message.
+pub fn as_runner_line(line: &[u8]) -> Option<Vec<u8>> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let caps = KERNEL_LINE.captures(line)?;
+    let time = format!(
+        "{}.{}",
+        std::str::from_utf8(&caps[1]).ok()?,
+        std::str::from_utf8(&caps[2]).ok()?
+    );
+    let mut out = format!("::KERNEL::[{time:>12}] ").into_bytes();
+    out.extend_from_slice(&caps[3]);
+    Some(out)
+}
+
+/// Kernel lines printed to the console from now on, as runner lines, until dropped.
+pub struct KernelConsole {
+    pub lines: mpsc::UnboundedReceiver<Vec<u8>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl KernelConsole {
+    /// Follows `log` from its current end. A log that cannot be read gives no lines (the
+    /// runner's copy of the kernel log still comes, later).
+    pub fn follow(log: &Path) -> Self {
+        let (tx, lines) = mpsc::unbounded_channel();
+        let path = log.to_path_buf();
+        let start = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let task = tokio::spawn(tail(path, start, tx));
+        KernelConsole { lines, task }
+    }
+}
+
+impl Drop for KernelConsole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn tail(path: PathBuf, mut offset: u64, tx: mpsc::UnboundedSender<Vec<u8>>) {
+    let mut partial: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !tx.is_closed() {
+        tick.tick().await;
+        let Ok(mut file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        // A log made anew (the VM started again) is read from its start.
+        if file.metadata().is_ok_and(|m| m.len() < offset) {
+            offset = 0;
+            partial.clear();
+        }
+        if file.seek(SeekFrom::Start(offset)).is_err() {
+            continue;
+        }
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            offset += n as u64;
+            let mut rest = &buf[..n];
+            while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+                partial.extend_from_slice(&rest[..nl]);
+                rest = &rest[nl + 1..];
+                if let Some(line) = as_runner_line(&partial)
+                    && tx.send(line).is_err()
+                {
+                    return;
+                }
+                partial.clear();
+            }
+            // Console output that never ends a line is not a kernel message: dropped.
+            if partial.len() + rest.len() <= MAX_LINE {
+                partial.extend_from_slice(rest);
+            } else {
+                partial.clear();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_lines_read_as_the_runner_writes_kernel_lines() {
+        let got = |l: &str| as_runner_line(l.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(
+            got("[  123.456789] Out of memory: Killed process 42 (nix-build)\r").as_deref(),
+            Some("::KERNEL::[  123.456789] Out of memory: Killed process 42 (nix-build)")
+        );
+        // The runner's `%12.6f` of the same time, past 99999 s too.
+        assert_eq!(
+            got("[123456.000001] x").as_deref(),
+            Some("::KERNEL::[123456.000001] x")
+        );
+        assert_eq!(
+            got("[    0.000000] Linux version").as_deref(),
+            Some("::KERNEL::[    0.000000] Linux version")
+        );
+        for no in [
+            "nixtest-guest: ready",
+            "[  OK  ] Started x",
+            "[ 12.34] short",
+            "x [  1.000000] y",
+        ] {
+            assert_eq!(got(no), None, "{no}");
+        }
+    }
+
+    #[tokio::test]
+    async fn follows_the_log_from_where_it_ended_and_across_half_written_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        std::fs::write(&log, "[    1.000000] before the phase\n").unwrap();
+        let mut console = KernelConsole::follow(&log);
+        let append = |s: &str| {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+            f.write_all(s.as_bytes()).unwrap();
+        };
+        append("login: \r\n[    2.500000] Out of memory: Kil");
+        tokio::time::sleep(POLL * 3).await;
+        append("led process 7 (cc1)\r\n[  OK  ] Started\n");
+        let line = tokio::time::timeout(Duration::from_secs(5), console.lines.recv())
+            .await
+            .expect("a line within 5 s")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "::KERNEL::[    2.500000] Out of memory: Killed process 7 (cc1)"
+        );
+        append("[    3.000000] next\n");
+        let line = tokio::time::timeout(Duration::from_secs(5), console.lines.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "::KERNEL::[    3.000000] next"
+        );
+        assert!(console.lines.try_recv().is_err(), "nothing else");
+    }
+}
