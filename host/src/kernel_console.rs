@@ -35,7 +35,15 @@ pub fn as_runner_line(line: &[u8]) -> Option<Vec<u8>> {
         std::str::from_utf8(&caps[2]).ok()?
     );
     let mut out = format!("::KERNEL::[{time:>12}] ").into_bytes();
-    out.extend_from_slice(&caps[3]);
+    // `/dev/kmsg` (the runner's copy) escapes these bytes so; the console prints them as
+    // they are. Escaped alike, the two copies of a line are the same bytes.
+    for &b in &caps[3] {
+        if b < b' ' || b >= 0x7f || b == b'\\' {
+            out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
     Some(out)
 }
 
@@ -118,6 +126,11 @@ mod tests {
         assert_eq!(
             got("[  123.456789] Out of memory: Killed process 42 (nix-build)\r").as_deref(),
             Some("::KERNEL::[  123.456789] Out of memory: Killed process 42 (nix-build)")
+        );
+        // Escaped as /dev/kmsg escapes them.
+        assert_eq!(
+            got("[    1.000000] a\tb\\c \u{e9}").as_deref(),
+            Some(r"::KERNEL::[    1.000000] a\x09b\x5cc \xc3\xa9")
         );
         // The runner's `%12.6f` of the same time, past 99999 s too.
         assert_eq!(
