@@ -38,7 +38,7 @@ pub fn as_runner_line(line: &[u8]) -> Option<Vec<u8>> {
     // `/dev/kmsg` (the runner's copy) escapes these bytes so; the console prints them as
     // they are. Escaped alike, the two copies of a line are the same bytes.
     for &b in &caps[3] {
-        if b < b' ' || b >= 0x7f || b == b'\\' {
+        if !(b' '..0x7f).contains(&b) || b == b'\\' {
             out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
         } else {
             out.push(b);
