@@ -405,6 +405,8 @@ impl SkipFilter {
         };
         let body = &chunk[from..from + last + 1];
         scan.body = Some((from, from + last + 1));
+        // Lines with a byte past ASCII (invalid UTF-8 among them) always match: the parser
+        // reads them the usual way.
         let mut pos = 0;
         while pos < body.len() {
             // Where the first match to end ends is enough: no line before its last byte's

@@ -334,7 +334,7 @@ impl SshSession {
     pub async fn exec_streaming_with(
         &mut self,
         command: &str,
-        mut beside: Option<&mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>>,
+        mut beside: Option<&mut tokio::sync::mpsc::Receiver<Vec<u8>>>,
         mut on_output: impl FnMut(Incoming<'_>) -> Option<String>,
     ) -> Result<Streamed, SshError> {
         let mut channel = self.open_exec(command).await?;

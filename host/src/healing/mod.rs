@@ -523,11 +523,7 @@ async fn timing<G: Guest>(
     let lines = [first, decisive.unwrap_or(first)];
     // The runner stamps the lines of its log; a kernel line carries the kernel's own time
     // (the same uptime clock), which is when it happened, whichever way it came.
-    let kernel_time = |l: u32| {
-        let text = watch.monitor.line_text(l)?;
-        let rest = text.strip_prefix('[')?;
-        rest[..rest.find(']')?].trim().parse::<f64>().ok()
-    };
+    let kernel_time = |l: u32| crate::kernel_console::kernel_seconds(watch.monitor.line_text(l)?);
     let stream_lines = lines.map(|l| watch.stream_line(l));
     let Ok(times) = guest.line_times_of(&stream_lines).await else {
         return t;
