@@ -125,3 +125,60 @@ fn tool_messages() {
         20,
     );
 }
+
+/// A large flush feeds the detectors side by side on several threads; what they find, and in
+/// which order the run records it, must be what feeding them one after another gives.
+#[test]
+fn detectors_fed_side_by_side_find_what_they_find_one_by_one() {
+    use nixtest::monitor::Monitor;
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    cases.sort();
+    // Between the cases, lines that reach several detectors (each holds one of their
+    // literals) and are no failure: the batches fill, and flushes are large.
+    let noise: String = (0..600)
+        .map(|i| match i % 4 {
+            0 => format!("partition table of /dev/vdb has {} entries\n", i % 8),
+            1 => format!("these {i} dependencies will be built:\n"),
+            2 => format!("copying glibc: enough space on /mnt ({i} MiB free)\n"),
+            _ => format!("resolved openssl in {i} ms\n"),
+        })
+        .collect();
+    let mut log = String::new();
+    for case in &cases {
+        log.push_str(&noise);
+        log.push_str(&std::fs::read_to_string(case).unwrap());
+        log.push('\n');
+    }
+    let run = |monitor: Monitor| {
+        let mut m = monitor;
+        for e in nixtest_events::parse_log(log.as_bytes()) {
+            m.observe(e);
+        }
+        m.finish();
+        assert!(m.faults().is_empty(), "{:?}", m.faults());
+        let found: Vec<String> = m
+            .findings()
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {} {:?} {} {:?}",
+                    f.detector, f.category, f.severity, f.summary, f.lines
+                )
+            })
+            .collect();
+        (found, m.side_by_side_flushes())
+    };
+    let (side_by_side, flushes) = run(Monitor::new(builtins()).unwrap());
+    let (one_by_one, none) = run(Monitor::new(builtins()).unwrap().feed_one_by_one());
+    assert_eq!(none, 0);
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        assert!(flushes > 10, "only {flushes} flushes were fed side by side");
+    }
+    assert!(one_by_one.len() > cases.len() / 2, "{one_by_one:?}");
+    assert_eq!(side_by_side, one_by_one);
+}

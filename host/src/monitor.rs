@@ -37,6 +37,10 @@ const EVIDENCE_TOTAL_BYTES: usize = 16 << 20;
 /// Failure markers judged per run for the fallback finding: a guest printing markers without
 /// end gets no more judgements (nor the extra flush of every detector each one costs).
 const MAX_JUDGED: usize = 64;
+/// Pending events, all detectors together, from which a flush feeds the detectors on
+/// several threads: below it a thread costs more than it saves (a live stream flushes a
+/// few lines at a time; a replay or a burst of output, whole batches).
+const PARALLEL_FEED_EVENTS: usize = 2 * BATCH;
 
 #[derive(Debug, Error)]
 pub enum MonitorError {
@@ -108,6 +112,75 @@ struct Slot {
     distinct: usize,
 }
 
+impl Slot {
+    /// Sends the pending events.
+    fn feed(&mut self) -> Result<Vec<Finding>, PluginFault> {
+        let r = self.instance.feed(&self.pending);
+        self.pending.clear();
+        r
+    }
+}
+
+/// Feeds the slots in `work` side by side on the feed pool. Each instance is fed on one
+/// thread at a time, so a plugin's calls stay in order, and its CPU limits are measured on the
+/// thread that runs it. The pool's threads live as long as the process: a thread made per
+/// flush costs as much as the flush saves.
+fn feed_parallel(
+    work: &mut [(usize, &mut Slot)],
+) -> Vec<(usize, Result<Vec<Finding>, PluginFault>)> {
+    use rayon::prelude::*;
+    let Some(pool) = feed_pool() else {
+        return work.iter_mut().map(|(i, s)| (*i, s.feed())).collect();
+    };
+    // One group per thread, shared out by pending events, largest first: the flush lasts as
+    // long as its slowest group, and one busy detector may be a group of its own.
+    work.sort_by_key(|(_, s)| std::cmp::Reverse(s.pending.len()));
+    let mut groups: Vec<(usize, Vec<&mut (usize, &mut Slot)>)> =
+        (0..pool.current_num_threads().min(work.len()))
+            .map(|_| (0, Vec::new()))
+            .collect();
+    for w in work.iter_mut() {
+        let least = groups
+            .iter_mut()
+            .min_by_key(|(load, _)| *load)
+            .expect("at least one group");
+        least.0 += w.1.pending.len();
+        least.1.push(w);
+    }
+    pool.install(|| {
+        groups
+            .into_par_iter()
+            .flat_map_iter(|(_, group)| {
+                group
+                    .into_iter()
+                    .map(|(i, s)| (*i, s.feed()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    })
+}
+
+/// The threads detectors are fed on, one per core (none when there is one core, or when the
+/// system gives no threads: then the feeds run one after another on the caller's thread).
+fn feed_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads < 2 {
+            return None;
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("nixtest-feed-{i}"))
+            // A plugin call runs on the thread that makes it (as on a runtime's own threads).
+            .stack_size(crate::plugin::CALL_THREAD_STACK)
+            .build()
+            .map_err(|e| tracing::warn!("detectors are fed one after another: {e}"))
+            .ok()
+    })
+    .as_ref()
+}
+
 /// A line a detector was sent: when it arrived and its text (clipped).
 struct Seen {
     line: u32,
@@ -163,6 +236,10 @@ pub struct Monitor {
     tail: PhaseTail,
     /// Failure markers judged so far (each costs a flush of every detector).
     judged: usize,
+    /// Whether a large flush feeds the detectors side by side (see [`feed_parallel`]).
+    side_by_side: bool,
+    /// Flushes fed side by side so far.
+    side_by_side_flushes: usize,
 }
 
 impl Monitor {
@@ -224,7 +301,21 @@ impl Monitor {
             findings_per_run,
             tail: PhaseTail::default(),
             judged: 0,
+            side_by_side: true,
+            side_by_side_flushes: 0,
         })
+    }
+
+    /// Feeds the detectors one after another on the caller's thread, whatever the flush's
+    /// size (the reference the side-by-side feeding is tested against).
+    pub fn feed_one_by_one(mut self) -> Self {
+        self.side_by_side = false;
+        self
+    }
+
+    /// How many flushes fed the detectors side by side.
+    pub fn side_by_side_flushes(&self) -> usize {
+        self.side_by_side_flushes
     }
 
     pub fn detectors(&self) -> &[String] {
@@ -363,18 +454,25 @@ impl Monitor {
     }
 
     fn flush_slots(&mut self) -> Vec<Update> {
-        let mut updates = Vec::new();
-        for i in 0..self.slots.len() {
-            let result = match &mut self.slots[i] {
-                Some(slot) if !slot.pending.is_empty() => {
-                    let batch = std::mem::take(&mut slot.pending);
-                    let r = slot.instance.feed(&batch);
-                    slot.pending = batch;
-                    slot.pending.clear();
-                    r
-                }
-                _ => continue,
+        let mut work: Vec<(usize, &mut Slot)> = self
+            .slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_mut().filter(|s| !s.pending.is_empty()).map(|s| (i, s)))
+            .collect();
+        let total: usize = work.iter().map(|(_, s)| s.pending.len()).sum();
+        let mut results: Vec<(usize, Result<Vec<Finding>, PluginFault>)> =
+            if self.side_by_side && work.len() > 1 && total >= PARALLEL_FEED_EVENTS {
+                self.side_by_side_flushes += 1;
+                feed_parallel(&mut work)
+            } else {
+                work.iter_mut().map(|(i, s)| (*i, s.feed())).collect()
             };
+        // Findings are recorded in slot order whichever thread fed the slot: a run's findings
+        // and their numbers do not depend on the timing.
+        results.sort_by_key(|(i, _)| *i);
+        let mut updates = Vec::new();
+        for (i, result) in results {
             self.absorb(i, result, &mut updates);
         }
         updates

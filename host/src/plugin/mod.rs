@@ -105,7 +105,7 @@ use wasmtime_wasi::p2::DynPollable;
 /// The largest component file accepted: compiling is host work too.
 pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
 /// Stack of the thread a call runs on when it must leave the async runtime's thread.
-const CALL_THREAD_STACK: usize = 8 << 20;
+pub(crate) const CALL_THREAD_STACK: usize = 8 << 20;
 
 /// How often the epoch advances; a call's deadline is a whole number of ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
