@@ -5,7 +5,8 @@
 //! Prints lines/s and the ratios.
 //!
 //! `cargo bench -p nixtest --bench throughput` (NIXTEST_BENCH_LINES to change the size,
-//! NIXTEST_BENCH_SHAPES=bench,long,markers,hits to pick shapes).
+//! NIXTEST_BENCH_SHAPES=bench,long,markers,hits to pick shapes, NIXTEST_BENCH_TOOLS=0 to leave
+//! grep and ripgrep out, as when profiling).
 //!
 //! A replay has a fixed cost besides its lines: the plugins build their rules inside the
 //! sandbox the first time a line reaches them. It is printed on its own (a replay of the
@@ -448,6 +449,17 @@ fn main() {
             std::fs::write(PathBuf::from(keep).join(format!("{name}.log")), &log).unwrap();
         }
         let limit = Duration::from_secs(60);
+        if std::env::var("NIXTEST_BENCH_TOOLS").is_ok_and(|v| v == "0") {
+            println!(
+                "| {} | {:.1} | {:.0} ms | {:.2}M | | {:.1} % | | | | |",
+                shape.name(),
+                log.len() as f64 / (1 << 20) as f64,
+                pipeline.as_secs_f64() * 1e3,
+                rate(total_lines, pipeline) / 1e6,
+                report.parsed_lines as f64 * 100.0 / total_lines as f64,
+            );
+            continue;
+        }
         let grep = tool_time("grep", &["-E", "-c"], ere_file.path(), file.path(), limit);
         let rg = tool_time(
             "rg",
