@@ -41,3 +41,4 @@ pub mod term;
 pub mod verify;
 pub mod vm;
 pub mod watch;
+pub mod workers;

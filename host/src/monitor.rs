@@ -121,7 +121,7 @@ impl Slot {
     }
 }
 
-/// Feeds the slots in `work` side by side on the feed pool. Each instance is fed on one
+/// Feeds the slots in `work` side by side on the [`crate::workers`] pool. Each instance is fed on one
 /// thread at a time, so a plugin's calls stay in order, and its CPU limits are measured on the
 /// thread that runs it. The pool's threads live as long as the process: a thread made per
 /// flush costs as much as the flush saves.
@@ -129,7 +129,7 @@ fn feed_parallel(
     work: &mut [(usize, &mut Slot)],
 ) -> Vec<(usize, Result<Vec<Finding>, PluginFault>)> {
     use rayon::prelude::*;
-    let Some(pool) = feed_pool() else {
+    let Some(pool) = crate::workers::pool() else {
         return work.iter_mut().map(|(i, s)| (*i, s.feed())).collect();
     };
     // One group per thread, shared out by pending events, largest first: the flush lasts as
@@ -158,27 +158,6 @@ fn feed_parallel(
             })
             .collect()
     })
-}
-
-/// The threads detectors are fed on, one per core (none when there is one core, or when the
-/// system gives no threads: then the feeds run one after another on the caller's thread).
-fn feed_pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if threads < 2 {
-            return None;
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("nixtest-feed-{i}"))
-            // A plugin call runs on the thread that makes it (as on a runtime's own threads).
-            .stack_size(crate::plugin::CALL_THREAD_STACK)
-            .build()
-            .map_err(|e| tracing::warn!("detectors are fed one after another: {e}"))
-            .ok()
-    })
-    .as_ref()
 }
 
 /// A line a detector was sent: when it arrived and its text (clipped).
