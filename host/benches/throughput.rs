@@ -2,7 +2,8 @@
 //! cases mixed in, through the parser, the monitor and every built-in plugin; the same log
 //! through a native `RegexSet` of the same rules; and through GNU `grep -E -c` with the same
 //! patterns translated to ERE, and ripgrep with them as they are, on logs of four shapes.
-//! Prints lines/s and the ratios.
+//! Prints lines/s and the ratios, and beside them `wc -l` on the same file: no tool that reads
+//! every byte goes faster, so it shows what lines/s a shape allows at all on this machine.
 //!
 //! `cargo bench -p nixtest --bench throughput` (NIXTEST_BENCH_LINES to change the size,
 //! NIXTEST_BENCH_SHAPES=bench,long,markers,hits to pick shapes, NIXTEST_BENCH_TOOLS=0 to leave
@@ -381,6 +382,20 @@ fn tool_time(
     best
 }
 
+/// How long `wc -l` takes (best of 3) to count the file's lines: the least any tool that
+/// reads every byte of the file needs, the floor under the other columns.
+fn wc_time(file: &std::path::Path) -> Duration {
+    best_of(3, || {
+        let out = Command::new("wc")
+            .arg("-l")
+            .arg(file)
+            .output()
+            .expect("wc runs");
+        assert!(out.status.success(), "wc -l failed");
+    })
+    .0
+}
+
 fn main() {
     let lines: usize = std::env::var("NIXTEST_BENCH_LINES")
         .ok()
@@ -417,9 +432,9 @@ fn main() {
         fixed.as_secs_f64() * 1e3
     );
     println!(
-        "| log | MiB | replay | lines/s | lines/s past the fixed cost | parsed | grep -E | rg | replay/grep | replay/rg |"
+        "| log | MiB | replay | lines/s | lines/s past the fixed cost | parsed | grep -E | rg | replay/grep | replay/rg | wc -l (lines/s) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let wanted = std::env::var("NIXTEST_BENCH_SHAPES").unwrap_or_default();
     let shapes = [
         Shape::Bench,
@@ -449,9 +464,15 @@ fn main() {
             std::fs::write(PathBuf::from(keep).join(format!("{name}.log")), &log).unwrap();
         }
         let limit = Duration::from_secs(60);
+        let wc = wc_time(file.path());
+        let floor = format!(
+            "{:.0} ms ({:.2}M)",
+            wc.as_secs_f64() * 1e3,
+            rate(total_lines, wc) / 1e6
+        );
         if std::env::var("NIXTEST_BENCH_TOOLS").is_ok_and(|v| v == "0") {
             println!(
-                "| {} | {:.1} | {:.0} ms | {:.2}M | | {:.1} % | | | | |",
+                "| {} | {:.1} | {:.0} ms | {:.2}M | | {:.1} % | | | | | {floor} |",
                 shape.name(),
                 log.len() as f64 / (1 << 20) as f64,
                 pipeline.as_secs_f64() * 1e3,
@@ -478,7 +499,7 @@ fn main() {
             None => format!("< {:.3}", pipeline.as_secs_f64() / limit.as_secs_f64()),
         };
         println!(
-            "| {} | {:.1} | {:.0} ms | {:.2}M | {:.2}M | {:.1} % | {} | {} | {} | {} |",
+            "| {} | {:.1} | {:.0} ms | {:.2}M | {:.2}M | {:.1} % | {} | {} | {} | {} | {floor} |",
             shape.name(),
             log.len() as f64 / (1 << 20) as f64,
             pipeline.as_secs_f64() * 1e3,
@@ -494,7 +515,7 @@ fn main() {
             let text = std::str::from_utf8(&log).unwrap();
             let (native, _) = best_of(3, || text.lines().filter(|l| set.is_match(l)).count());
             println!(
-                "| (reference: a native RegexSet, line by line) | | {:.0} ms | {:.2}M | | | | | | |",
+                "| (reference: a native RegexSet, line by line) | | {:.0} ms | {:.2}M | | | | | | | |",
                 native.as_secs_f64() * 1e3,
                 rate(total_lines, native) / 1e6
             );
