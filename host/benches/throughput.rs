@@ -470,25 +470,19 @@ fn main() {
             wc.as_secs_f64() * 1e3,
             rate(total_lines, wc) / 1e6
         );
-        if std::env::var("NIXTEST_BENCH_TOOLS").is_ok_and(|v| v == "0") {
-            println!(
-                "| {} | {:.1} | {:.0} ms | {:.2}M | | {:.1} % | | | | | {floor} |",
-                shape.name(),
-                log.len() as f64 / (1 << 20) as f64,
-                pipeline.as_secs_f64() * 1e3,
-                rate(total_lines, pipeline) / 1e6,
-                report.parsed_lines as f64 * 100.0 / total_lines as f64,
-            );
-            continue;
-        }
-        let grep = tool_time("grep", &["-E", "-c"], ere_file.path(), file.path(), limit);
-        let rg = tool_time(
-            "rg",
-            &["-c", "--no-config"],
-            rust_file.path(),
-            file.path(),
-            limit,
-        );
+        // (grep, rg), each None when it ran past the limit; not run at all when left out.
+        let tools = (!std::env::var("NIXTEST_BENCH_TOOLS").is_ok_and(|v| v == "0")).then(|| {
+            (
+                tool_time("grep", &["-E", "-c"], ere_file.path(), file.path(), limit),
+                tool_time(
+                    "rg",
+                    &["-c", "--no-config"],
+                    rust_file.path(),
+                    file.path(),
+                    limit,
+                ),
+            )
+        });
         let ms = |d: Option<Duration>| {
             d.map_or(format!("> {} s", limit.as_secs()), |d| {
                 format!("{:.0} ms", d.as_secs_f64() * 1e3)
@@ -498,18 +492,18 @@ fn main() {
             Some(d) => format!("{:.2}", pipeline.as_secs_f64() / d.as_secs_f64()),
             None => format!("< {:.3}", pipeline.as_secs_f64() / limit.as_secs_f64()),
         };
+        let [grep, rg, grep_ratio, rg_ratio] = match tools {
+            Some((grep, rg)) => [ms(grep), ms(rg), ratio(grep), ratio(rg)],
+            None => Default::default(),
+        };
         println!(
-            "| {} | {:.1} | {:.0} ms | {:.2}M | {:.2}M | {:.1} % | {} | {} | {} | {} | {floor} |",
+            "| {} | {:.1} | {:.0} ms | {:.2}M | {:.2}M | {:.1} % | {grep} | {rg} | {grep_ratio} | {rg_ratio} | {floor} |",
             shape.name(),
             log.len() as f64 / (1 << 20) as f64,
             pipeline.as_secs_f64() * 1e3,
             rate(total_lines, pipeline) / 1e6,
             rate(total_lines, pipeline.saturating_sub(fixed)) / 1e6,
             report.parsed_lines as f64 * 100.0 / total_lines as f64,
-            ms(grep),
-            ms(rg),
-            ratio(grep),
-            ratio(rg),
         );
         if shape == Shape::Bench {
             let text = std::str::from_utf8(&log).unwrap();
