@@ -121,10 +121,9 @@ impl Slot {
     }
 }
 
-/// Feeds the slots in `work` side by side on the [`crate::workers`] pool. Each instance is fed on one
-/// thread at a time, so a plugin's calls stay in order, and its CPU limits are measured on the
-/// thread that runs it. The pool's threads live as long as the process: a thread made per
-/// flush costs as much as the flush saves.
+/// Feeds the slots in `work` side by side on the [`crate::workers`] pool. Each instance is
+/// fed on one thread at a time, so a plugin's calls stay in order, and its CPU limits are
+/// measured on the thread that runs it.
 fn feed_parallel(
     work: &mut [(usize, &mut Slot)],
 ) -> Vec<(usize, Result<Vec<Finding>, PluginFault>)> {
