@@ -186,10 +186,28 @@ fn to_text(bytes: &[u8]) -> Cow<'_, str> {
     {
         return text;
     }
-    let stripped = strip_ansi_escapes::strip(text.as_bytes());
-    let mut clean = String::from_utf8_lossy(&stripped).into_owned();
-    clean.retain(|c| !c.is_control() || c == '\t');
-    Cow::Owned(clean)
+    let mut clean = Printed(String::with_capacity(text.len()));
+    vte::Parser::new().advance(&mut clean, text.as_bytes());
+    clean.0.retain(|c| !c.is_control() || c == '\t');
+    Cow::Owned(clean.0)
+}
+
+/// What a terminal would print of a line: escape sequences (CSI, OSC, ...) dropped, tabs
+/// kept. vte decides where a sequence ends; the characters go straight into the string
+/// (strip-ansi-escapes formats each one through a writer, which made lines with colour
+/// codes the parser's slowest).
+struct Printed(String);
+
+impl vte::Perform for Printed {
+    fn print(&mut self, c: char) {
+        self.0.push(c);
+    }
+
+    fn execute(&mut self, byte: u8) {
+        if byte == b'\t' {
+            self.0.push('\t');
+        }
+    }
 }
 
 #[cfg(test)]
@@ -290,6 +308,11 @@ mod tests {
         let e = one("\x1b[1m::ERROR::\x1b[0mdisk");
         assert_eq!(e.kind, EventKind::Error);
         assert_eq!(e.message, "disk");
+        // OSC (a terminal title), a tab kept, a bell and a backspace dropped.
+        let e = one("\x1b]0;title\x07cc1:\tfatal\x08 error\x07");
+        assert_eq!(e.message, "cc1:\tfatal error");
+        // An escape cut off at the end of the line does not eat the text before it.
+        assert_eq!(one("done \x1b[3").message, "done ");
     }
 
     #[test]
