@@ -15,6 +15,7 @@ use std::fmt::Write;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -231,6 +232,8 @@ fn replay_inner(
     };
     // Both the lines read and the lines skipped go to the monitor.
     let shared = std::cell::RefCell::new(&mut monitor);
+    // A chunk's lines arrived together, when it was read: one clock read per chunk.
+    let arrived = std::cell::Cell::new(Instant::now());
     let mut take = |e: nixtest_events::Event| {
         if phases.back().is_none_or(|(_, p)| *p != e.phase) {
             if phases.len() == PHASES_KEPT {
@@ -239,12 +242,13 @@ fn replay_inner(
             phases.push_back((e.line, e.phase.clone()));
         }
         let mut monitor = shared.borrow_mut();
-        let updates = monitor.observe(e);
+        let updates = monitor.observe_at(e, arrived.get());
         note(updates, &monitor, &phases);
     };
     let mut skipped = |line: u32, text: &[u8]| shared.borrow_mut().skipped(line, text);
     match &filter {
         Some(f) => read_scanned(log, f, |chunk, scan| {
+            arrived.set(Instant::now());
             ingest.push_scanned(chunk, scan, f, &mut take, &mut skipped)
         })?,
         None => {
@@ -258,6 +262,7 @@ fn replay_inner(
                 if n == 0 {
                     break;
                 }
+                arrived.set(Instant::now());
                 ingest.push(&buf[..n], &mut take);
             }
         }
