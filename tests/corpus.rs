@@ -182,3 +182,37 @@ fn detectors_fed_side_by_side_find_what_they_find_one_by_one() {
     assert!(one_by_one.len() > cases.len() / 2, "{one_by_one:?}");
     assert_eq!(side_by_side, one_by_one);
 }
+
+/// A detector's first call builds its rules, which outweighs any batch: the first flush feeds
+/// the detectors side by side however few its lines, and the small flushes after it do not.
+#[test]
+fn first_flush_is_fed_side_by_side_the_next_small_ones_are_not() {
+    use nixtest::monitor::Monitor;
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return;
+    }
+    let mut m = Monitor::new(builtins()).unwrap();
+    // Lines with literals of two detectors (the disk and the space ones).
+    let lines = "partition table of /dev/vdb has 4 entries\n\
+                 copying glibc: enough space on /mnt (20 MiB free)\n";
+    for e in nixtest_events::parse_log(lines.as_bytes()) {
+        m.observe(e);
+    }
+    m.flush();
+    assert_eq!(
+        m.side_by_side_flushes(),
+        1,
+        "the first flush went one by one"
+    );
+    for e in nixtest_events::parse_log(lines.as_bytes()) {
+        m.observe(e);
+    }
+    m.flush();
+    assert_eq!(
+        m.side_by_side_flushes(),
+        1,
+        "a small flush went side by side"
+    );
+    m.finish();
+    assert!(m.faults().is_empty(), "{:?}", m.faults());
+}

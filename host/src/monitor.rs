@@ -41,6 +41,11 @@ const MAX_JUDGED: usize = 64;
 /// several threads: below it a thread costs more than it saves (a live stream flushes a
 /// few lines at a time; a replay or a burst of output, whole batches).
 const PARALLEL_FEED_EVENTS: usize = 2 * BATCH;
+/// What a detector's first call weighs, in events, when a flush is shared out: plugins build
+/// their rules (regex sets) on the first line they see, which costs the built-ins from 3 to
+/// 47 ms each, far more than any batch. So the first flush feeds them side by side however
+/// few its lines, and each first feed is a heavy task when they are grouped.
+const FIRST_FEED_WEIGHT: usize = PARALLEL_FEED_EVENTS;
 
 #[derive(Debug, Error)]
 pub enum MonitorError {
@@ -110,6 +115,8 @@ struct Slot {
     pending: Vec<Event>,
     /// Distinct findings this plugin has made in the run.
     distinct: usize,
+    /// Whether the plugin has been called in this run.
+    fed: bool,
 }
 
 impl Slot {
@@ -117,7 +124,13 @@ impl Slot {
     fn feed(&mut self) -> Result<Vec<Finding>, PluginFault> {
         let r = self.instance.feed(&self.pending);
         self.pending.clear();
+        self.fed = true;
         r
+    }
+
+    /// How much work the pending feed is, in events (see [`FIRST_FEED_WEIGHT`]).
+    fn weight(&self) -> usize {
+        self.pending.len() + if self.fed { 0 } else { FIRST_FEED_WEIGHT }
     }
 }
 
@@ -131,9 +144,9 @@ fn feed_parallel(
     let Some(pool) = crate::workers::pool() else {
         return work.iter_mut().map(|(i, s)| (*i, s.feed())).collect();
     };
-    // One group per thread, shared out by pending events, largest first: the flush lasts as
+    // One group per thread, shared out by weight, heaviest first: the flush lasts as
     // long as its slowest group, and one busy detector may be a group of its own.
-    work.sort_by_key(|(_, s)| std::cmp::Reverse(s.pending.len()));
+    work.sort_by_key(|(_, s)| std::cmp::Reverse(s.weight()));
     let mut groups: Vec<(usize, Vec<&mut (usize, &mut Slot)>)> =
         (0..pool.current_num_threads().min(work.len()))
             .map(|_| (0, Vec::new()))
@@ -143,7 +156,7 @@ fn feed_parallel(
             .iter_mut()
             .min_by_key(|(load, _)| *load)
             .expect("at least one group");
-        least.0 += w.1.pending.len();
+        least.0 += w.1.weight();
         least.1.push(w);
     }
     pool.install(|| {
@@ -241,6 +254,7 @@ impl Monitor {
                         instance,
                         pending: Vec::with_capacity(BATCH),
                         distinct: 0,
+                        fed: false,
                     }));
                 }
                 Err(fault) => {
@@ -438,7 +452,7 @@ impl Monitor {
             .enumerate()
             .filter_map(|(i, s)| s.as_mut().filter(|s| !s.pending.is_empty()).map(|s| (i, s)))
             .collect();
-        let total: usize = work.iter().map(|(_, s)| s.pending.len()).sum();
+        let total: usize = work.iter().map(|(_, s)| s.weight()).sum();
         let mut results: Vec<(usize, Result<Vec<Finding>, PluginFault>)> =
             if self.side_by_side && work.len() > 1 && total >= PARALLEL_FEED_EVENTS {
                 self.side_by_side_flushes += 1;
