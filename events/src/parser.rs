@@ -58,7 +58,7 @@ impl EventParser {
         let Some(body) = trimmed.strip_prefix("::") else {
             return self.event(EventKind::Raw, text.into_owned(), Vec::new());
         };
-        let Some((kind, rest)) = body.split_once("::") else {
+        let Some((kind, rest)) = split_sep(body) else {
             return self.event(EventKind::Raw, text.into_owned(), Vec::new());
         };
         let kind = match kind {
@@ -108,7 +108,7 @@ impl EventParser {
                 self.event(EventKind::Phase, name.to_string(), Vec::new())
             }
             EventKind::Progress => {
-                let (stage, details) = rest.split_once("::").unwrap_or((rest, ""));
+                let (stage, details) = split_sep(rest).unwrap_or((rest, ""));
                 let stage = stage.trim();
                 if stage.is_empty() {
                     return self.malformed(&text, "PROGRESS marker without a stage");
@@ -125,7 +125,7 @@ impl EventParser {
                 self.event(EventKind::Progress, message, fields)
             }
             EventKind::Metric => {
-                let Some((name, value)) = rest.split_once("::") else {
+                let Some((name, value)) = split_sep(rest) else {
                     return self.malformed(&text, "METRIC marker needs ::METRIC::name::value");
                 };
                 let (name, value) = (name.trim(), value.trim());
@@ -174,10 +174,29 @@ impl Event {
     }
 }
 
+/// `s` around its first `::` (a marker's separator), found with memchr: `str::split_once`
+/// sets up a substring searcher on every call, which showed on logs of many markers.
+fn split_sep(s: &str) -> Option<(&str, &str)> {
+    let bytes = s.as_bytes();
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b':', &bytes[from..]) {
+        let at = from + i;
+        if bytes.get(at + 1) == Some(&b':') {
+            return Some((&s[..at], &s[at + 2..]));
+        }
+        from = at + 1;
+    }
+    None
+}
+
 /// Bytes to text for matching: invalid UTF-8 replaced, ANSI escapes and stray control
 /// characters removed. Borrowed when the line is already clean (the common case).
 fn to_text(bytes: &[u8]) -> Cow<'_, str> {
-    let text = String::from_utf8_lossy(bytes);
+    // Valid UTF-8 (nearly every line) is checked the fast way; the lossy path replaces.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    };
     // C0 controls, DEL, and 0xC2 (the lead byte of the C1 controls U+0080..U+009F) send the
     // line down the slow path; plain lines are borrowed as they are.
     if !text
@@ -313,6 +332,15 @@ mod tests {
         assert_eq!(e.message, "cc1:\tfatal error");
         // An escape cut off at the end of the line does not eat the text before it.
         assert_eq!(one("done \x1b[3").message, "done ");
+    }
+
+    #[test]
+    fn the_separator_is_found_as_split_once_finds_it() {
+        for s in [
+            "a::b", "a:b::c", ":::", "::", "a:", ":a:b", "", "x::y::z", "é::ü", "a: :b",
+        ] {
+            assert_eq!(split_sep(s), s.split_once("::"), "{s:?}");
+        }
     }
 
     #[test]
