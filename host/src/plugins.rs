@@ -5,21 +5,17 @@ use crate::builtin;
 use crate::monitor::FaultRecord;
 use crate::plugin::{Origin, Plugin, PluginError, PluginHost};
 use crate::registry::{Registry, RegistryError};
-use rayon::prelude::*;
 use std::path::PathBuf;
 
 /// Loads the built-in plugins (compiled once, then from the cache), side by side: each is
 /// checked, read from the cache (or compiled) and asked who it is on its own, so a run's
 /// start waits for the slowest plugin instead of all of them.
 pub fn builtins(host: &PluginHost) -> Result<Vec<Plugin>, PluginError> {
-    let load = |(name, bytes): &(&str, &[u8])| {
+    crate::workers::map_in_order(builtin::all(), |(name, bytes)| {
         host.load(bytes, &format!("built-in plugin {name}"), Origin::Builtin)
-    };
-    match crate::workers::pool() {
-        // Collected in the built-ins' order, whichever finished first.
-        Some(pool) => pool.install(|| builtin::all().par_iter().map(load).collect()),
-        None => builtin::all().iter().map(load).collect(),
-    }
+    })
+    .into_iter()
+    .collect()
 }
 
 /// The plugins of a run, and the installed ones that could not be loaded: a fault each, so

@@ -200,9 +200,12 @@ impl Registry {
             plugins: Vec::new(),
             refused: Vec::new(),
         };
-        for m in self.list()? {
+        // Loaded side by side (each is read, checked and compiled or taken from the cache on
+        // its own), then taken in the list's order.
+        let manifests = self.list()?;
+        let results = crate::workers::map_in_order(&manifests, |m| {
             let path = self.root.join(&m.name).join(COMPONENT);
-            let result = std::fs::read(&path)
+            std::fs::read(&path)
                 .map_err(|source| RegistryError::Read {
                     path: path.clone(),
                     source,
@@ -219,7 +222,9 @@ impl Registry {
                                 .into(),
                         })
                     }
-                });
+                })
+        });
+        for (m, result) in manifests.iter().zip(results) {
             match result {
                 Ok(p) => loaded.plugins.push(p),
                 Err(e) => {

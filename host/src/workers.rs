@@ -23,3 +23,13 @@ pub fn pool() -> Option<&'static rayon::ThreadPool> {
     })
     .as_ref()
 }
+
+/// `f` over `items` side by side on the pool (one after another without it); the results in
+/// the items' order, whichever finished first.
+pub fn map_in_order<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
+    use rayon::prelude::*;
+    match pool() {
+        Some(pool) => pool.install(|| items.par_iter().map(f).collect()),
+        None => items.iter().map(f).collect(),
+    }
+}
