@@ -200,30 +200,43 @@ impl Registry {
             plugins: Vec::new(),
             refused: Vec::new(),
         };
-        // Loaded side by side (each is read, checked and compiled or taken from the cache on
-        // its own), then taken in the list's order.
         let manifests = self.list()?;
-        let results = crate::workers::map_in_order(&manifests, |m| {
-            let path = self.root.join(&m.name).join(COMPONENT);
-            std::fs::read(&path)
-                .map_err(|source| RegistryError::Read {
-                    path: path.clone(),
-                    source,
-                })
-                .and_then(|bytes| Ok(host.load(&bytes, &m.name, Origin::Installed(path))?))
-                .and_then(|plugin| {
-                    if plugin.sha256 == m.sha256 {
-                        Ok(plugin)
-                    } else {
-                        Err(RegistryError::Damaged {
-                            name: m.name.clone(),
-                            reason: "its component does not match the sha256 it was installed \
-                                     with"
-                                .into(),
-                        })
-                    }
-                })
+        let path = |m: &Manifest| self.root.join(&m.name).join(COMPONENT);
+        let read: Vec<std::io::Result<Vec<u8>>> =
+            manifests.iter().map(|m| std::fs::read(path(m))).collect();
+        let together =
+            crate::plugins::side_by_side(host, read.iter().filter_map(|r| r.as_deref().ok()));
+        // Loaded side by side when all are compiled already, then taken in the list's order;
+        // none for a component that could not be read.
+        let pairs: Vec<(&Manifest, &std::io::Result<Vec<u8>>)> =
+            manifests.iter().zip(&read).collect();
+        let loads = crate::workers::map_in_order(&pairs, together, |(m, bytes)| {
+            let bytes = bytes.as_ref().ok()?;
+            Some(host.load(bytes, &m.name, Origin::Installed(path(m))))
         });
+        let results = manifests
+            .iter()
+            .zip(read)
+            .zip(loads)
+            .map(|((m, bytes), load)| {
+                let plugin = match (bytes, load) {
+                    (Err(source), _) => Err(RegistryError::Read {
+                        path: path(m),
+                        source,
+                    }),
+                    (Ok(_), Some(load)) => load.map_err(RegistryError::from),
+                    (Ok(_), None) => unreachable!("a component that was read is loaded"),
+                }?;
+                if plugin.sha256 == m.sha256 {
+                    Ok(plugin)
+                } else {
+                    Err(RegistryError::Damaged {
+                        name: m.name.clone(),
+                        reason: "its component does not match the sha256 it was installed with"
+                            .into(),
+                    })
+                }
+            });
         for (m, result) in manifests.iter().zip(results) {
             match result {
                 Ok(p) => loaded.plugins.push(p),

@@ -24,12 +24,31 @@ pub fn pool() -> Option<&'static rayon::ThreadPool> {
     .as_ref()
 }
 
-/// `f` over `items` side by side on the pool (one after another without it); the results in
-/// the items' order, whichever finished first.
-pub fn map_in_order<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
+/// `f` over `items`, side by side on the pool when `side_by_side` (and there is a pool), else
+/// one after another on this thread; the results in the items' order either way.
+pub fn map_in_order<T: Sync, R: Send>(
+    items: &[T],
+    side_by_side: bool,
+    f: impl Fn(&T) -> R + Sync + Send,
+) -> Vec<R> {
     use rayon::prelude::*;
-    match pool() {
+    match pool().filter(|_| side_by_side) {
         Some(pool) => pool.install(|| items.par_iter().map(f).collect()),
         None => items.iter().map(f).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_come_in_the_items_order_either_way() {
+        let items: Vec<u64> = (0..500).collect();
+        // Uneven work, so that on the pool later items can finish first.
+        let work = |&i: &u64| (0..(500 - i) * 200).fold(i, |a, b| a ^ b.rotate_left(7)) ^ i;
+        let serial: Vec<u64> = items.iter().map(work).collect();
+        assert_eq!(map_in_order(&items, true, work), serial);
+        assert_eq!(map_in_order(&items, false, work), serial);
     }
 }
