@@ -12,23 +12,11 @@ pub fn builtins(host: &PluginHost) -> Result<Vec<Plugin>, PluginError> {
     let all = builtin::all();
     crate::workers::map_in_order(
         all,
-        side_by_side(host, all.iter().map(|(_, bytes)| *bytes)),
+        host.all_compiled(all.iter().map(|(_, bytes)| *bytes)),
         |(name, bytes)| host.load(bytes, &format!("built-in plugin {name}"), Origin::Builtin),
     )
     .into_iter()
     .collect()
-}
-
-/// Whether to load these components side by side: when all are in the compiled-code cache.
-/// Each is then checked, read and asked who it is on its own thread, and a run's start waits
-/// for the slowest instead of all. A compile already uses every core, and compiles side by
-/// side would add up their memory (with a malloc arena per thread, the first run's peak
-/// went from 80 to 103 MB).
-pub(crate) fn side_by_side<'a>(
-    host: &PluginHost,
-    components: impl Iterator<Item = &'a [u8]>,
-) -> bool {
-    host.all_compiled(components)
 }
 
 /// The plugins of a run, and the installed ones that could not be loaded: a fault each, so

@@ -204,8 +204,7 @@ impl Registry {
         let path = |m: &Manifest| self.root.join(&m.name).join(COMPONENT);
         let read: Vec<std::io::Result<Vec<u8>>> =
             manifests.iter().map(|m| std::fs::read(path(m))).collect();
-        let together =
-            crate::plugins::side_by_side(host, read.iter().filter_map(|r| r.as_deref().ok()));
+        let together = host.all_compiled(read.iter().filter_map(|r| r.as_deref().ok()));
         // Loaded side by side when all are compiled already, then taken in the list's order;
         // none for a component that could not be read.
         let pairs: Vec<(&Manifest, &std::io::Result<Vec<u8>>)> =

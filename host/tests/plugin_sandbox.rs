@@ -310,7 +310,12 @@ fn compiled_cache_is_used_and_damage_is_recompiled() {
     })
     .unwrap();
     let bytes = common::fixture("disk-fix");
+    // Loads go side by side only when none needs compiling.
+    assert!(!host.all_compiled([bytes.as_slice()].into_iter()));
     let first = host.load(&bytes, "disk-fix", Origin::Builtin).unwrap();
+    assert!(host.all_compiled([bytes.as_slice()].into_iter()));
+    let other = common::fixture("prober");
+    assert!(!host.all_compiled([bytes.as_slice(), other.as_slice()].into_iter()));
     let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
     assert_eq!(entries.len(), 1, "one cache entry");
     let entry = entries[0].path();
