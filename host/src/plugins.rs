@@ -3,17 +3,23 @@
 
 use crate::builtin;
 use crate::monitor::FaultRecord;
-use crate::plugin::{Origin, Plugin, PluginError, PluginHost};
+use crate::plugin::{Origin, Plugin, PluginError, PluginHost, component_sha256, read_component};
 use crate::registry::{Registry, RegistryError};
 use std::path::PathBuf;
 
 /// Loads the built-in plugins (compiled once, then from the cache).
 pub fn builtins(host: &PluginHost) -> Result<Vec<Plugin>, PluginError> {
-    let all = builtin::all();
+    let all: Vec<(&str, &[u8], String)> = builtin::all()
+        .iter()
+        .map(|(name, bytes)| (*name, *bytes, component_sha256(bytes)))
+        .collect();
     crate::workers::map_in_order(
-        all,
-        host.all_compiled(all.iter().map(|(_, bytes)| *bytes)),
-        |(name, bytes)| host.load(bytes, &format!("built-in plugin {name}"), Origin::Builtin),
+        &all,
+        host.all_compiled(all.iter().map(|(_, _, sha256)| sha256.as_str())),
+        |(name, bytes, sha256)| {
+            let what = format!("built-in plugin {name}");
+            host.load_hashed(bytes, sha256.clone(), &what, Origin::Builtin)
+        },
     )
     .into_iter()
     .collect()
@@ -60,7 +66,7 @@ pub fn load_set(
         }
     }
     for path in extra {
-        let bytes = std::fs::read(path).map_err(|source| {
+        let bytes = read_component(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 RegistryError::Missing(path.clone())
             } else {

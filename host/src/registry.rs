@@ -6,7 +6,10 @@
 //! same version with the same bytes is a no-op, anything else is refused.
 
 use crate::monitor::FaultRecord;
-use crate::plugin::{Origin, Plugin, PluginError, PluginFault, PluginHost, check_name};
+use crate::plugin::{
+    Origin, Plugin, PluginError, PluginFault, PluginHost, check_name, component_sha256,
+    read_component,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -196,22 +199,35 @@ impl Registry {
     /// that does not load (damaged, or refused by this host's limits) is kept out of the run
     /// with a fault; the others load.
     pub fn load_all(&self, host: &PluginHost) -> Result<Loaded, RegistryError> {
+        /// A component's bytes and their sha256.
+        type Hashed = (Vec<u8>, String);
         let mut loaded = Loaded {
             plugins: Vec::new(),
             refused: Vec::new(),
         };
         let manifests = self.list()?;
         let path = |m: &Manifest| self.root.join(&m.name).join(COMPONENT);
-        let read: Vec<std::io::Result<Vec<u8>>> =
-            manifests.iter().map(|m| std::fs::read(path(m))).collect();
-        let together = host.all_compiled(read.iter().filter_map(|r| r.as_deref().ok()));
+        // Each component with its hash (hashed once: the cache check and the load share it).
+        let read: Vec<std::io::Result<Hashed>> = manifests
+            .iter()
+            .map(|m| {
+                read_component(&path(m)).map(|bytes| {
+                    let sha256 = component_sha256(&bytes);
+                    (bytes, sha256)
+                })
+            })
+            .collect();
+        let together = host.all_compiled(
+            read.iter()
+                .filter_map(|r| r.as_ref().ok().map(|(_, sha256)| sha256.as_str())),
+        );
         // Loaded side by side when all are compiled already, then taken in the list's order;
         // none for a component that could not be read.
-        let pairs: Vec<(&Manifest, &std::io::Result<Vec<u8>>)> =
+        let pairs: Vec<(&Manifest, &std::io::Result<Hashed>)> =
             manifests.iter().zip(&read).collect();
-        let loads = crate::workers::map_in_order(&pairs, together, |(m, bytes)| {
-            let bytes = bytes.as_ref().ok()?;
-            Some(host.load(bytes, &m.name, Origin::Installed(path(m))))
+        let loads = crate::workers::map_in_order(&pairs, together, |(m, read)| {
+            let (bytes, sha256) = read.as_ref().ok()?;
+            Some(host.load_hashed(bytes, sha256.clone(), &m.name, Origin::Installed(path(m))))
         });
         let results = manifests
             .iter()
@@ -276,7 +292,7 @@ impl Registry {
             if pack.is_some() {
                 no_link(&file, "a heal pack")?;
             }
-            let bytes = std::fs::read(&file).map_err(|source| RegistryError::Read {
+            let bytes = read_component(&file).map_err(|source| RegistryError::Read {
                 path: file.clone(),
                 source,
             })?;

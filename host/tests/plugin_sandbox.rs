@@ -8,7 +8,7 @@ use nixtest::facts::GuestFacts;
 use nixtest::plugin::bindings::current::nixtest::plugin::probe::ProbeOutput;
 use nixtest::plugin::{
     ContractError, GuestProbe, HealRequest, HostOptions, Origin, Plugin, PluginError, PluginFault,
-    PluginHost, ProbeCommand,
+    PluginHost, ProbeCommand, component_sha256, read_component,
 };
 use nixtest_events::parse_log;
 use std::sync::Arc;
@@ -311,11 +311,15 @@ fn compiled_cache_is_used_and_damage_is_recompiled() {
     .unwrap();
     let bytes = common::fixture("disk-fix");
     // Loads go side by side only when none needs compiling.
-    assert!(!host.all_compiled([bytes.as_slice()].into_iter()));
+    let (sha, other_sha) = (
+        component_sha256(&bytes),
+        component_sha256(&common::fixture("prober")),
+    );
+    assert!(!host.all_compiled([sha.as_str()].into_iter()));
     let first = host.load(&bytes, "disk-fix", Origin::Builtin).unwrap();
-    assert!(host.all_compiled([bytes.as_slice()].into_iter()));
-    let other = common::fixture("prober");
-    assert!(!host.all_compiled([bytes.as_slice(), other.as_slice()].into_iter()));
+    assert_eq!(first.sha256, sha);
+    assert!(host.all_compiled([sha.as_str()].into_iter()));
+    assert!(!host.all_compiled([sha.as_str(), other_sha.as_str()].into_iter()));
     let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
     assert_eq!(entries.len(), 1, "one cache entry");
     let entry = entries[0].path();
@@ -348,4 +352,25 @@ fn compiled_cache_is_used_and_damage_is_recompiled() {
     std::fs::write(&entry, b"not a compiled component").unwrap();
     host.load(&bytes, "disk-fix", Origin::Builtin).unwrap();
     assert!(std::fs::read(&entry).unwrap().starts_with(b"NXTCWAS2"));
+}
+
+/// A component file is read no further than a component may be long: a larger one is refused
+/// with its size, not read whole.
+#[test]
+fn an_oversized_component_file_is_refused_without_reading_it_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.wasm");
+    let size = nixtest::plugin::MAX_COMPONENT_BYTES as u64 * 4;
+    std::fs::File::create(&big).unwrap().set_len(size).unwrap();
+    let err = read_component(&big).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert!(
+        err.to_string()
+            .contains(&format!("{size} bytes, over the limit")),
+        "{err}"
+    );
+    let bytes = common::fixture("disk-fix");
+    let fits = dir.path().join("fits.wasm");
+    std::fs::write(&fits, &bytes).unwrap();
+    assert_eq!(read_component(&fits).unwrap(), bytes);
 }

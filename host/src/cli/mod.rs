@@ -320,11 +320,47 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(f) => {
-            eprintln!(
-                "nixtest: {}",
-                nixtest::term::text(&format!("{:#}", f.error))
-            );
+            eprintln!("nixtest: {}", nixtest::term::text(&one_line(&f.error)));
             ExitCode::from(f.code)
         }
+    }
+}
+
+/// The error and its causes on one line, `outer: cause: cause`, each cause once: a message
+/// that already quotes its cause (`cannot read X: {source}`) is not followed by it again.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read /p: {source}")]
+    struct Quoting {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_the_message_quotes_is_not_repeated() {
+        let io = || std::io::Error::other("too big");
+        let quoting = anyhow::Error::new(Quoting { source: io() });
+        assert_eq!(one_line(&quoting), "cannot read /p: too big");
+        let wrapped = anyhow::Error::new(io()).context("loading plugins");
+        assert_eq!(one_line(&wrapped), "loading plugins: too big");
+        let both = quoting.context("replay");
+        assert_eq!(one_line(&both), "replay: cannot read /p: too big");
     }
 }

@@ -417,8 +417,20 @@ impl PluginHost {
 
     /// Compiles (or loads from the cache) and checks a component. `what` names it in errors.
     pub fn load(&self, bytes: &[u8], what: &str, origin: Origin) -> Result<Plugin, PluginError> {
+        self.load_hashed(bytes, component_sha256(bytes), what, origin)
+    }
+
+    /// As [`PluginHost::load`], with the component's [`component_sha256`] computed already
+    /// (by whoever asked [`PluginHost::all_compiled`] first). Crate-private: the hash picks
+    /// which compiled code runs, so it must come from these very bytes.
+    pub(crate) fn load_hashed(
+        &self,
+        bytes: &[u8],
+        sha256: String,
+        what: &str,
+        origin: Origin,
+    ) -> Result<Plugin, PluginError> {
         check_header(bytes, what)?;
-        let sha256 = hex::encode(Sha256::digest(bytes));
         let component = match &self.cache {
             Some(cache) => cache.load_or_compile(&self.shared.engine, bytes, &sha256),
             None => Component::new(&self.shared.engine, bytes).map_err(|e| e.to_string()),
@@ -436,14 +448,12 @@ impl PluginHost {
     /// instead of all. Compiles are not: each already uses every core, and side by side
     /// their memory adds up (a malloc arena per thread: a first run's peak went from 84 to
     /// 103 MB).
-    pub fn all_compiled<'a>(&self, mut components: impl Iterator<Item = &'a [u8]>) -> bool {
+    /// `sha256s`: each component's [`component_sha256`].
+    pub fn all_compiled<'a>(&self, mut sha256s: impl Iterator<Item = &'a str>) -> bool {
         let Some(cache) = &self.cache else {
             return false;
         };
-        components.all(|bytes| {
-            let sha256 = hex::encode(Sha256::digest(bytes));
-            cache.entry_path(&sha256).is_file()
-        })
+        sha256s.all(|sha256| cache.entry_path(sha256).is_file())
     }
 
     /// Compiles a component without the cache: the cold path the benchmark measures.
@@ -526,6 +536,31 @@ impl PluginHost {
         })?;
         Ok(plugin)
     }
+}
+
+/// A component's identity: the hex sha256 of its bytes (the cache's key, the registry's
+/// check).
+pub fn component_sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A component file's bytes, read no further than a component may be long: a larger file
+/// (a component replaced after it was installed, a wrong path) is refused with its size
+/// instead of being read into memory whole.
+pub fn read_component(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_COMPONENT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > MAX_COMPONENT_BYTES {
+        let size = std::fs::metadata(path).map_or(bytes.len() as u64, |m| m.len());
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the component is {size} bytes, over the limit of {MAX_COMPONENT_BYTES}"),
+        ));
+    }
+    Ok(bytes)
 }
 
 fn check_header(bytes: &[u8], what: &str) -> Result<(), PluginError> {
