@@ -1,10 +1,11 @@
 //! Typed helpers over the generated types: builders, fact queries and line rules.
 
+use crate::gate::Gate;
 use crate::{
     Capability, ConfigChange, Disk, Event, EventKind, Finding, GuestFacts, HealContext,
     HealingAction, Metadata, Mount, Severity,
 };
-use regex::{Regex, RegexSet, RegexSetBuilder};
+use regex::Regex;
 use std::sync::OnceLock;
 
 const MIB: u64 = 1024 * 1024;
@@ -277,12 +278,14 @@ impl Rule {
     }
 }
 
-/// A set of [`Rule`]s checked together (one `RegexSet` pass per line, then the first matching
-/// rule's captures).
+/// A set of [`Rule`]s checked together: one Aho-Corasick pass over the line finds the rules
+/// whose literals it holds (read from each pattern, see the `gate` module), and only those
+/// run their regexes, in order, until one matches. A rule with no certain literal runs on
+/// every line.
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     rules: Vec<Rule>,
-    set: RegexSet,
+    gate: Gate,
     patterns: Vec<String>,
     regexes: Vec<OnceLock<Regex>>,
 }
@@ -292,18 +295,17 @@ impl RuleSet {
     /// fail the plugin's own tests, not a user's run.
     pub fn new(rules: &[Rule]) -> Self {
         let patterns: Vec<String> = rules.iter().map(|r| ascii_classes(r.pattern)).collect();
-        let set = RegexSetBuilder::new(&patterns)
-            // Many unanchored rules make many DFA states: a roomier cache is cleared less
-            // often, so the set keeps its fast engine over a long log.
-            .dfa_size_limit(8 << 20)
-            .build()
-            .unwrap_or_else(|e| panic!("invalid rule pattern: {e}"));
-        // Each rule's own regex (for its captures) is built the first time it matches: most
-        // never do, and building them all would cost a plugin's first call its CPU budget.
+        for p in &patterns {
+            if let Err(e) = regex_syntax::parse(p) {
+                panic!("invalid rule pattern: {e}");
+            }
+        }
+        // Each rule's regex is built the first time a line holds its literal: most never
+        // do, and building them all would cost a plugin's first call its CPU budget.
         let regexes = patterns.iter().map(|_| OnceLock::new()).collect();
         RuleSet {
             rules: rules.to_vec(),
-            set,
+            gate: Gate::new(patterns.iter().map(String::as_str)),
             patterns,
             regexes,
         }
@@ -311,15 +313,22 @@ impl RuleSet {
 
     /// The first rule (in the order given) that matches the event, as a finding.
     pub fn check(&self, event: &Event) -> Option<Finding> {
-        let first = self.set.matches(&event.message).into_iter().next()?;
-        let rule = &self.rules[first];
-        let re = self.regexes[first].get_or_init(|| {
-            Regex::new(&self.patterns[first]).expect("compiled in the set already")
-        });
-        let caps = re.captures(&event.message)?;
-        let mut summary = String::new();
-        caps.expand(rule.summary, &mut summary);
-        Some(Finding::new(rule.category, rule.severity, summary).line(event.line))
+        let text = event.message.as_str();
+        self.gate.first(text, |i| {
+            let re = self.regexes[i].get_or_init(|| {
+                Regex::new(&self.patterns[i])
+                    .unwrap_or_else(|e| panic!("invalid rule pattern: {e}"))
+            });
+            // Most candidates do not match: the cheaper search first, the captures after.
+            if !re.is_match(text) {
+                return None;
+            }
+            let caps = re.captures(text)?;
+            let rule = &self.rules[i];
+            let mut summary = String::new();
+            caps.expand(rule.summary, &mut summary);
+            Some(Finding::new(rule.category, rule.severity, summary).line(event.line))
+        })
     }
 }
 

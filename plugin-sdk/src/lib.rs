@@ -56,6 +56,7 @@
 //! and install `target/wasm32-wasip2/release/NAME.wasm` with `nixtest plugin add`. In your own
 //! `cargo test`, [`testing`] runs the same code natively over a recorded log.
 
+mod gate;
 mod helpers;
 pub mod testing;
 
@@ -94,6 +95,7 @@ pub use bindings::detector::nixtest::plugin::types::{
     HealContext, HealingAction, Metadata, Mount, Severity,
 };
 pub use bindings::healer::nixtest::plugin::probe::ProbeOutput;
+pub use gate::Gate;
 pub use helpers::{Rule, RuleSet};
 /// The categories of findings: the built-in ones, or a plugin's own (`Category::Custom`).
 pub use nixtest_events::Category;

@@ -16,10 +16,11 @@
 
 use crate::ProbeOutput;
 use crate::{
-    Detector, Disk, Event, EventKind, Field, Finding, GuestFacts, HealContext, Healer,
-    HealingAction, Mount, Severity,
+    Detector, Disk, Event, EventKind, Field, Finding, Gate, GuestFacts, HealContext, Healer,
+    HealingAction, Mount, Rule, RuleSet, Severity,
 };
 use nixtest_events::{Ingest, PatternLimits, Route, Router};
+use regex::Regex;
 use std::cell::RefCell;
 use std::path::Path;
 use std::time::Instant;
@@ -77,6 +78,102 @@ pub fn errors(findings: &[Finding]) -> Vec<&Finding> {
         .iter()
         .filter(|f| matches!(f.severity, Severity::Error | Severity::Fatal))
         .collect()
+}
+
+/// Every line of every file in `dirs` (not recursing), for checks over recorded logs.
+pub fn lines_under<P: AsRef<Path>>(
+    dirs: impl IntoIterator<Item = P>,
+) -> std::io::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for dir in dirs {
+        let mut paths: Vec<_> = std::fs::read_dir(dir.as_ref())?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        paths.sort();
+        for path in paths.into_iter().filter(|p| p.is_file()) {
+            let bytes = std::fs::read(&path)?;
+            lines.extend(String::from_utf8_lossy(&bytes).lines().map(str::to_string));
+        }
+    }
+    Ok(lines)
+}
+
+/// Checks that a [`RuleSet`] finds on each line what trying every rule's regex in order finds,
+/// on the lines as given and in upper and lower case: the set runs only the rules whose
+/// literals a line holds, and a literal read wrongly from a pattern would hide a failure.
+/// Panics with the first line where they differ; returns how many lines matched some rule.
+pub fn assert_rule_set_agrees<S: AsRef<str>>(
+    rules: &[Rule],
+    lines: impl IntoIterator<Item = S>,
+) -> usize {
+    let set = RuleSet::new(rules);
+    let each: Vec<Regex> = rules
+        .iter()
+        .map(|r| Regex::new(&crate::helpers::ascii_classes(r.pattern)).expect("valid rule"))
+        .collect();
+    let mut matched = 0;
+    for line in lines {
+        let line = line.as_ref();
+        for text in [line.to_string(), line.to_uppercase(), line.to_lowercase()] {
+            let event = Event {
+                kind: EventKind::Raw,
+                phase: String::new(),
+                message: text.clone(),
+                line: 1,
+                fields: Vec::new(),
+            };
+            let want = each.iter().position(|re| re.is_match(&text));
+            let got = set.check(&event);
+            let got_rule = got
+                .as_ref()
+                .map(|f| (f.category.as_str(), f.summary.as_str()));
+            let want_rule = want.map(|i| {
+                let caps = each[i].captures(&text).expect("matched");
+                let mut summary = String::new();
+                caps.expand(rules[i].summary, &mut summary);
+                (rules[i].category, summary)
+            });
+            assert_eq!(
+                got_rule,
+                want_rule.as_ref().map(|(c, s)| (*c, s.as_str())),
+                "the rule set and the rules one by one disagree on {text:?} (rule {want:?}: {})",
+                want.map_or("", |i| rules[i].pattern)
+            );
+            matched += usize::from(want.is_some());
+        }
+    }
+    matched
+}
+
+/// Checks that a [`Gate`] over `patterns` names every pattern that matches, on each line as
+/// given and in upper and lower case. Returns how many (line, pattern) pairs matched.
+pub fn assert_gate_admits<S: AsRef<str>>(
+    patterns: &[&str],
+    lines: impl IntoIterator<Item = S>,
+) -> usize {
+    let gate = Gate::new(patterns.iter().copied());
+    let each: Vec<Regex> = patterns
+        .iter()
+        .map(|p| Regex::new(p).expect("valid pattern"))
+        .collect();
+    let mut matched = 0;
+    for line in lines {
+        let line = line.as_ref();
+        for text in [line.to_string(), line.to_uppercase(), line.to_lowercase()] {
+            let candidates = gate.candidates(&text);
+            for (i, re) in each.iter().enumerate() {
+                if re.is_match(&text) {
+                    matched += 1;
+                    assert!(
+                        candidates.contains(&i),
+                        "pattern {:?} matches {text:?} but the gate holds it back",
+                        patterns[i]
+                    );
+                }
+            }
+        }
+    }
+    matched
 }
 
 /// Asks a healer for actions, sorted best first as the host would rank them on first use.
