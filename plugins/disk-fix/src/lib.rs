@@ -5,8 +5,9 @@
 //! waiting for a device that never appears. Heals by pointing the disko config at the disk a
 //! person would pick: the largest empty disk that is not the boot medium.
 
+use nixtest_plugin_sdk::Gate;
 use nixtest_plugin_sdk::prelude::*;
-use nixtest_plugin_sdk::regex::{self, Regex, RegexSet, RegexSetBuilder};
+use nixtest_plugin_sdk::regex::{self, Regex};
 use std::sync::LazyLock;
 
 const CATEGORY: &str = "disk-device";
@@ -29,10 +30,10 @@ struct Rules {
     nonexistent_disk: Regex,
     waiting: Regex,
     timed_out: Regex,
-    /// The rules above in one set, in the order [`Rules::each`] gives them: one pass tells
-    /// which of them can match, so a line that matches none (most of those that reach this
-    /// plugin) costs one search instead of one capturing search per rule.
-    any: RegexSet,
+    /// The rules' literals, in the order [`Rules::each`] gives them: one pass tells which of
+    /// them can match, so a line that holds none (most of those that reach this plugin) runs
+    /// no regex at all.
+    any: Gate,
 }
 
 impl Rules {
@@ -64,13 +65,9 @@ static RULES: LazyLock<Rules> = LazyLock::new(|| {
         nonexistent_disk: Regex::new(r"(?i)(?:Specified )?nonexistent disk (?P<dev>\S+)").unwrap(),
         waiting: Regex::new(r"^waiting for device (?P<dev>\S+) to appear").unwrap(),
         timed_out: Regex::new(r"Timed out waiting for device (?P<dev>\S+?)\.?$").unwrap(),
-        any: RegexSet::empty(),
+        any: Gate::new([]),
     };
-    rules.any = RegexSetBuilder::new(rules.each().map(|r| r.as_str()))
-        // Room for the DFA of several unanchored rules, so it is not cleared on a long log.
-        .dfa_size_limit(8 << 20)
-        .build()
-        .expect("each rule compiled on its own");
+    rules.any = Gate::new(rules.each().map(|r| r.as_str()));
     rules
 });
 
@@ -203,7 +200,7 @@ impl DiskFix {
         let msg = e.message.as_str();
         let r = &*RULES;
         // Which of the rules match at all; each is then tried in order, as before.
-        let hit = r.any.matches(msg);
+        let hit = r.any.candidates(msg);
         let [
             no_device_passed,
             nonexistent_disk,
@@ -213,7 +210,7 @@ impl DiskFix {
             could_not_stat,
             special_device,
             tool_missing,
-        ] = std::array::from_fn(|i| hit.matched(i));
+        ] = std::array::from_fn(|i| hit.contains(&i));
         if no_device_passed && let Some(c) = r.no_device_passed.captures(msg) {
             return self.report(
                 &format!("for disk '{}'", &c["disk"]),
@@ -388,6 +385,33 @@ mod tests {
             .into_iter()
             .cloned()
             .collect()
+    }
+
+    #[test]
+    fn the_rule_set_finds_what_each_rule_finds_on_recorded_logs() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let lines = testing::lines_under([
+            format!("{root}/../shared/corpus"),
+            format!("{root}/../shared/corpus-2"),
+            format!("{root}/tests/fixtures/tool-messages"),
+        ])
+        .expect("the corpus folders sit beside the checkout in ../shared");
+        let matched = testing::assert_rule_set_agrees(DEVICE_RULES, &lines);
+        eprintln!(
+            "{matched} of {} lines (in three cases) matched a rule",
+            lines.len()
+        );
+        assert!(
+            matched >= 10,
+            "only {matched} lines matched: the corpus was not read"
+        );
+        let own: Vec<&str> = RULES.each().iter().map(|r| r.as_str()).collect();
+        let matched = testing::assert_gate_admits(&own, &lines);
+        eprintln!("{matched} (line, rule) pairs matched the device rules");
+        assert!(
+            matched >= 10,
+            "only {matched} lines matched the device rules"
+        );
     }
 
     #[test]
