@@ -98,6 +98,33 @@ pub fn lines_under<P: AsRef<Path>>(
     Ok(lines)
 }
 
+/// The recorded lines the built-in plugins' rules are checked on: the corpus beside the
+/// checkout (`../shared/corpus`, `../shared/corpus-2`) and the tool messages among the test
+/// fixtures; `manifest_dir` is a plugin crate's (`plugins/NAME`). Panics when they cannot be
+/// read, so a check over them cannot pass on nothing.
+pub fn recorded_lines(manifest_dir: &str) -> Vec<String> {
+    let root = format!("{manifest_dir}/../..");
+    lines_under([
+        format!("{root}/../shared/corpus"),
+        format!("{root}/../shared/corpus-2"),
+        format!("{root}/tests/fixtures/tool-messages"),
+    ])
+    .expect("the corpus folders sit beside the checkout in ../shared")
+}
+
+/// [`assert_rule_set_agrees`] on [`recorded_lines`], which must match at least 10 lines (else
+/// the corpus was not read); returns the lines, for more checks.
+pub fn assert_rule_set_agrees_on_recorded_logs(rules: &[Rule], manifest_dir: &str) -> Vec<String> {
+    let lines = recorded_lines(manifest_dir);
+    let matched = assert_rule_set_agrees(rules, &lines);
+    eprintln!("{matched} of {} recorded lines matched a rule", lines.len());
+    assert!(
+        matched >= 10,
+        "only {matched} lines matched: the corpus was not read"
+    );
+    lines
+}
+
 /// Checks that a [`RuleSet`] finds on each line what trying every rule's regex in order finds,
 /// on the lines as given and in upper and lower case: the set runs only the rules whose
 /// literals a line holds, and a literal read wrongly from a pattern would hide a failure.
