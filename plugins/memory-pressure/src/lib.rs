@@ -154,7 +154,14 @@ fn swap_home(facts: &GuestFacts) -> Option<&Mount> {
         .mounts
         .iter()
         .filter(|m| {
-            !m.read_only
+            // The path goes into a shell command in the guest, unquoted: a mount point that
+            // the guest reports with anything but plain path characters gets no swap file.
+            let plain = m
+                .path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b));
+            plain
+                && !m.read_only
                 && !matches!(
                     m.fs_type.as_str(),
                     "tmpfs"
@@ -300,6 +307,24 @@ mod tests {
         );
         assert_eq!(top.retry_phase.as_deref(), Some("install"));
         assert_eq!(actions[1].name, "fewer-build-jobs");
+    }
+
+    #[test]
+    fn a_mount_point_with_shell_characters_gets_no_swap_file() {
+        let facts = FactsBuilder::new()
+            .memory(512 << 20, 100 << 20)
+            .mount("/mnt/$(reboot);x", 8 << 30, 6 << 30)
+            .mount("/mnt", 4 << 30, 3 << 30)
+            .build();
+        let cx = testing::context(facts, "install", &[]);
+        let f = Finding::new(CATEGORY, Severity::Error, "oom");
+        let actions = testing::heal::<MemoryPressure>(&f, &cx);
+        let all: Vec<&String> = actions.iter().flat_map(|a| &a.commands).collect();
+        assert!(all.iter().all(|c| !c.contains("$(")), "{all:?}");
+        assert!(
+            all.iter().any(|c| c.contains("/mnt/.nixtest-swap")),
+            "{all:?}"
+        );
     }
 
     #[test]
