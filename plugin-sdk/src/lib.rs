@@ -58,6 +58,7 @@
 
 mod gate;
 mod helpers;
+pub mod shell;
 pub mod testing;
 
 #[doc(hidden)]

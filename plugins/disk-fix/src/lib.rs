@@ -8,6 +8,7 @@
 use nixtest_plugin_sdk::Gate;
 use nixtest_plugin_sdk::prelude::*;
 use nixtest_plugin_sdk::regex::{self, Regex};
+use nixtest_plugin_sdk::shell;
 use std::sync::LazyLock;
 
 const CATEGORY: &str = "disk-device";
@@ -319,7 +320,13 @@ impl Healer for DiskFix {
         else {
             return Vec::new();
         };
-        let Some(target) = cx.facts.largest_empty_disk() else {
+        // The guest names its disks: a path that is not plain would become Nix code in the
+        // config it is written into.
+        let Some(target) = cx
+            .facts
+            .largest_empty_disk()
+            .filter(|d| shell::is_plain_device(&d.path))
+        else {
             return Vec::new();
         };
         // The devices the config names that the guest does not have.
@@ -487,6 +494,23 @@ mod tests {
         let change = &actions[0].config_changes[0];
         assert_eq!(change.path, "hosts/web/disko.nix");
         assert_eq!(change.content, config.replace("/dev/sdz", "/dev/vda"));
+    }
+
+    #[test]
+    fn a_disk_the_guest_names_with_nix_code_is_never_written_into_the_config() {
+        let facts = FactsBuilder::new()
+            .disk("/dev/vda", 1 << 30, true, &["/"])
+            .disk(
+                "/dev/vdb\"; imports = [ /tmp/pwned ]; x = \"",
+                8 << 30,
+                false,
+                &[],
+            )
+            .build();
+        let cx = testing::context(facts, "disk_partitioning", &[(DISKO_CONFIG, CONFIG)]);
+        let finding = Finding::new(CATEGORY, Severity::Error, "disk /dev/sdz not found");
+        let actions = testing::heal::<DiskFix>(&finding, &cx);
+        assert!(actions.is_empty(), "{actions:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use nixtest_plugin_sdk::prelude::*;
 use nixtest_plugin_sdk::regex::Regex;
+use nixtest_plugin_sdk::shell;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
@@ -335,9 +336,12 @@ impl Healer for NetworkFix {
 
         // Another substituter the profile lists (whether it answers is not known: the guest
         // may have no network at all, so building locally ranks above it).
+        // The guest reports them: one that is not a plain URL would become code in the
+        // command or the Nix file it goes into, and is not offered.
         let alternatives: Vec<&String> = facts
             .substituters
             .iter()
+            .filter(|s| shell::is_plain_url(s))
             .filter(|s| without_port(host_of(s)) != failing_name)
             .collect();
         if let Some(alt) = alternatives.first() {
@@ -347,7 +351,8 @@ impl Healer for NetworkFix {
                 0.5,
             )
             .command(format!(
-                "mkdir -p /etc/nix && touch /etc/nix/nix.conf && sed -i '/^substituters *=/d' /etc/nix/nix.conf && echo 'substituters = {alt}' >> /etc/nix/nix.conf"
+                "mkdir -p /etc/nix && touch /etc/nix/nix.conf && sed -i '/^substituters *=/d' /etc/nix/nix.conf && echo {} >> /etc/nix/nix.conf",
+                shell::quote(&format!("substituters = {alt}"))
             ));
             if let Some(first) = facts.substituters.first() {
                 for file in &cx.config {
@@ -361,14 +366,17 @@ impl Healer for NetworkFix {
         }
 
         // A resolver that works, for names that do not resolve.
-        if dns && let Some(ns) = facts.resolvers.first() {
+        if dns && let Some(ns) = facts.resolvers.iter().find(|r| shell::is_ip_address(r)) {
             actions.push(
                 HealingAction::new(
                     "use-working-resolver",
                     format!("names do not resolve; use the resolver {ns}"),
                     0.35,
                 )
-                .command(format!("printf 'nameserver {ns}\\n' > /etc/resolv.conf"))
+                .command(format!(
+                    "printf 'nameserver %s\\n' {} > /etc/resolv.conf",
+                    shell::quote(ns)
+                ))
                 .retry(phase),
             );
         }
@@ -527,6 +535,47 @@ mod tests {
             actions
                 .iter()
                 .all(|a| a.name != "use-alternative-substituter")
+        );
+    }
+
+    #[test]
+    fn a_resolver_or_cache_the_guest_reports_with_shell_or_nix_code_is_never_used() {
+        let facts = FactsBuilder::new()
+            .substituter("http://cache.nixtest.internal:8080")
+            .substituter("http://x'; touch /tmp/pwned; '")
+            .substituter("http://y/${builtins.abort \"pwned\"}")
+            .substituter("http://10.0.2.100:8080")
+            .resolver("10.0.2.3'; touch /tmp/pwned; '")
+            .resolver("10.0.2.3")
+            .build();
+        let config =
+            "{ nix.settings.substituters = [ \"http://cache.nixtest.internal:8080\" ]; }\n";
+        let cx = testing::context(facts, "install", &[("configuration.nix", config)]);
+        let finding = Finding::new(CATEGORY, Severity::Error, "no resolve")
+            .detail("host", "cache.nixtest.internal:8080")
+            .detail("cause", "dns");
+        let actions = testing::heal::<NetworkFix>(&finding, &cx);
+        for a in &actions {
+            for text in a
+                .commands
+                .iter()
+                .chain(a.config_changes.iter().map(|c| &c.content))
+            {
+                assert!(!text.contains("pwned"), "{}: {text}", a.name);
+            }
+        }
+        let alt = actions
+            .iter()
+            .find(|a| a.name == "use-alternative-substituter")
+            .unwrap();
+        assert!(alt.commands[0].contains("'substituters = http://10.0.2.100:8080'"));
+        let resolver = actions
+            .iter()
+            .find(|a| a.name == "use-working-resolver")
+            .unwrap();
+        assert_eq!(
+            resolver.commands,
+            ["printf 'nameserver %s\\n' 10.0.2.3 > /etc/resolv.conf"]
         );
     }
 }
