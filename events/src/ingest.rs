@@ -375,10 +375,16 @@ impl Scan {
     /// Whether the stream, after this chunk, is inside a line (the `partial` of the next
     /// chunk's scan).
     pub fn ends_partial(&self, chunk: &[u8]) -> bool {
-        match memchr::memrchr(b'\n', chunk) {
-            Some(i) => i + 1 < chunk.len(),
-            None => self.partial || !chunk.is_empty(),
-        }
+        ends_inside_line(self.partial, chunk)
+    }
+}
+
+/// Whether a stream is inside a line after `chunk`, given whether it was before (`partial`):
+/// what the next chunk's search needs to know, without searching this one.
+pub fn ends_inside_line(partial: bool, chunk: &[u8]) -> bool {
+    match memchr::memrchr(b'\n', chunk) {
+        Some(i) => i + 1 < chunk.len(),
+        None => partial || !chunk.is_empty(),
     }
 }
 

@@ -12,7 +12,9 @@ mod parser;
 mod splitter;
 
 pub use category::Category;
-pub use ingest::{Ingest, PatternLimits, Route, Router, Scan, SkipFilter, pattern_set};
+pub use ingest::{
+    Ingest, PatternLimits, Route, Router, Scan, SkipFilter, ends_inside_line, pattern_set,
+};
 pub use parser::{EventParser, MalformedMarker};
 pub use splitter::{Line, LineSplitter};
 

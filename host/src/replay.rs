@@ -348,28 +348,80 @@ fn replay_inner(
 
 /// How much of the log is read at a time.
 const CHUNK: usize = 1 << 20;
-/// Chunks read and searched ahead of the one being parsed (memory: this many more chunks).
+/// Chunks searched ahead of the one being parsed, per searching thread (memory: this many
+/// more chunks each).
 const AHEAD: usize = 2;
+/// Threads searching chunks at most. The search reads every byte and is the most of a
+/// replay's work on logs of long lines; it needs no state but where the previous chunk
+/// ended, so chunks can be searched side by side.
+const MAX_SEARCHERS: usize = 4;
+/// Chunks parsed before the parser's waiting decides whether to search side by side.
+const CHUNKS_BEFORE_SPREADING: u32 = 4;
 
-/// Reads `log` in chunks and hands each to `each` with the skip filter's search of it. The
-/// reading and the search run on a thread of their own, a few chunks ahead, so that on a
-/// machine with two cores the search is done while the plugins work.
+/// Reads `log` in chunks and hands each to `each`, in order, with the skip filter's search of
+/// it. Reading and searching run on threads of their own, chunks ahead, so that the search is
+/// done while the plugins work: one thread reads, and one searches, or up to one per core
+/// (at most [`MAX_SEARCHERS`]) once the parser has spent three quarters of its time waiting
+/// for searched chunks. Where the plugins are the bottleneck, more search threads would only
+/// take their CPU (and each builds its own lazy DFA).
 fn read_scanned(
+    log: impl Read + Send,
+    filter: &SkipFilter,
+    each: impl FnMut(&[u8], &Scan),
+) -> std::io::Result<()> {
+    let searchers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_SEARCHERS);
+    read_scanned_with(log, filter, CHUNK, searchers, false, each)
+}
+
+type Searched = std::io::Result<(Vec<u8>, usize, Scan)>;
+
+fn read_scanned_with(
     mut log: impl Read + Send,
     filter: &SkipFilter,
+    chunk: usize,
+    searchers: usize,
+    spread_at_once: bool,
     mut each: impl FnMut(&[u8], &Scan),
 ) -> std::io::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc;
+    let spreading = &AtomicBool::new(spread_at_once);
     std::thread::scope(|threads| {
-        let (full, searched) = mpsc::sync_channel::<std::io::Result<(Vec<u8>, usize, Scan)>>(AHEAD);
         let (give_back, empty) = mpsc::channel::<Vec<u8>>();
-        // One buffer in each queued chunk, one being searched, one being parsed.
-        for _ in 0..AHEAD + 2 {
-            let _ = give_back.send(vec![0u8; CHUNK]);
+        // Per searcher: one queued, one being searched, AHEAD searched; one being read and
+        // one being parsed.
+        for _ in 0..searchers * (AHEAD + 2) + 2 {
+            let _ = give_back.send(vec![0u8; chunk]);
         }
+        let mut to_search = Vec::with_capacity(searchers);
+        let mut searched = Vec::with_capacity(searchers);
+        for _ in 0..searchers {
+            let (job, jobs) = mpsc::sync_channel::<std::io::Result<(Vec<u8>, usize, bool)>>(1);
+            let (done, results) = mpsc::sync_channel::<Searched>(AHEAD);
+            // Ends when the reader stops sending (it is done) or the results are no longer
+            // taken (the caller returned).
+            threads.spawn(move || {
+                for j in jobs {
+                    let result = j.map(|(buf, n, partial)| {
+                        let scan = filter.scan(&buf[..n], partial);
+                        (buf, n, scan)
+                    });
+                    if done.send(result).is_err() {
+                        break;
+                    }
+                }
+            });
+            to_search.push(job);
+            searched.push(results);
+        }
+        // Which searcher has each chunk, in the log's order.
+        let (assign, assigned) = mpsc::channel::<usize>();
         threads.spawn(move || {
             let mut partial = false;
-            // Ends when the reader stops taking buffers back or chunks (it returned).
+            let mut next = 0;
+            // Ends at the log's end, or when the caller stops giving buffers back.
             while let Ok(mut buf) = empty.recv() {
                 let read = loop {
                     match log.read(&mut buf) {
@@ -377,23 +429,42 @@ fn read_scanned(
                         other => break other,
                     }
                 };
-                let n = match read {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = full.send(Err(e));
-                        break;
-                    }
+                let k = if spreading.load(Ordering::Relaxed) {
+                    next = (next + 1) % searchers;
+                    next
+                } else {
+                    0
                 };
-                let scan = filter.scan(&buf[..n], partial);
-                partial = scan.ends_partial(&buf[..n]);
-                if full.send(Ok((buf, n, scan))).is_err() {
+                let job = match read {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let before = partial;
+                        partial = nixtest_events::ends_inside_line(before, &buf[..n]);
+                        Ok((buf, n, before))
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = job.is_err();
+                if assign.send(k).is_err() || to_search[k].send(job).is_err() || failed {
                     break;
                 }
             }
         });
-        for chunk in searched {
-            let (buf, n, scan) = chunk?;
+        let started = Instant::now();
+        let (mut waited, mut parsed) = (std::time::Duration::ZERO, 0u32);
+        for k in assigned {
+            let asked = Instant::now();
+            let Ok(result) = searched[k].recv() else {
+                break;
+            };
+            if !spreading.load(Ordering::Relaxed) {
+                waited += asked.elapsed();
+                parsed += 1;
+                if parsed >= CHUNKS_BEFORE_SPREADING && waited * 4 > started.elapsed() * 3 {
+                    spreading.store(true, Ordering::Relaxed);
+                }
+            }
+            let (buf, n, scan) = result?;
             each(&buf[..n], &scan);
             let _ = give_back.send(buf);
         }
@@ -423,6 +494,76 @@ fn compact_lines(lines: &[u32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_searched_side_by_side_come_back_in_order() {
+        let literals = ["error".to_string()];
+        let router = nixtest_events::Router::new(
+            &[Some(nixtest_events::Route {
+                literals: &literals,
+                patterns: &[],
+                context: 1,
+            })],
+            nixtest_events::PatternLimits::default(),
+        )
+        .unwrap();
+        let filter = router.skip_filter().unwrap();
+        let mut log = String::new();
+        for i in 0..3000 {
+            match i % 17 {
+                3 => log.push_str(&format!("error number {i}\n")),
+                5 => log.push_str(&format!("::PHASE::p{i}\n")),
+                9 => log.push_str(&"long line without it ".repeat(i % 40)),
+                _ => log.push_str(&format!("noise {i}\n")),
+            }
+        }
+        let run = |chunk: usize, searchers: usize| {
+            let mut ingest = Ingest::default();
+            let mut seen = Vec::new();
+            let mut skipped = 0u32;
+            read_scanned_with(
+                log.as_bytes(),
+                &filter,
+                chunk,
+                searchers,
+                true,
+                |c, scan| {
+                    ingest.push_scanned(
+                        c,
+                        scan,
+                        &filter,
+                        |e| seen.push((e.line, e.message.to_string())),
+                        &mut |_, _| skipped += 1,
+                    )
+                },
+            )
+            .unwrap();
+            seen.extend(ingest.finish().map(|e| (e.line, e.message.to_string())));
+            (seen, skipped, ingest.lines())
+        };
+        let whole = run(1 << 20, 1);
+        assert!(whole.0.iter().any(|(_, m)| m == "error number 2995"));
+        assert!(whole.1 > 1000, "most lines are skipped: {}", whole.1);
+        assert_eq!(run(1 << 20, 3), whole);
+        // Smaller chunks skip less (a line across two chunks is parsed); what one searcher
+        // makes of them, several make too, in the same order.
+        for chunk in [13, 64, 4096] {
+            let one = run(chunk, 1);
+            for searchers in [2, 3, 4] {
+                let many = run(chunk, searchers);
+                let first_difference = one.0.iter().zip(&many.0).position(|(a, b)| a != b);
+                assert_eq!(
+                    first_difference, None,
+                    "{chunk} bytes, {searchers} searchers"
+                );
+                assert_eq!(
+                    (one.0.len(), one.1, one.2),
+                    (many.0.len(), many.1, many.2),
+                    "{chunk} bytes, {searchers} searchers"
+                );
+            }
+        }
+    }
 
     #[test]
     fn skipping_lines_finds_what_reading_every_line_finds() {
