@@ -6,6 +6,7 @@
 //! fewer parallel build jobs.
 
 use nixtest_plugin_sdk::prelude::*;
+use nixtest_plugin_sdk::shell;
 use std::sync::LazyLock;
 
 const CATEGORY: &str = "oom";
@@ -154,14 +155,7 @@ fn swap_home(facts: &GuestFacts) -> Option<&Mount> {
         .mounts
         .iter()
         .filter(|m| {
-            // The path goes into a shell command in the guest, unquoted: a mount point that
-            // the guest reports with anything but plain path characters gets no swap file.
-            let plain = m
-                .path
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b));
-            plain
-                && !m.read_only
+            !m.read_only
                 && !matches!(
                     m.fs_type.as_str(),
                     "tmpfs"
@@ -193,7 +187,8 @@ impl Healer for MemoryPressure {
             && let Some(mib) = facts.swap_size_mib_at(&home.path, wanted)
         {
             let dir = home.path.trim_end_matches('/');
-            let file = format!("{dir}/.nixtest-swap");
+            // The mount point is what the guest reports: it goes into the commands quoted.
+            let file = shell::quote(&format!("{dir}/.nixtest-swap"));
             let confidence = if facts.swap_total_bytes == 0 {
                 0.85
             } else {
@@ -310,21 +305,40 @@ mod tests {
     }
 
     #[test]
-    fn a_mount_point_with_shell_characters_gets_no_swap_file() {
+    fn a_mount_point_with_shell_characters_is_quoted_into_the_commands() {
+        let hostile = "/mnt/$(touch pwned);x y'z";
         let facts = FactsBuilder::new()
             .memory(512 << 20, 100 << 20)
-            .mount("/mnt/$(reboot);x", 8 << 30, 6 << 30)
+            .mount(hostile, 8 << 30, 6 << 30)
             .mount("/mnt", 4 << 30, 3 << 30)
             .build();
         let cx = testing::context(facts, "install", &[]);
         let f = Finding::new(CATEGORY, Severity::Error, "oom");
         let actions = testing::heal::<MemoryPressure>(&f, &cx);
-        let all: Vec<&String> = actions.iter().flat_map(|a| &a.commands).collect();
-        assert!(all.iter().all(|c| !c.contains("$(")), "{all:?}");
-        assert!(
-            all.iter().any(|c| c.contains("/mnt/.nixtest-swap")),
-            "{all:?}"
-        );
+        let swap = actions.iter().find(|a| a.name == "add-swap-file").unwrap();
+        // Run the commands in a real shell with the guest's tools replaced by functions that
+        // print their arguments: every path argument must be the swap file, whole.
+        let dir = std::env::temp_dir().join(format!("nixtest-mp-quote-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stubs = r#"p() { for a in "$@"; do printf '%s\n' "${a#of=}"; done; }
+            for t in swapoff rm fallocate chmod mkswap swapon dd; do eval "$t() { p \"\$@\"; }"; done
+            "#;
+        let want = format!("{hostile}/.nixtest-swap");
+        for command in &swap.commands {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{stubs}{command}"))
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            let args = String::from_utf8(out.stdout).unwrap();
+            let paths: Vec<&str> = args.lines().filter(|a| a.starts_with('/')).collect();
+            assert!(!paths.is_empty(), "{command}: {args}");
+            assert!(paths.iter().all(|p| *p == want), "{command}: {paths:?}");
+        }
+        let pwned = dir.join("pwned").exists();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!pwned, "{:?}", swap.commands);
     }
 
     #[test]
