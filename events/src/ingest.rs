@@ -5,11 +5,12 @@
 
 use crate::{Event, EventKind, EventParser, LineSplitter};
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
-use regex::{RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use regex_syntax::hir::{
     Capture, Class, ClassBytes, ClassBytesRange, Hir, HirKind, Look, Repetition,
 };
 use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 /// Splits a byte stream into lines and parses each into an [`Event`].
@@ -293,7 +294,19 @@ pub fn pattern_set(
 /// change (control characters, carriage returns, escapes). One regex over the whole buffer,
 /// the way grep searches, instead of one routing per line.
 pub struct SkipFilter {
+    /// Every alternative; pattern ids from `plain` on are the literals of gated patterns.
     re: regex_automata::meta::Regex,
+    /// The alternatives before `plain` (markers, controls, bytes past ASCII, literals, the
+    /// patterns without a literal): a line one of them matches is kept as it is.
+    plain: usize,
+    /// A line kept only for a gated pattern's literal is kept if one of the patterns whose
+    /// literal it holds matches it, or `re_plain` does: a line that only shares a word with a
+    /// rule is skipped here, in the searcher, instead of being parsed and routed.
+    re_plain: Option<regex_automata::meta::Regex>,
+    gate: crate::gate::Gate,
+    regexes: Arc<[OnceLock<Option<Regex>>]>,
+    sources: Vec<String>,
+    limits: PatternLimits,
     /// Lines kept before a line that matters: the most context any detector wants.
     context: usize,
     /// Of each run of skipped lines, how many of the last non-empty ones are handed over
@@ -426,10 +439,30 @@ impl SkipFilter {
             let start = memchr::memrchr(b'\n', &body[..last])
                 .map_or(0, |i| i + 1)
                 .max(pos);
-            scan.starts.push(start);
-            pos = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i + 1);
+            let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i);
+            if m.pattern().as_usize() < self.plain || self.verify(&body[start..end]) {
+                scan.starts.push(start);
+            }
+            pos = (end + 1).min(body.len());
         }
         scan
+    }
+
+    /// Whether an ASCII line (no control bytes: those are plain alternatives) that holds a
+    /// gated pattern's literal matters: one of those patterns matches it, or something plain
+    /// does after all (a literal the earliest match hid).
+    fn verify(&self, line: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(line) else {
+            return true;
+        };
+        let hit = self.gate.first(text, |j| {
+            GatedPatterns::matches(&self.regexes, &self.sources, self.limits, j, text).then_some(())
+        });
+        hit.is_some()
+            || self
+                .re_plain
+                .as_ref()
+                .is_some_and(|re| re.is_match(regex_automata::Input::new(line).earliest(true)))
     }
 
     /// Hands over only the last `n` non-empty lines of each run of skipped lines: a caller
@@ -453,13 +486,57 @@ impl SkipFilter {
         end
     }
 }
+/// Literal bytes one detector's patterns may put into the routing's automaton.
+const GATE_LITERAL_BYTES: usize = 16 << 10;
+
+/// Patterns that each hold a literal: one automaton over the literals tells which may match
+/// a line, and only those run (each built the first time a line holds its literal). A line
+/// that only shares a word with a detector's pattern costs a regex search, not a call.
+#[derive(Default)]
+struct GatedPatterns {
+    gate: crate::gate::Gate,
+    owner: Vec<usize>,
+    text: Vec<String>,
+    /// Shared with the skip filter (its searchers try the same patterns): each is built once.
+    regexes: Arc<[OnceLock<Option<Regex>>]>,
+    limits: PatternLimits,
+    /// Each pattern's literals (what the skip filter searches for it).
+    needs: Vec<Vec<(Vec<u8>, bool)>>,
+}
+
+impl GatedPatterns {
+    /// Whether gated pattern `j` matches `text`. One that cannot be built within the limits
+    /// (never, after the plugin's check) counts as matching: routing may only send too much.
+    fn matches(
+        regexes: &[OnceLock<Option<Regex>>],
+        sources: &[String],
+        limits: PatternLimits,
+        j: usize,
+        text: &str,
+    ) -> bool {
+        let re = regexes[j].get_or_init(|| {
+            RegexBuilder::new(&sources[j])
+                .size_limit(limits.size)
+                .dfa_size_limit(limits.dfa_size)
+                .nest_limit(limits.nest)
+                .build()
+                .ok()
+        });
+        re.as_ref().is_none_or(|re| re.is_match(text))
+    }
+}
+
 /// Decides in one pass per line which detectors see it (one Aho-Corasick automaton over every
-/// literal, one `RegexSet` over every pattern), and hands each detector the context lines it
-/// asked for before a line it wants, each line at most once.
+/// literal and one over the patterns' literals, then the patterns whose literal the line
+/// holds, and one `RegexSet` over the patterns without any), and hands each detector the
+/// context lines it asked for before a line it wants, each line at most once.
 pub struct Router {
     literals: Option<AhoCorasick>,
     literal_owner: Vec<usize>,
-    /// One set over all detectors' patterns, or (should that fail) one set per detector.
+    /// The patterns that hold a literal: each runs only on lines that hold it.
+    gated: GatedPatterns,
+    /// The patterns without one: one set over all detectors' (or, should that be over the
+    /// limits, one set per detector), run on every line that reaches routing.
     sets: Vec<(RegexSet, Vec<usize>)>,
     sees_all: Vec<usize>,
     /// Per slot: context lines wanted, last line sent; `None` for a slot that sees nothing.
@@ -469,7 +546,7 @@ pub struct Router {
     max_context: usize,
     /// What the routing was built from (for [`Router::skip_filter`]).
     literal_text: Vec<String>,
-    pattern_text: Vec<String>,
+    unguarded_text: Vec<String>,
     limits: PatternLimits,
 }
 
@@ -480,6 +557,8 @@ impl Router {
         let mut literal_owner = Vec::new();
         let mut patterns = Vec::new();
         let mut pattern_owner = Vec::new();
+        let mut gated = GatedPatterns::default();
+        let mut needs = Vec::new();
         let mut sees_all = Vec::new();
         let mut with_patterns = 0;
         for (i, r) in routes.iter().enumerate() {
@@ -491,14 +570,39 @@ impl Router {
                 literals.push(l.clone());
                 literal_owner.push(i);
             }
-            if !r.patterns.is_empty() {
+            // The literals of one detector's patterns are bounded: an automaton over more
+            // would cost every line (its patterns then run in the set, as any without one).
+            let mut budget = GATE_LITERAL_BYTES;
+            let mut unguarded = false;
+            for p in r.patterns {
+                let need = crate::gate::required_literals(p).filter(|lits| {
+                    let bytes: usize = lits.iter().map(|(l, _)| l.len()).sum();
+                    budget
+                        .checked_sub(bytes)
+                        .map(|left| budget = left)
+                        .is_some()
+                });
+                match need {
+                    Some(lits) => {
+                        gated.needs.push(lits.clone());
+                        needs.push(Some(lits));
+                        gated.owner.push(i);
+                        gated.text.push(p.clone());
+                    }
+                    None => {
+                        unguarded = true;
+                        patterns.push(p.clone());
+                        pattern_owner.push(i);
+                    }
+                }
+            }
+            if unguarded {
                 with_patterns += 1;
             }
-            for p in r.patterns {
-                patterns.push(p.clone());
-                pattern_owner.push(i);
-            }
         }
+        gated.gate = crate::gate::Gate::from_literals(needs);
+        gated.regexes = gated.text.iter().map(|_| OnceLock::new()).collect();
+        gated.limits = limits;
         let literals = if literals.is_empty() {
             None
         } else {
@@ -521,13 +625,19 @@ impl Router {
                 Err(_) => {
                     // Too big together: one set per detector, each within its own limits.
                     let mut own = Vec::new();
-                    for (i, r) in routes.iter().enumerate() {
-                        let Some(r) = r.filter(|r| !r.patterns.is_empty()) else {
+                    for (i, _) in routes.iter().enumerate() {
+                        let mine: Vec<String> = patterns
+                            .iter()
+                            .zip(&pattern_owner)
+                            .filter(|(_, o)| **o == i)
+                            .map(|(p, _)| p.clone())
+                            .collect();
+                        if mine.is_empty() {
                             continue;
-                        };
-                        let set = pattern_set(r.patterns, limits, 1)
+                        }
+                        let set = pattern_set(&mine, limits, 1)
                             .map_err(|e| format!("detector {i}'s patterns: {e}"))?;
-                        own.push((set, vec![i; r.patterns.len()]));
+                        own.push((set, vec![i; mine.len()]));
                     }
                     own
                 }
@@ -542,13 +652,14 @@ impl Router {
         Ok(Router {
             literals,
             literal_owner,
+            gated,
             sets,
             sees_all,
             slots: routes.iter().map(|r| r.map(|r| (r.context, 0))).collect(),
             wanted: vec![false; routes.len()],
             recent: VecDeque::with_capacity(max_context + 1),
             max_context,
-            pattern_text: patterns,
+            unguarded_text: patterns.clone(),
             literal_text: routes
                 .iter()
                 .flatten()
@@ -577,7 +688,20 @@ impl Router {
             r"[\x00-\x08\x0B-\x1F\x7F]".to_string(),
         ];
         alternatives.extend(self.literal_text.iter().map(|l| regex::escape(l)));
-        alternatives.extend(self.pattern_text.iter().cloned());
+        alternatives.extend(self.unguarded_text.iter().cloned());
+        let plain = alternatives.len() + 1;
+        // A gated pattern's literals stand for it in the search (a union of the patterns
+        // themselves makes a lazy DFA that spends a replay building states); the line is then
+        // tried against the pattern. Literals past ASCII are left to the class above.
+        for lits in &self.gated.needs {
+            for (bytes, fold) in lits {
+                let Some(text) = std::str::from_utf8(bytes).ok().filter(|t| t.is_ascii()) else {
+                    continue;
+                };
+                let flag = if *fold { "(?i)" } else { "" };
+                alternatives.push(format!("{flag}{}", regex::escape(text)));
+            }
+        }
         // Any byte past ASCII (C1 controls, all other text, invalid UTF-8): such lines are
         // parsed and routed one by one, so the alternatives above only judge ASCII lines.
         let mut hirs = vec![Hir::class(Class::Bytes(ClassBytes::new([
@@ -593,16 +717,47 @@ impl Router {
         }
         let slots = self.slots.iter().flatten().count().max(1) + 1;
         // Each pattern keeps its own capture groups: one search, many patterns.
-        let re = regex_automata::meta::Regex::builder()
-            .configure(
-                regex_automata::meta::Config::new()
-                    .nfa_size_limit(Some(self.limits.size * slots))
-                    .hybrid_cache_capacity(self.limits.dfa_size * slots),
-            )
-            .build_many_from_hir(&hirs)
-            .ok()?;
+        let build = |hirs: &[Hir]| {
+            regex_automata::meta::Regex::builder()
+                .configure(
+                    regex_automata::meta::Config::new()
+                        .nfa_size_limit(Some(self.limits.size * slots))
+                        .hybrid_cache_capacity(self.limits.dfa_size * slots),
+                )
+                .build_many_from_hir(hirs)
+                .ok()
+        };
+        let re = build(&hirs)?;
+        let re_plain = if hirs.len() > plain {
+            Some(build(&hirs[..plain])?)
+        } else {
+            None
+        };
+        // A log read in bulk reaches most patterns within its first lines: build them now on
+        // a thread of their own (17 ms for the built-ins' 116) instead of one by one in the
+        // way of the search and the routing. Whichever asks first builds each one.
+        if !self.gated.text.is_empty() {
+            let (regexes, sources, limits) = (
+                self.gated.regexes.clone(),
+                self.gated.text.clone(),
+                self.limits,
+            );
+            let _ = std::thread::Builder::new()
+                .name("nixtest-patterns".into())
+                .spawn(move || {
+                    for j in 0..sources.len() {
+                        GatedPatterns::matches(&regexes, &sources, limits, j, "");
+                    }
+                });
+        }
         Some(SkipFilter {
             re,
+            plain,
+            re_plain,
+            gate: self.gated.gate.clone(),
+            regexes: self.gated.regexes.clone(),
+            sources: self.gated.text.clone(),
+            limits: self.limits,
             context: self.max_context,
             hand_over: usize::MAX,
         })
@@ -618,6 +773,21 @@ impl Router {
                 self.wanted[self.literal_owner[m.pattern().as_usize()]] = true;
             }
         }
+        let GatedPatterns {
+            gate,
+            owner,
+            text: source,
+            regexes,
+            limits,
+            ..
+        } = &self.gated;
+        let wanted = &mut self.wanted;
+        gate.first(text, |j| {
+            if !wanted[owner[j]] && GatedPatterns::matches(regexes, source, *limits, j, text) {
+                wanted[owner[j]] = true;
+            }
+            None::<()>
+        });
         for (set, owner) in &self.sets {
             for i in set.matches(text).iter() {
                 self.wanted[owner[i]] = true;
@@ -785,7 +955,7 @@ mod tests {
     fn routed(log: &[u8], chunk: usize, how: Read) -> (Vec<(usize, u32, String)>, u32) {
         let (la, pa) = (
             s(&["error:", "Killed"]),
-            s(&[r"disk \d+ (?:full|gone)$", r"(?i)^oom"]),
+            s(&[r"disk \d+ (?:full|gone)$", r"(?i)^oom", r"\Aoops\z"]),
         );
         let (lb, pb) = (s(&["timeout"]), s(&[r"\bfail(?:ed|ure)\b"]));
         let routes = [
@@ -838,7 +1008,7 @@ mod tests {
     fn skipping_routes_exactly_what_line_by_line_routing_does() {
         let mut log = Vec::new();
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let pieces: [&[u8]; 16] = [
+        let pieces: [&[u8]; 22] = [
             b"plain build noise",
             b"",
             b"error: builder failed",
@@ -855,6 +1025,13 @@ mod tests {
             b"caf\xc3\xa9 \xc2\x85 next-line control",
             b"crlf line\r",
             b"Killed",
+            // Lines that hold a pattern's literal and do not match it, or only on their own.
+            b"disk 3 gone soon",
+            b"a disk 4 full\r",
+            b"oops",
+            b"no oops",
+            b"no oom but timeout",
+            b"disk 9 full caf\xc3\xa9",
         ];
         for i in 0..3000 {
             x ^= x >> 12;
@@ -863,7 +1040,7 @@ mod tests {
             let pick = (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) as usize;
             // Mostly noise, as a real log.
             let piece = if pick.is_multiple_of(4) {
-                pieces[pick % 16]
+                pieces[pick % pieces.len()]
             } else {
                 pieces[0]
             };
@@ -888,6 +1065,38 @@ mod tests {
                 assert_eq!(got.0, want.0, "chunks of {chunk}");
             }
         }
+    }
+
+    #[test]
+    fn a_line_that_only_holds_a_patterns_literal_is_not_parsed() {
+        let (l, p) = (s(&[]), s(&[r"disk \d+ full$", r"(?i)\bout of memory\b"]));
+        let r = Router::new(
+            &[Some(Route {
+                literals: &l,
+                patterns: &p,
+                context: 0,
+            })],
+            PatternLimits::default(),
+        )
+        .unwrap();
+        let filter = r.skip_filter().expect("a filter");
+        let mut log = Vec::new();
+        for _ in 0..100 {
+            log.extend_from_slice(
+                b"disk 3 full of data\nthe disk 7 is fine\nnot out of memoryless\n",
+            );
+        }
+        log.extend_from_slice(b"disk 3 full\nOut of Memory: killed\n");
+        let mut ingest = Ingest::default();
+        let mut got = Vec::new();
+        ingest.push_skipping(
+            &log,
+            &filter,
+            |e: Event| got.push(e.message),
+            &mut |_, _| {},
+        );
+        assert_eq!(got, ["disk 3 full", "Out of Memory: killed"]);
+        assert_eq!((ingest.parsed(), ingest.lines()), (2, 302));
     }
 
     #[test]
@@ -994,12 +1203,14 @@ mod tests {
         )
         .unwrap();
         assert!(all.skip_filter().is_none());
+        // Anchored patterns without a literal: they would be searched in the buffer. (One
+        // with a literal is tried on its line alone, as routing does: see the test above.)
         for p in [
-            r"\Aerror",
-            r"error\z",
-            r"(?-m)^error$",
-            r"(?i-m)x$",
-            r"a|\Ab",
+            r"\A\d",
+            r"\d\z",
+            r"(?-m)^\s*$",
+            r"(?i-m)[a-z]$",
+            r"[a-z]|\A\d",
         ] {
             let pats = s(&[p]);
             let r = Router::new(

@@ -7,11 +7,13 @@
 //! Nothing here panics on any input, and nothing here knows where the bytes come from.
 
 mod category;
+mod gate;
 mod ingest;
 mod parser;
 mod splitter;
 
 pub use category::Category;
+pub use gate::Gate;
 pub use ingest::{
     Ingest, PatternLimits, Route, Router, Scan, SkipFilter, ends_inside_line, pattern_set,
 };

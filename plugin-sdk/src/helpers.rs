@@ -1,10 +1,10 @@
 //! Typed helpers over the generated types: builders, fact queries and line rules.
 
-use crate::gate::Gate;
 use crate::{
     Capability, ConfigChange, Disk, Event, EventKind, Finding, GuestFacts, HealContext,
     HealingAction, Metadata, Mount, Severity,
 };
+use nixtest_events::Gate;
 use regex::Regex;
 use std::sync::OnceLock;
 
@@ -49,9 +49,21 @@ impl Metadata {
         self
     }
 
-    /// Regular expressions for the host's prefilter, as with [`Metadata::literals`].
+    /// Adds regular expressions for the host's prefilter, as with [`Metadata::literals`]: a
+    /// line is sent when it matches one. The host matches them natively, before any call into
+    /// the plugin, so a plugin whose patterns are exactly the lines it acts on (its rules, and
+    /// the lines its state follows) is sent nothing else: a line that only shares a word with
+    /// a rule costs it nothing.
     pub fn patterns<'a>(mut self, pats: impl IntoIterator<Item = &'a str>) -> Self {
-        self.patterns = pats.into_iter().map(str::to_string).collect();
+        self.patterns.extend(pats.into_iter().map(str::to_string));
+        self
+    }
+
+    /// Adds the rules' patterns as a [`RuleSet`] of them matches them (with
+    /// [`ascii_classes`]), so the host sends exactly the lines one of the rules matches.
+    pub fn rule_patterns(mut self, rules: &[Rule]) -> Self {
+        self.patterns
+            .extend(rules.iter().map(|r| ascii_classes(r.pattern)));
         self
     }
 

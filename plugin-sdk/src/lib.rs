@@ -56,7 +56,6 @@
 //! and install `target/wasm32-wasip2/release/NAME.wasm` with `nixtest plugin add`. In your own
 //! `cargo test`, [`testing`] runs the same code natively over a recorded log.
 
-mod gate;
 mod helpers;
 pub mod shell;
 pub mod testing;
@@ -96,10 +95,10 @@ pub use bindings::detector::nixtest::plugin::types::{
     HealContext, HealingAction, Metadata, Mount, Severity,
 };
 pub use bindings::healer::nixtest::plugin::probe::ProbeOutput;
-pub use gate::Gate;
 pub use helpers::{Rule, RuleSet};
 /// The categories of findings: the built-in ones, or a plugin's own (`Category::Custom`).
 pub use nixtest_events::Category;
+pub use nixtest_events::Gate;
 /// The regex crate, for rules (the same version the SDK's helpers use).
 pub use regex;
 

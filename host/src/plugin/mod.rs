@@ -179,8 +179,6 @@ pub enum PluginFault {
     },
     #[error("returned something the host refuses: {0}")]
     BadOutput(String),
-    #[error("has a prefilter that cannot be used: {0}")]
-    Prefilter(String),
     #[error("made the host fail while serving it: {0}")]
     HostPanic(String),
     #[error("cannot be loaded: {0}")]

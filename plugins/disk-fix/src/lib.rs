@@ -156,27 +156,8 @@ impl Plugin for DiskFix {
                 "Install targets a disk that does not exist: retargets disko to the real disk",
             )
             .categories([CATEGORY])
-            .literals([
-                "/dev/",
-                "No device passed for disk",
-                "nonexistent disk",
-                "waiting for device",
-                "partition",
-                "Error encountered",
-                "sfdisk",
-                "Error: ",
-                "BLKRRPART",
-                "I/O error",
-                "medium error",
-                "blockdev",
-                "No medium",
-                "cannot create '",
-                "cannot open '",
-                "cannot add to '",
-                "cannot label '",
-                "block device",
-                "resource busy",
-            ])
+            .patterns(RULES.each().map(Regex::as_str))
+            .rule_patterns(DEVICE_RULES)
     }
 }
 

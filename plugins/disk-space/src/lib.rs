@@ -52,11 +52,7 @@ impl Plugin for DiskSpace {
             .description("ENOSPC and inode exhaustion: garbage collection, temporary files, store optimisation")
             .categories([CATEGORY])
             .capability(Capability::Probe)
-            .literals([
-                "No space left", "ENOSPC", "lack of free disk space", "quota exceeded", "enough",
-                "is full", "disk full", "system full", "SQLITE_FULL", "out of space",
-                "out of disk space", "nsufficient", "o space",
-            ])
+            .rule_patterns(RULES)
     }
 }
 

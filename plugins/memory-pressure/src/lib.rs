@@ -117,28 +117,7 @@ impl Plugin for MemoryPressure {
                 "OOM killer and allocation failures: swap sized from the facts, fewer build jobs",
             )
             .categories([CATEGORY])
-            .literals([
-                "Out of memory",
-                "signal 9",
-                "out of memory",
-                "oom",
-                "Killed",
-                "SIGKILL",
-                "bad_alloc",
-                "GC Warning",
-                "memory exhausted",
-                "memory allocation",
-                "Cannot allocate memory",
-                "ENOMEM",
-                "internal compiler error",
-                "by signal",
-                "signal: killed",
-                " 137",
-                "OutOfMemoryError",
-                "heap out of memory",
-                "MemoryError",
-                "OOM",
-            ])
+            .rule_patterns(RULES)
     }
 }
 

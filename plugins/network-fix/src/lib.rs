@@ -198,13 +198,7 @@ impl Plugin for NetworkFix {
         Metadata::new("network-fix", env!("CARGO_PKG_VERSION"))
             .description("DNS, timeout, TLS and unreachable-cache failures: resolver, alternative substituter, retry")
             .categories([CATEGORY])
-            .literals([
-                "unable to download", "download of", "failed to download", "cannot download",
-                "could not download", "curl: (", "unable to access", "unable to resolve", "ping: ",
-                "nslookup: ", "cannot connect to", "networking issues", "resolve", "name resolution",
-                "ertificate", "SSL", "TLS", "ailed to connect to", "timed out after", "unreachable",
-                "No route to host", "not known",
-            ])
+            .patterns(patterns().iter().map(String::as_str))
     }
 }
 

@@ -400,6 +400,12 @@ const REBOOT_CUE: &str = r"(?i-u)\b(?:reboot(?:ing)?|restarting (?:the )?(?:mach
 const REBOOT_WINDOW: u32 = 40;
 /// A Nix error line that no specific rule claimed: Nix itself gave up.
 const NIX_ERROR: &str = r"^\s*error: (?P<m>\S.{3,})";
+/// The lines the detector's state follows besides its rules (the host sends it nothing but
+/// what its patterns match): the head of a `Failed assertions:` list, the list's items about
+/// the boot loader, and systemd-boot's `Failed to ...` lines (evidence for what follows).
+const FAILED_ASSERTIONS: &str = r"^\s*Failed assertions:\s*$";
+const ASSERTION_ITEM: &str = r"^\s*- .*boot\.loader";
+const FAILED_TO: &str = r"^Failed to ";
 
 static RULE_SET: LazyLock<RuleSet> = LazyLock::new(|| RuleSet::new(RULES));
 static REBOOT: LazyLock<Regex> = LazyLock::new(|| Regex::new(REBOOT_CUE).unwrap());
@@ -443,28 +449,8 @@ impl Plugin for NixErrors {
                 "hash-mismatch", "eval-error", "build-failure", "bootloader", "mount-fs",
                 "readonly-fs", "ssh", "other",
             ])
-            .literals([
-                "ash mismatch", "expected hash", "recursion", "error:", "while evaluating", "while calling", "builder for",
-                "Cannot build", "dependencies", "unpack source", "full logs", "***", "EFI",
-                "Died at", "grub-install", "grub-probe", "grub-mkconfig", "grub2-", "GRUB", "bootctl", "systemd-boot", "install-grub", "efibootmgr", "CalledProcessError",
-                "Failed", "mount", "modprobe", "VFS:", "fsck", "ead-only", "ssh", "Permission denied",
-                "Host key", "HOST IDENTIFICATION", "PRIVATE KEY", "Load key", "_identification",
-                "Bus error", "Segmentation fault", "Illegal instruction", "Floating point",
-                "command not found", "boot.loader", "Failed assertions", "efiSysMountPoint",
-                "bootloader", "EFI", "grub rescue", "error: no such", "error: unknown filesystem",
-                "error: ", "refusing to evaluate", ".nix:", "ninja: build stopped", "collect2",
-                "linker command", "CMake Error", "could not compile", "npm ERR!", "Hunk #", "patch: ",
-                "with features", "stage 1", "cannot mount", "cannot import", "umount", "passphrase",
-                "LUKS", "encrypted device", "cryptsetup", "EXT4-fs", "BTRFS", "XFS (", "F2FS",
-                "EROFS", "authentication failures", "Unable to negotiate", "no matching",
-                "Bad owner", "ssh_dispatch", "banner exchange", "MaxStartups", "sign_and_send",
-                "please try again", "remote store", "SSH", "Connection reset", "Connection closed",
-                "closed by remote host", "client_loop", "packet_write_wait", "Broken pipe",
-                "valid signature", "trusted", "Job for", "units failed", "Failed to start",
-                "Failed to restart", "switching to the new configuration", "reboot", "Reboot",
-                "REBOOT", "kexec", "going down", "hutting down", "ower off", "owering off",
-                "estarting", "aiting for",
-            ])
+            .rule_patterns(RULES)
+            .patterns([REBOOT_CUE, NIX_ERROR, FAILED_ASSERTIONS, ASSERTION_ITEM, FAILED_TO])
     }
 }
 
@@ -491,7 +477,8 @@ impl Detector for NixErrors {
                 );
                 continue;
             }
-            if msg.trim_end() == "Failed assertions:" {
+            // Nix indents the lines of a multi-line error under its `error:`.
+            if msg.trim() == "Failed assertions:" {
                 self.in_assertions = Some(e.line);
                 found.push(
                     Finding::new(
@@ -724,6 +711,15 @@ mod tests {
         );
         let log = "reboot\nroot@host: Permission denied (publickey).\n";
         assert_eq!(categories(log), vec!["ssh".to_string()]);
+    }
+
+    #[test]
+    fn failed_assertions_indented_as_nix_prints_them() {
+        let log = "error:\n       Failed assertions:\n       - You must set the option \u{2018}boot.loader.grub.devices\u{2019} or 'boot.loader.grub.mirroredBoots' to make the system bootable.\n";
+        assert_eq!(
+            categories(log),
+            vec!["eval-error".to_string(), "bootloader".to_string()]
+        );
     }
 
     #[test]

@@ -230,11 +230,11 @@ pub(crate) fn required_literals(pattern: &str) -> Option<Vec<(Vec<u8>, bool)>> {
 /// of their literals, and nothing to build but one automaton.
 ///
 /// ```
-/// let gate = nixtest_plugin_sdk::Gate::new([r"disk (\d+) failed", r"(?i)oom-kill"]);
+/// let gate = nixtest_events::Gate::new([r"disk (\d+) failed", r"(?i)oom-kill"]);
 /// assert_eq!(gate.candidates("the OOM-killer woke"), [1]);
 /// assert!(gate.candidates("all well").is_empty());
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Gate {
     /// Case-sensitive literals, and the ones matched ignoring ASCII case.
     exact: Option<(AhoCorasick, Vec<usize>)>,
@@ -248,12 +248,20 @@ impl Gate {
     /// A gate for `patterns` (index `i` is the `i`th); a pattern that does not parse has no
     /// literal and is always a candidate.
     pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Gate {
+        Gate::from_literals(patterns.into_iter().map(required_literals))
+    }
+
+    /// A gate from each pattern's literals as [`required_literals`] gives them (`None`: the
+    /// pattern is a candidate for every text).
+    pub(crate) fn from_literals(
+        needs: impl IntoIterator<Item = Option<Vec<(Vec<u8>, bool)>>>,
+    ) -> Gate {
         let (mut exact, mut folded) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
         let mut always = Vec::new();
         let mut count = 0;
-        for (i, p) in patterns.into_iter().enumerate() {
+        for (i, need) in needs.into_iter().enumerate() {
             count += 1;
-            match required_literals(p) {
+            match need {
                 Some(lits) => {
                     for (bytes, fold) in lits {
                         let (lits, owners) = if fold { &mut folded } else { &mut exact };
