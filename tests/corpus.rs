@@ -138,14 +138,18 @@ fn detectors_fed_side_by_side_find_what_they_find_one_by_one() {
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
         .collect();
     cases.sort();
-    // Between the cases, lines that reach several detectors (each holds one of their
-    // literals) and are no failure: the batches fill, and flushes are large.
+    // Between the cases, lines that reach every detector (success markers) and are no
+    // failure: the batches fill, and flushes are large. (Raw lines reach a built-in only
+    // when one of its rules matches them.)
     let noise: String = (0..600)
         .map(|i| match i % 4 {
-            0 => format!("partition table of /dev/vdb has {} entries\n", i % 8),
-            1 => format!("these {i} dependencies will be built:\n"),
-            2 => format!("copying glibc: enough space on /mnt ({i} MiB free)\n"),
-            _ => format!("resolved openssl in {i} ms\n"),
+            0 => format!(
+                "::SUCCESS::partition table of /dev/vdb has {} entries\n",
+                i % 8
+            ),
+            1 => format!("::SUCCESS::these {i} dependencies will be built:\n"),
+            2 => format!("::SUCCESS::copying glibc: enough space on /mnt ({i} MiB free)\n"),
+            _ => format!("::SUCCESS::resolved openssl in {i} ms\n"),
         })
         .collect();
     let mut log = String::new();
@@ -192,9 +196,9 @@ fn first_flush_is_fed_side_by_side_the_next_small_ones_are_not() {
         return;
     }
     let mut m = Monitor::new(builtins()).unwrap();
-    // Lines with literals of two detectors (the disk and the space ones).
-    let lines = "partition table of /dev/vdb has 4 entries\n\
-                 copying glibc: enough space on /mnt (20 MiB free)\n";
+    // Lines every detector is sent (success markers).
+    let lines = "::SUCCESS::partition table of /dev/vdb has 4 entries\n\
+                 ::SUCCESS::copying glibc: enough space on /mnt (20 MiB free)\n";
     for e in nixtest_events::parse_log(lines.as_bytes()) {
         m.observe(e);
     }
