@@ -309,6 +309,9 @@ pub struct SkipFilter {
     limits: PatternLimits,
     /// Lines kept before a line that matters: the most context any detector wants.
     context: usize,
+    /// The lines `re` can match, found first (when every alternative is a literal or one of
+    /// the byte classes): `re` then only runs on those lines.
+    sieve: Option<crate::sieve::LineSieve>,
     /// Of each run of skipped lines, how many of the last non-empty ones are handed over
     /// (the others are only counted); `usize::MAX` for all.
     hand_over: usize,
@@ -426,6 +429,22 @@ impl SkipFilter {
         scan.body = Some((from, from + last + 1));
         // Lines with a byte past ASCII (invalid UTF-8 among them) always match: the parser
         // reads them the usual way.
+        if let Some(sieve) = &self.sieve {
+            let mut lines = Vec::new();
+            sieve.lines(body, &mut lines);
+            for start in lines {
+                let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i);
+                let input = regex_automata::Input::new(body)
+                    .range(start..end)
+                    .earliest(true);
+                if let Some(m) = self.re.search_half(&input)
+                    && (m.pattern().as_usize() < self.plain || self.verify(&body[start..end]))
+                {
+                    scan.starts.push(start);
+                }
+            }
+            return scan;
+        }
         let mut pos = 0;
         while pos < body.len() {
             // Where the first match to end ends is enough: no line before its last byte's
@@ -750,8 +769,19 @@ impl Router {
                     }
                 });
         }
+        // Every alternative but the patterns without a literal is a literal, `^\s*::` or a
+        // class of bytes the sieve flags: then it may pick the lines to search.
+        let sieve = if self.unguarded_text.is_empty() {
+            let gated = self.gated.needs.iter().flatten().map(|(b, _)| b.as_slice());
+            crate::sieve::LineSieve::new(
+                self.literal_text.iter().map(|l| l.as_bytes()).chain(gated),
+            )
+        } else {
+            None
+        };
         Some(SkipFilter {
             re,
+            sieve,
             plain,
             re_plain,
             gate: self.gated.gate.clone(),
@@ -952,7 +982,7 @@ mod tests {
 
     /// What every detector was sent, in order, reading `log` in `chunks`-sized pieces; and
     /// the number of lines.
-    fn routed(log: &[u8], chunk: usize, how: Read) -> (Vec<(usize, u32, String)>, u32) {
+    fn routed(log: &[u8], chunk: usize, how: Read) -> (Vec<(usize, u32, String, String)>, u32) {
         let (la, pa) = (
             s(&["error:", "Killed"]),
             s(&[r"disk \d+ (?:full|gone)$", r"(?i)^oom", r"\Aoops\z"]),
@@ -976,7 +1006,9 @@ mod tests {
         let mut sent = Vec::new();
         let now = Instant::now();
         let mut take = |e: Event| {
-            r.route(&e, |i, ev| sent.push((i, ev.line, ev.message.clone())));
+            r.route(&e, |i, ev| {
+                sent.push((i, ev.line, ev.message.clone(), ev.phase.to_string()))
+            });
             r.remember(e, now);
         };
         let scans: Vec<Scan> = log
@@ -1008,11 +1040,12 @@ mod tests {
     fn skipping_routes_exactly_what_line_by_line_routing_does() {
         let mut log = Vec::new();
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let pieces: [&[u8]; 22] = [
+        let pieces: [&[u8]; 23] = [
             b"plain build noise",
             b"",
             b"error: builder failed",
             b"::PHASE::install",
+            b" ::PHASE::build",
             b"  ::ERROR::install failed",
             b"disk 3 full",
             b"disk 3 full and more",

@@ -10,6 +10,7 @@ mod category;
 mod gate;
 mod ingest;
 mod parser;
+mod sieve;
 mod splitter;
 
 pub use category::Category;
