@@ -103,9 +103,11 @@ impl LineSieve {
                     if !active[k] {
                         continue;
                     }
-                    state[k] = self
-                        .dfa
-                        .next_state(Anchored::No, state[k], body[pos[k] + i]);
+                    // SAFETY: `pos[k] + i < end[k] <= body.len()`: `i < steps`, and `steps`
+                    // is at most what is left of every active lane. The checked index made a
+                    // replay of long lines a fifth slower (measured).
+                    let byte = unsafe { *body.get_unchecked(pos[k] + i) };
+                    state[k] = self.dfa.next_state(Anchored::No, state[k], byte);
                     if self.dfa.is_special(state[k]) {
                         hit = Some((k, i));
                         break 'round;
