@@ -427,9 +427,11 @@ impl SkipFilter {
         };
         let body = &chunk[from..from + last + 1];
         scan.body = Some((from, from + last + 1));
-        // Lines with a byte past ASCII (invalid UTF-8 among them) always match: the parser
-        // reads them the usual way.
+        // Lines with a byte past ASCII (invalid UTF-8 among them) always match, either way
+        // below: the parser reads them the usual way.
         if let Some(sieve) = &self.sieve {
+            // The sieve flags a superset of the lines the regex can match; the regex, run
+            // on each flagged line alone, decides.
             let mut lines = Vec::new();
             sieve.lines(body, &mut lines);
             for start in lines {
@@ -505,6 +507,7 @@ impl SkipFilter {
         end
     }
 }
+
 /// Literal bytes one detector's patterns may put into the routing's automaton.
 const GATE_LITERAL_BYTES: usize = 16 << 10;
 
