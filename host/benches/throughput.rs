@@ -461,8 +461,8 @@ fn main() {
         // NIXTEST_BENCH_KEEP_LOGS=DIR keeps each log (for `nixtest replay`, perf, memory).
         if let Some(keep) = std::env::var_os("NIXTEST_BENCH_KEEP_LOGS") {
             let name = shape.name().replace(' ', "-");
-            let path = PathBuf::from(keep).join(format!("{name}.log"));
-            std::fs::create_dir_all(path.parent().unwrap())
+            let path = PathBuf::from(&keep).join(format!("{name}.log"));
+            std::fs::create_dir_all(&keep)
                 .and_then(|()| std::fs::write(&path, &log))
                 .unwrap_or_else(|e| panic!("NIXTEST_BENCH_KEEP_LOGS: writing {path:?}: {e}"));
         }
