@@ -1,0 +1,321 @@
+//! The sieve's fast path on x86-64 with AVX-512 (BW and VBMI): the same lines as the
+//! automaton flags, found without walking every byte through a table.
+//!
+//! - Literals of at least [`LONG`] bytes: each has a window of [`LONG`] bytes, and a literal
+//!   in the text puts one of that window's 4-byte grams on every [`STRIDE`]-th byte. So only
+//!   one position in [`STRIDE`] is looked up (its 4 bytes, ASCII case folded, hashed into a
+//!   bit table that fits the first-level cache); a set bit is checked against the literals
+//!   that hold that gram. The window is the one least likely to occur in build output (rare
+//!   bytes, word boundaries), so few positions need checking.
+//! - Shorter literals (`::` among them), at most [`MAX_SHORT`]: in the manner of Teddy, each
+//!   of eight buckets has a set of bytes (both cases) for each of the first four places, and a
+//!   64-byte block is looked up in four 128-byte tables at once (`vpermi2b`); a position whose
+//!   four bytes are in one bucket's sets is checked against that bucket's literals.
+//! - Control bytes other than tab and newline, and bytes past ASCII: compared in the same
+//!   blocks.
+//!
+//! A line is flagged at its first match and the search goes on at the next line, as the
+//! automaton's walk does.
+
+use std::arch::x86_64::*;
+
+/// The bytes of a gram: one 32-bit load.
+const GRAM: usize = 4;
+/// One position in this many is looked up for the long literals.
+const STRIDE: usize = 5;
+/// Literals this long or longer are found by sampling.
+pub(super) const LONG: usize = GRAM + STRIDE - 1;
+/// Bits of the gram table's index: 2^18 bits, 32 KiB (a first-level data cache holds it).
+const TABLE_BITS: u32 = 18;
+/// Bits of the index of the lists of literals by gram.
+const LIST_BITS: u32 = 12;
+/// More short literals than this make the buckets' byte sets too wide to help: the
+/// automaton is then used.
+pub(super) const MAX_SHORT: usize = 64;
+const BUCKETS: usize = 8;
+
+fn fold(gram: u32) -> u32 {
+    // Sets bit 5 of every byte: upper- and lower-case ASCII letters become one. Other bytes
+    // may meet too; the check after the lookup is exact.
+    gram | 0x2020_2020
+}
+
+fn hash(folded: u32) -> u32 {
+    folded.wrapping_mul(0x9E37_79B1) >> (32 - TABLE_BITS)
+}
+
+fn gram_at(body: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(body[at..at + GRAM].try_into().expect("four bytes"))
+}
+
+/// How often a byte is met in build output, roughly (higher: more often): a window of rare
+/// bytes is met less often, so fewer positions need checking.
+fn commonness(b: u8) -> u32 {
+    const LETTERS: &[u8] = b"etaoinsrhldcumfpgwybvkxjqz";
+    match b.to_ascii_lowercase() {
+        b' ' => 30,
+        b'/' | b'-' | b'.' | b'_' | b'=' => 24,
+        b'0'..=b'9' => 20,
+        c @ b'a'..=b'z' => 26 - LETTERS.iter().position(|&l| l == c).expect("a letter") as u32,
+        _ => 4,
+    }
+}
+
+/// How likely a window of a literal is to occur in text that does not hold the literal:
+/// lower is rarer. Letters inside a word make up common words ("systemd", "build"), so a
+/// window that crosses from a letter to something else gains.
+fn window_cost(w: &[u8]) -> u32 {
+    let bytes: u32 = w.iter().map(|&b| commonness(b).pow(2)).sum();
+    let crossings = w
+        .windows(2)
+        .filter(|p| p[0].is_ascii_alphabetic() != p[1].is_ascii_alphabetic())
+        .count() as u32;
+    bytes.saturating_sub(crossings * 200)
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Fast {
+    /// Bit `hash(gram)` set for every gram of every long literal's window.
+    table: Vec<u64>,
+    /// By the top bits of a gram's hash: (folded gram, literal, the gram's offset in it).
+    lists: Vec<Vec<(u32, u32, u32)>>,
+    long: Vec<Vec<u8>>,
+    /// `nibbles[j]`: for each byte value below 128, the buckets whose literals may have it
+    /// at place `j` (every bucket past a literal's end).
+    places: [[u8; 128]; GRAM],
+    buckets: [Vec<Vec<u8>>; BUCKETS],
+}
+
+impl Fast {
+    /// `None` when this machine lacks the instructions, a literal is empty, or there are too
+    /// many short literals.
+    pub(super) fn new(patterns: &[Vec<u8>]) -> Option<Self> {
+        if !(is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vbmi"))
+        {
+            return None;
+        }
+        let (long, mut short): (Vec<Vec<u8>>, Vec<Vec<u8>>) = patterns
+            .iter()
+            .filter(|p| p.is_ascii())
+            .cloned()
+            .partition(|p| p.len() >= LONG);
+        if short.len() > MAX_SHORT || short.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        let mut table = vec![0u64; 1 << (TABLE_BITS - 6)];
+        let mut lists = vec![Vec::new(); 1 << LIST_BITS];
+        for (i, lit) in long.iter().enumerate() {
+            let best = (0..=lit.len() - LONG)
+                .min_by_key(|&o| window_cost(&lit[o..o + LONG]))
+                .expect("a long literal has a window");
+            for off in best..best + STRIDE {
+                let folded = fold(gram_at(lit, off));
+                let h = hash(folded);
+                table[(h >> 6) as usize] |= 1 << (h & 63);
+                lists[(h >> (TABLE_BITS - LIST_BITS)) as usize]
+                    .push((folded, i as u32, off as u32));
+            }
+        }
+        // Sorted literals side by side share first bytes: narrower sets per bucket.
+        short.sort_by_key(|p| p.to_ascii_lowercase());
+        let mut places = [[0u8; 128]; GRAM];
+        let mut buckets: [Vec<Vec<u8>>; BUCKETS] = Default::default();
+        let per = short.len().div_ceil(BUCKETS).max(1);
+        for (i, lit) in short.into_iter().enumerate() {
+            let b = i / per;
+            for (j, place) in places.iter_mut().enumerate() {
+                let bit = 1u8 << b;
+                match lit.get(j) {
+                    Some(&c) => {
+                        place[c.to_ascii_lowercase() as usize] |= bit;
+                        place[c.to_ascii_uppercase() as usize] |= bit;
+                    }
+                    None => place.iter_mut().for_each(|e| *e |= bit),
+                }
+            }
+            buckets[b].push(lit);
+        }
+        Some(Self {
+            table,
+            lists,
+            long,
+            places,
+            buckets,
+        })
+    }
+
+    /// Appends where each flagged line of `body` (whole lines) begins, in order.
+    pub(super) fn lines(&self, body: &[u8], out: &mut Vec<usize>) {
+        let mut blocks = Vec::new();
+        // SAFETY: `new` checked that this machine has the instructions.
+        unsafe { self.blocks(body, &mut blocks) };
+        let mut sampled = Vec::new();
+        self.sampled(body, &mut sampled);
+        // Both lists are in order without repeats: merge them.
+        let (mut i, mut j) = (0, 0);
+        while i < blocks.len() || j < sampled.len() {
+            let next = match (blocks.get(i), sampled.get(j)) {
+                (Some(&a), Some(&b)) if a == b => {
+                    i += 1;
+                    j += 1;
+                    a
+                }
+                (Some(&a), Some(&b)) if a < b => {
+                    i += 1;
+                    a
+                }
+                (Some(&a), None) => {
+                    i += 1;
+                    a
+                }
+                (_, Some(&b)) => {
+                    j += 1;
+                    b
+                }
+                (None, None) => unreachable!(),
+            };
+            out.push(next);
+        }
+    }
+
+    /// The long literals, by sampling one position in [`STRIDE`].
+    fn sampled(&self, body: &[u8], out: &mut Vec<usize>) {
+        let n = body.len();
+        if n < LONG {
+            return;
+        }
+        let last = n - GRAM;
+        let set = |at: usize| {
+            let h = hash(fold(gram_at(body, at)));
+            (self.table[(h >> 6) as usize] >> (h & 63)) & 1
+        };
+        let mut p = 0;
+        while p <= last {
+            // Four lookups with no branch between them: their loads overlap.
+            if p + 3 * STRIDE <= last
+                && set(p) | set(p + STRIDE) | set(p + 2 * STRIDE) | set(p + 3 * STRIDE) == 0
+            {
+                p += 4 * STRIDE;
+                continue;
+            }
+            let mut next = p + 4 * STRIDE;
+            for at in (p..next).step_by(STRIDE).take_while(|&at| at <= last) {
+                if set(at) == 1 && self.long_at(body, at) {
+                    let line = memchr::memrchr(b'\n', &body[..at]).map_or(0, |i| i + 1);
+                    out.push(line);
+                    // Go on at the next line, on the grid of positions looked up.
+                    let end = memchr::memchr(b'\n', &body[at..]).map_or(n, |i| at + i + 1);
+                    next = end.div_ceil(STRIDE) * STRIDE;
+                    break;
+                }
+            }
+            p = next;
+        }
+    }
+
+    /// Whether a long literal holds, at the place that puts its gram at `at`.
+    fn long_at(&self, body: &[u8], at: usize) -> bool {
+        let folded = fold(gram_at(body, at));
+        let list = &self.lists[(hash(folded) >> (TABLE_BITS - LIST_BITS)) as usize];
+        list.iter().any(|&(g, lit, off)| {
+            let (lit, off) = (&self.long[lit as usize], off as usize);
+            g == folded
+                && at >= off
+                && at - off + lit.len() <= body.len()
+                && body[at - off..at - off + lit.len()].eq_ignore_ascii_case(lit)
+        })
+    }
+
+    /// Special bytes and short literals, 64 positions at a time.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    unsafe fn blocks(&self, body: &[u8], out: &mut Vec<usize>) {
+        let n = body.len();
+        let table = |j: usize| {
+            // SAFETY: each half is 64 bytes of the 128-byte table.
+            unsafe {
+                (
+                    _mm512_loadu_si512(self.places[j].as_ptr().cast()),
+                    _mm512_loadu_si512(self.places[j][64..].as_ptr().cast()),
+                )
+            }
+        };
+        let (t0, t1, t2, t3) = (table(0), table(1), table(2), table(3));
+        let space = _mm512_set1_epi8(0x20);
+        let del = _mm512_set1_epi8(0x7F);
+        let tab = _mm512_set1_epi8(b'\t' as i8);
+        let newline = _mm512_set1_epi8(b'\n' as i8);
+        // The last block's bytes, and the three after them, padded with newlines: no literal
+        // begins there and no byte there is special.
+        let mut pad = [b'\n'; 64 + GRAM];
+        let mut p = 0;
+        while p < n {
+            let left = n - p;
+            let src = if left >= 64 + GRAM - 1 {
+                body[p..].as_ptr()
+            } else {
+                pad.fill(b'\n');
+                pad[..left].copy_from_slice(&body[p..]);
+                pad.as_ptr()
+            };
+            // SAFETY: `src` has at least 64 + 3 readable bytes: the body has them past `p`,
+            // or the pad does.
+            let (v0, v1, v2, v3) = unsafe {
+                (
+                    _mm512_loadu_si512(src.cast()),
+                    _mm512_loadu_si512(src.add(1).cast()),
+                    _mm512_loadu_si512(src.add(2).cast()),
+                    _mm512_loadu_si512(src.add(3).cast()),
+                )
+            };
+            let special = (_mm512_cmplt_epu8_mask(v0, space)
+                & !_mm512_cmpeq_epi8_mask(v0, tab)
+                & !_mm512_cmpeq_epi8_mask(v0, newline))
+                | _mm512_cmpge_epu8_mask(v0, del);
+            let hit = _mm512_and_si512(
+                _mm512_and_si512(
+                    _mm512_permutex2var_epi8(t0.0, v0, t0.1),
+                    _mm512_permutex2var_epi8(t1.0, v1, t1.1),
+                ),
+                _mm512_and_si512(
+                    _mm512_permutex2var_epi8(t2.0, v2, t2.1),
+                    _mm512_permutex2var_epi8(t3.0, v3, t3.1),
+                ),
+            );
+            let within = if left >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << left) - 1
+            };
+            let mut mask = (special | _mm512_test_epi8_mask(hit, hit)) & within;
+            let mut next = p + 64;
+            if mask != 0 {
+                let mut buckets = [0u8; 64];
+                // SAFETY: 64 bytes to a 64-byte array.
+                unsafe { _mm512_storeu_si512(buckets.as_mut_ptr().cast(), hit) };
+                while mask != 0 {
+                    let j = mask.trailing_zeros() as usize;
+                    mask &= mask - 1;
+                    let at = p + j;
+                    if special >> j & 1 == 1 || self.short_at(body, at, buckets[j]) {
+                        let line = memchr::memrchr(b'\n', &body[..at]).map_or(0, |i| i + 1);
+                        out.push(line);
+                        next = memchr::memchr(b'\n', &body[at..]).map_or(n, |i| at + i + 1);
+                        break;
+                    }
+                }
+            }
+            p = next;
+        }
+    }
+
+    /// Whether a short literal of one of `buckets` begins at `at`.
+    fn short_at(&self, body: &[u8], at: usize, buckets: u8) -> bool {
+        (0..BUCKETS).filter(|b| buckets >> b & 1 == 1).any(|b| {
+            self.buckets[b].iter().any(|lit| {
+                at + lit.len() <= body.len() && body[at..at + lit.len()].eq_ignore_ascii_case(lit)
+            })
+        })
+    }
+}
