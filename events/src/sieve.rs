@@ -26,7 +26,7 @@ pub(crate) struct LineSieve {
     start: StateID,
     /// The same lines found with vector instructions, where this machine has them.
     #[cfg(target_arch = "x86_64")]
-    fast: Option<fast::Fast>,
+    fast: Option<fast::Sieve>,
 }
 
 impl LineSieve {
@@ -60,7 +60,7 @@ impl LineSieve {
         });
         #[cfg(target_arch = "x86_64")]
         let fast = if fast {
-            fast::Fast::new(&patterns)
+            fast::Sieve::new(&patterns)
         } else {
             None
         };
@@ -324,20 +324,31 @@ mod tests {
                 "the vector path is tested where it runs"
             );
         }
-        // Buffers of whole lines, of random sizes, one after the other.
-        let mut start = 0;
-        while start < body.len() {
-            let from = (start + next(300_000)).min(body.len() - 1);
-            let end = from + memchr::memchr(b'\n', &body[from..]).expect("lines end") + 1;
-            let part = &body[start..end];
-            let want = expected(&lits, part);
-            for sieve in [&quick, &lanes] {
-                let mut got = Vec::new();
-                sieve.lines(part, &mut got);
-                assert_eq!(got, want, "bytes {start}..{end}");
+        // Buffers of whole lines, of random sizes below `most`, one after the other.
+        let mut parts = |most: usize| {
+            let mut start = 0;
+            while start < body.len() {
+                let from = (start + next(most)).min(body.len() - 1);
+                let end = from + memchr::memchr(b'\n', &body[from..]).expect("lines end") + 1;
+                let part = &body[start..end];
+                let want = expected(&lits, part);
+                for sieve in [&quick, &lanes] {
+                    let mut got = Vec::new();
+                    sieve.lines(part, &mut got);
+                    assert_eq!(got, want, "bytes {start}..{end}");
+                }
+                start = end;
             }
-            start = end;
+        };
+        // Small buffers: the vector path as guessed; then one long enough to tune it by, and
+        // the tuned path.
+        parts(100_000);
+        parts(body.len());
+        #[cfg(target_arch = "x86_64")]
+        if let Some(fast) = &quick.fast {
+            assert!(fast.is_tuned());
         }
+        parts(300_000);
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //! automaton's walk does.
 
 use std::arch::x86_64::*;
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 /// The bytes of a gram: one 32-bit load.
 const GRAM: usize = 4;
@@ -27,6 +29,9 @@ const STRIDE: usize = 5;
 pub(super) const LONG: usize = GRAM + STRIDE - 1;
 /// Bits of the gram table's index: 2^18 bits, 32 KiB (a first-level data cache holds it).
 const TABLE_BITS: u32 = 18;
+/// Bytes searched by both passes before the next (whole lines: a piece ends at the first line
+/// end past this), so the second pass finds them in the first-level cache.
+const PIECE: usize = 32 << 10;
 /// Bits of the index of the lists of literals by gram.
 const LIST_BITS: u32 = 12;
 /// More short literals than this make the buckets' byte sets too wide to help: the
@@ -73,12 +78,180 @@ fn window_cost(w: &[u8]) -> u32 {
     bytes.saturating_sub(crossings * 200)
 }
 
+/// What the text is like: how often each byte (its low seven bits: what the tables see) and
+/// each gram of the long literals occur. Guessed from [`commonness`] until a buffer of the
+/// log itself has been seen.
 #[derive(Debug, Clone)]
-pub(super) struct Fast {
+struct Model {
+    bytes: [f64; 128],
+    /// Folded gram → how often the sample holds it; empty when guessed.
+    grams: HashMap<u32, u32>,
+}
+
+impl Model {
+    fn guessed() -> Self {
+        let total: u32 = (0u8..128).map(commonness).sum();
+        Self {
+            bytes: std::array::from_fn(|c| f64::from(commonness(c as u8)) / f64::from(total)),
+            grams: HashMap::new(),
+        }
+    }
+
+    /// Counts in `sample` the bytes, and every gram of the `long` literals.
+    fn of(sample: &[u8], long: &[Vec<u8>]) -> Self {
+        let mut counts = [0u64; 128];
+        for &b in sample {
+            counts[(b & 0x7F) as usize] += 1;
+        }
+        // Every byte counted once more: a byte the sample lacks is rare, not impossible.
+        let total = (sample.len() + 128) as f64;
+        let bytes = std::array::from_fn(|c| (counts[c] + 1) as f64 / total);
+        let mut grams: HashMap<u32, u32> = HashMap::new();
+        let mut seen = vec![0u64; 1 << (TABLE_BITS - 6)];
+        for lit in long {
+            for at in 0..=lit.len() - GRAM {
+                let folded = fold(gram_at(lit, at));
+                grams.insert(folded, 0);
+                let h = hash(folded);
+                seen[(h >> 6) as usize] |= 1 << (h & 63);
+            }
+        }
+        // The bit table first: most of the sample's grams are no literal's.
+        for at in 0..sample.len().saturating_sub(GRAM - 1) {
+            let folded = fold(gram_at(sample, at));
+            let h = hash(folded);
+            if (seen[(h >> 6) as usize] >> (h & 63)) & 1 == 1
+                && let Some(n) = grams.get_mut(&folded)
+            {
+                *n += 1;
+            }
+        }
+        Self { bytes, grams }
+    }
+
+    /// How often a window's grams were seen, then how likely its bytes look.
+    fn window_key(&self, w: &[u8]) -> (u64, u32) {
+        let seen = (0..=w.len() - GRAM)
+            .map(|at| u64::from(self.grams.get(&fold(gram_at(w, at))).copied().unwrap_or(0)))
+            .sum();
+        (seen, window_cost(w))
+    }
+}
+
+/// Puts each short literal in the bucket where it widens the sets least (by how often the
+/// bucket would pass a position of text, its places' chances multiplied), and gives each
+/// place's table: for each byte below 128, the buckets that may have it there.
+fn buckets(mut short: Vec<Vec<u8>>, model: &Model) -> ([[u8; 128]; GRAM], [Vec<Vec<u8>>; BUCKETS]) {
+    let chance =
+        |set: &[bool; 128]| -> f64 { (0..128).filter(|&c| set[c]).map(|c| model.bytes[c]).sum() };
+    // Each place's set of bytes, both cases; past a literal's end, every byte.
+    let sets_of = |lit: &[u8]| -> [[bool; 128]; GRAM] {
+        std::array::from_fn(|j| match lit.get(j) {
+            Some(&c) => std::array::from_fn(|b| (b as u8).eq_ignore_ascii_case(&c)),
+            None => [true; 128],
+        })
+    };
+    let cost = |sets: &[[bool; 128]; GRAM]| -> f64 { sets.iter().map(&chance).product() };
+    // The longest (the narrowest) first: the catch-alls of short ones join what is left.
+    short.sort_by_key(|l| std::cmp::Reverse(l.len().min(GRAM)));
+    let mut sets = [[[false; 128]; GRAM]; BUCKETS];
+    let mut buckets: [Vec<Vec<u8>>; BUCKETS] = Default::default();
+    for lit in short {
+        let own = sets_of(&lit);
+        let merged = |b: usize| -> [[bool; 128]; GRAM] {
+            std::array::from_fn(|j| std::array::from_fn(|c| sets[b][j][c] || own[j][c]))
+        };
+        let b = (0..BUCKETS)
+            .min_by(|&x, &y| {
+                let grow = |b: usize| {
+                    let before = if buckets[b].is_empty() {
+                        0.0
+                    } else {
+                        cost(&sets[b])
+                    };
+                    cost(&merged(b)) - before
+                };
+                grow(x).total_cmp(&grow(y))
+            })
+            .expect("eight buckets");
+        sets[b] = merged(b);
+        buckets[b].push(lit);
+    }
+    let places = std::array::from_fn(|j| {
+        std::array::from_fn(|c| {
+            (0..BUCKETS)
+                .filter(|&b| !buckets[b].is_empty() && sets[b][j][c])
+                .fold(0u8, |m, b| m | 1 << b)
+        })
+    });
+    (places, buckets)
+}
+
+/// A buffer at least this long is a sample worth choosing windows and buckets by.
+const TUNE_FROM: usize = 256 << 10;
+
+/// The vector path: built from guesses, and again from the first long buffer it searches
+/// (which windows' grams a log holds often cannot be guessed: a package's name in every
+/// store path, a word in every line), used from then on.
+#[derive(Debug, Clone)]
+pub(super) struct Sieve {
+    patterns: Vec<Vec<u8>>,
+    guessed: Fast,
+    tuned: OnceLock<Fast>,
+}
+
+impl Sieve {
+    /// `None` when this machine lacks the instructions, a literal is empty, or there are too
+    /// many short literals.
+    pub(super) fn new(patterns: &[Vec<u8>]) -> Option<Self> {
+        if !(is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vbmi"))
+        {
+            return None;
+        }
+        let patterns: Vec<Vec<u8>> = patterns.iter().filter(|p| p.is_ascii()).cloned().collect();
+        let guessed = Fast::build(&patterns, &Model::guessed())?;
+        Some(Self {
+            patterns,
+            guessed,
+            tuned: OnceLock::new(),
+        })
+    }
+
+    /// Appends where each flagged line of `body` (whole lines) begins, in order.
+    pub(super) fn lines(&self, body: &[u8], out: &mut Vec<usize>) {
+        let fast = match self.tuned.get() {
+            Some(tuned) => tuned,
+            None if body.len() >= TUNE_FROM => self.tuned.get_or_init(|| {
+                let long: Vec<Vec<u8>> = self
+                    .patterns
+                    .iter()
+                    .filter(|p| p.len() >= LONG)
+                    .cloned()
+                    .collect();
+                Fast::build(&self.patterns, &Model::of(body, &long))
+                    .unwrap_or_else(|| self.guessed.clone())
+            }),
+            None => &self.guessed,
+        };
+        fast.lines(body, out);
+    }
+
+    #[cfg(test)]
+    pub(super) fn is_tuned(&self) -> bool {
+        self.tuned.get().is_some()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Fast {
     /// Bit `hash(gram)` set for every gram of every long literal's window.
     table: Vec<u64>,
     /// By the top bits of a gram's hash: (folded gram, literal, the gram's offset in it).
-    lists: Vec<Vec<(u32, u32, u32)>>,
+    /// `grams[heads[i]..heads[i + 1]]`: one flat array, so a check loads no pointer.
+    heads: Vec<u32>,
+    grams: Vec<(u32, u32, u32)>,
     long: Vec<Vec<u8>>,
     /// `nibbles[j]`: for each byte value below 128, the buckets whose literals may have it
     /// at place `j` (every bucket past a literal's end).
@@ -89,14 +262,8 @@ pub(super) struct Fast {
 impl Fast {
     /// `None` when this machine lacks the instructions, a literal is empty, or there are too
     /// many short literals.
-    pub(super) fn new(patterns: &[Vec<u8>]) -> Option<Self> {
-        if !(is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vbmi"))
-        {
-            return None;
-        }
-        let (long, mut short): (Vec<Vec<u8>>, Vec<Vec<u8>>) = patterns
+    fn build(patterns: &[Vec<u8>], model: &Model) -> Option<Self> {
+        let (long, short): (Vec<Vec<u8>>, Vec<Vec<u8>>) = patterns
             .iter()
             .filter(|p| p.is_ascii())
             .cloned()
@@ -105,10 +272,10 @@ impl Fast {
             return None;
         }
         let mut table = vec![0u64; 1 << (TABLE_BITS - 6)];
-        let mut lists = vec![Vec::new(); 1 << LIST_BITS];
+        let mut lists: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); 1 << LIST_BITS];
         for (i, lit) in long.iter().enumerate() {
             let best = (0..=lit.len() - LONG)
-                .min_by_key(|&o| window_cost(&lit[o..o + LONG]))
+                .min_by_key(|&o| model.window_key(&lit[o..o + LONG]))
                 .expect("a long literal has a window");
             for off in best..best + STRIDE {
                 let folded = fold(gram_at(lit, off));
@@ -118,41 +285,50 @@ impl Fast {
                     .push((folded, i as u32, off as u32));
             }
         }
-        // Sorted literals side by side share first bytes: narrower sets per bucket.
-        short.sort_by_key(|p| p.to_ascii_lowercase());
-        let mut places = [[0u8; 128]; GRAM];
-        let mut buckets: [Vec<Vec<u8>>; BUCKETS] = Default::default();
-        let per = short.len().div_ceil(BUCKETS).max(1);
-        for (i, lit) in short.into_iter().enumerate() {
-            let b = i / per;
-            for (j, place) in places.iter_mut().enumerate() {
-                let bit = 1u8 << b;
-                match lit.get(j) {
-                    Some(&c) => {
-                        place[c.to_ascii_lowercase() as usize] |= bit;
-                        place[c.to_ascii_uppercase() as usize] |= bit;
-                    }
-                    None => place.iter_mut().for_each(|e| *e |= bit),
-                }
-            }
-            buckets[b].push(lit);
+        let (places, buckets) = buckets(short, model);
+        let mut heads = Vec::with_capacity(lists.len() + 1);
+        heads.push(0);
+        for l in &lists {
+            heads.push(heads.last().copied().unwrap_or(0) + l.len() as u32);
         }
+        let grams = lists.into_iter().flatten().collect();
         Some(Self {
             table,
-            lists,
+            heads,
+            grams,
             long,
             places,
             buckets,
         })
     }
 
-    /// Appends where each flagged line of `body` (whole lines) begins, in order.
-    pub(super) fn lines(&self, body: &[u8], out: &mut Vec<usize>) {
-        let mut blocks = Vec::new();
-        // SAFETY: `new` checked that this machine has the instructions.
-        unsafe { self.blocks(body, &mut blocks) };
-        let mut sampled = Vec::new();
-        self.sampled(body, &mut sampled);
+    fn lines(&self, body: &[u8], out: &mut Vec<usize>) {
+        // Both passes over one piece while it is in the first-level cache, then the next.
+        let (mut blocks, mut sampled) = (Vec::new(), Vec::new());
+        let mut from = 0;
+        while from < body.len() {
+            let to = match body.get(from + PIECE..) {
+                Some(rest) => {
+                    memchr::memchr(b'\n', rest).map_or(body.len(), |i| from + PIECE + i + 1)
+                }
+                None => body.len(),
+            };
+            blocks.clear();
+            sampled.clear();
+            self.piece(&body[from..to], &mut blocks, &mut sampled);
+            Self::merge(&blocks, &sampled, from, out);
+            from = to;
+        }
+    }
+
+    fn piece(&self, body: &[u8], blocks: &mut Vec<usize>, sampled: &mut Vec<usize>) {
+        // SAFETY: `Sieve::new` checked that this machine has the instructions.
+        unsafe { self.blocks(body, blocks) };
+        self.sampled(body, sampled);
+    }
+
+    /// Appends the two lists' line starts (in order, without repeats), `from` added.
+    fn merge(blocks: &[usize], sampled: &[usize], from: usize, out: &mut Vec<usize>) {
         // Both lists are in order without repeats: merge them.
         let (mut i, mut j) = (0, 0);
         while i < blocks.len() || j < sampled.len() {
@@ -176,7 +352,7 @@ impl Fast {
                 }
                 (None, None) => unreachable!(),
             };
-            out.push(next);
+            out.push(from + next);
         }
     }
 
@@ -218,7 +394,8 @@ impl Fast {
     /// Whether a long literal holds, at the place that puts its gram at `at`.
     fn long_at(&self, body: &[u8], at: usize) -> bool {
         let folded = fold(gram_at(body, at));
-        let list = &self.lists[(hash(folded) >> (TABLE_BITS - LIST_BITS)) as usize];
+        let i = (hash(folded) >> (TABLE_BITS - LIST_BITS)) as usize;
+        let list = &self.grams[self.heads[i] as usize..self.heads[i + 1] as usize];
         list.iter().any(|&(g, lit, off)| {
             let (lit, off) = (&self.long[lit as usize], off as usize);
             g == folded
