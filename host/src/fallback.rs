@@ -224,6 +224,22 @@ impl PhaseTail {
         self.keep_text(event.line, &event.message);
     }
 
+    /// Keeps a raw line of the phase, given as bytes: only the part kept is read (a replay
+    /// hands over most lines of a log of long lines); a line whose kept part is not UTF-8 is
+    /// left out.
+    pub fn keep_bytes(&mut self, line: u32, bytes: &[u8]) {
+        let head = &bytes[..bytes.len().min(LINE_BYTES)];
+        let text = match std::str::from_utf8(head) {
+            Ok(text) => text,
+            // Cut inside a character: keep what comes before it.
+            Err(e) if e.error_len().is_none() && head.len() < bytes.len() => {
+                std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or("")
+            }
+            Err(_) => "",
+        };
+        self.keep_text(line, text);
+    }
+
     /// Keeps a raw line of the phase.
     pub fn keep_text(&mut self, line: u32, text: &str) {
         if text.is_empty() {
@@ -304,6 +320,28 @@ mod tests {
             f.lines.contains(&4) && f.lines.contains(&6),
             "{:?}",
             f.lines
+        );
+    }
+
+    #[test]
+    fn raw_lines_are_kept_by_their_first_bytes() {
+        let mut tail = PhaseTail::default();
+        let long = format!("{}é{}", "a".repeat(LINE_BYTES - 1), "b".repeat(100));
+        tail.keep_bytes(1, long.as_bytes());
+        // Invalid past what is kept: the kept part is text.
+        let mut late = b"c".repeat(LINE_BYTES + 10);
+        late.push(0xFF);
+        tail.keep_bytes(2, &late);
+        tail.keep_bytes(3, b"d\xFFd");
+        tail.keep_bytes(4, b"plain");
+        let kept: Vec<(u32, &str)> = tail.ring.iter().map(|(l, t)| (*l, t.as_str())).collect();
+        assert_eq!(
+            kept,
+            [
+                (1, "a".repeat(LINE_BYTES - 1).as_str()),
+                (2, "c".repeat(LINE_BYTES).as_str()),
+                (4, "plain"),
+            ]
         );
     }
 

@@ -558,8 +558,7 @@ impl Monitor {
     /// finding cites the tail).
     pub fn skipped(&mut self, line: u32, text: &[u8]) {
         self.last_line = line;
-        self.tail
-            .keep_text(line, std::str::from_utf8(text).unwrap_or(""));
+        self.tail.keep_bytes(line, text);
     }
 
     /// Adds a fact to a finding after the fact (a hang's snapshot, fetched from the guest).
