@@ -25,6 +25,8 @@ use std::sync::OnceLock;
 const GRAM: usize = 4;
 /// One position in this many is looked up for the long literals.
 const STRIDE: usize = 5;
+/// Positions looked up before one branch on whether any was set (4, 6 and 8 measured alike).
+const GROUP: usize = 4;
 /// Literals this long or longer are found by sampling.
 pub(super) const LONG: usize = GRAM + STRIDE - 1;
 /// Bits of the gram table's index: 2^18 bits, 32 KiB (a first-level data cache holds it).
@@ -363,20 +365,27 @@ impl Fast {
             return;
         }
         let last = n - GRAM;
+        debug_assert_eq!(self.table.len(), 1 << (TABLE_BITS - 6));
         let set = |at: usize| {
-            let h = hash(fold(gram_at(body, at)));
-            (self.table[(h >> 6) as usize] >> (h & 63)) & 1
+            debug_assert!(at <= last);
+            // SAFETY: every caller passes `at <= last`, so the four bytes are in `body`; a
+            // hash has TABLE_BITS bits, so `h >> 6` indexes the table's 2^(TABLE_BITS - 6)
+            // words. (The checked reads made the whole search 7 % slower, measured.)
+            let h = hash(fold(unsafe {
+                body.as_ptr().add(at).cast::<u32>().read_unaligned()
+            }));
+            (unsafe { *self.table.get_unchecked((h >> 6) as usize) } >> (h & 63)) & 1
         };
         let mut p = 0;
         while p <= last {
-            // Four lookups with no branch between them: their loads overlap.
-            if p + 3 * STRIDE <= last
-                && set(p) | set(p + STRIDE) | set(p + 2 * STRIDE) | set(p + 3 * STRIDE) == 0
+            // GROUP lookups with no branch between them: their loads overlap.
+            if p + (GROUP - 1) * STRIDE <= last
+                && (0..GROUP).fold(0, |any, k| any | set(p + k * STRIDE)) == 0
             {
-                p += 4 * STRIDE;
+                p += GROUP * STRIDE;
                 continue;
             }
-            let mut next = p + 4 * STRIDE;
+            let mut next = p + GROUP * STRIDE;
             for at in (p..next).step_by(STRIDE).take_while(|&at| at <= last) {
                 if set(at) == 1 && self.long_at(body, at) {
                     let line = memchr::memrchr(b'\n', &body[..at]).map_or(0, |i| i + 1);
