@@ -195,7 +195,10 @@ impl Ingest {
         // event: the usual way) or at the region's end.
         let mut run = 0;
         let mut start = 0;
-        for nl in memchr::memchr_iter(b'\n', &region[..from]) {
+        // A line over the cap needs more bytes than the cap: a shorter region has none, and
+        // its line ends need not be looked at here.
+        let ends = if from > max { &region[..from] } else { &[][..] };
+        for nl in memchr::memchr_iter(b'\n', ends) {
             if nl - start > max {
                 self.skip_run(&region[run..start], filter.hand_over, skipped);
                 self.push(&region[start..=nl], &mut *emit);
