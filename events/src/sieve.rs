@@ -29,16 +29,29 @@ pub(crate) struct LineSieve {
     fast: Option<fast::Sieve>,
 }
 
+/// Which way a sieve searches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Path {
+    /// The vector path where the machine has it, unless the automaton searches the first
+    /// long buffer quicker.
+    Quicker,
+    /// The vector path where the machine has it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Vector,
+    /// The automaton.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Automaton,
+}
+
 impl LineSieve {
     /// The sieve for `literals`; `None` if one is empty (every line would be flagged) or the
     /// automaton cannot be built.
     pub(crate) fn new<'a>(literals: impl IntoIterator<Item = &'a [u8]>) -> Option<Self> {
-        Self::build(literals, true)
+        Self::build(literals, Path::Quicker)
     }
 
-    /// As [`LineSieve::new`]; `fast`: whether the vector path may be used (the tests compare
-    /// the two).
-    fn build<'a>(literals: impl IntoIterator<Item = &'a [u8]>, fast: bool) -> Option<Self> {
+    /// As [`LineSieve::new`], by the path given (the tests compare them).
+    fn build<'a>(literals: impl IntoIterator<Item = &'a [u8]>, path: Path) -> Option<Self> {
         let mut patterns: Vec<Vec<u8>> = vec![b"::".to_vec()];
         for l in literals {
             if l.is_empty() {
@@ -59,13 +72,13 @@ impl LineSieve {
                 .any(|o| o.len() < p.len() && p.windows(o.len()).any(|w| w == &o[..]))
         });
         #[cfg(target_arch = "x86_64")]
-        let fast = if fast {
-            fast::Sieve::new(&patterns)
-        } else {
-            None
+        let fast = match path {
+            Path::Quicker => fast::Sieve::new(&patterns, true),
+            Path::Vector => fast::Sieve::new(&patterns, false),
+            Path::Automaton => None,
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = fast;
+        let _ = path;
         patterns.extend(
             (0u8..=0x08)
                 .chain(0x0B..=0x1F)
@@ -95,8 +108,12 @@ impl LineSieve {
     pub(crate) fn lines(&self, body: &[u8], out: &mut Vec<usize>) {
         #[cfg(target_arch = "x86_64")]
         if let Some(fast) = &self.fast {
-            return fast.lines(body, out);
+            return fast.lines(body, out, |body, out| self.automaton(body, out));
         }
+        self.automaton(body, out);
+    }
+
+    fn automaton(&self, body: &[u8], out: &mut Vec<usize>) {
         if body.len() < SPLIT_FROM {
             self.walk::<1>(body, out);
         } else {
@@ -233,11 +250,11 @@ mod tests {
                 .rposition(|&b| b == b'\n')
                 .map_or(0, |i| i + 1);
             let part = &body[..end];
-            for fast in [true, false] {
-                let sieve = LineSieve::build(lits.iter().map(|l| l.as_bytes()), fast).unwrap();
+            for path in [Path::Quicker, Path::Vector, Path::Automaton] {
+                let sieve = LineSieve::build(lits.iter().map(|l| l.as_bytes()), path).unwrap();
                 let mut got = Vec::new();
                 sieve.lines(part, &mut got);
-                assert_eq!(got, expected(&lits, part), "first {end} bytes, fast {fast}");
+                assert_eq!(got, expected(&lits, part), "first {end} bytes, {path:?}");
             }
         }
     }
@@ -315,8 +332,9 @@ mod tests {
             body.extend_from_slice(&line);
             body.push(b'\n');
         }
-        let quick = LineSieve::build(lits.iter().map(|l| l.as_bytes()), true).unwrap();
-        let lanes = LineSieve::build(lits.iter().map(|l| l.as_bytes()), false).unwrap();
+        let quick = LineSieve::build(lits.iter().map(|l| l.as_bytes()), Path::Vector).unwrap();
+        let lanes = LineSieve::build(lits.iter().map(|l| l.as_bytes()), Path::Automaton).unwrap();
+        let quicker = LineSieve::build(lits.iter().map(|l| l.as_bytes()), Path::Quicker).unwrap();
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512vbmi") {
             assert!(
@@ -332,7 +350,7 @@ mod tests {
                 let end = from + memchr::memchr(b'\n', &body[from..]).expect("lines end") + 1;
                 let part = &body[start..end];
                 let want = expected(&lits, part);
-                for sieve in [&quick, &lanes] {
+                for sieve in [&quick, &lanes, &quicker] {
                     let mut got = Vec::new();
                     sieve.lines(part, &mut got);
                     assert_eq!(got, want, "bytes {start}..{end}");

@@ -194,18 +194,23 @@ const TUNE_FROM: usize = 256 << 10;
 
 /// The vector path: built from guesses, and again from the first long buffer it searches
 /// (which windows' grams a log holds often cannot be guessed: a package's name in every
-/// store path, a word in every line), used from then on.
+/// store path, a word in every line), used from then on, unless the automaton searched that
+/// buffer quicker (on short lines the two are close; a machine may run 512-bit instructions
+/// at half speed).
 #[derive(Debug, Clone)]
 pub(super) struct Sieve {
     patterns: Vec<Vec<u8>>,
     guessed: Fast,
-    tuned: OnceLock<Fast>,
+    /// `None`: the automaton was quicker.
+    tuned: OnceLock<Option<Fast>>,
+    /// Whether the automaton may be chosen (the tests keep this path).
+    may_yield: bool,
 }
 
 impl Sieve {
     /// `None` when this machine lacks the instructions, a literal is empty, or there are too
     /// many short literals.
-    pub(super) fn new(patterns: &[Vec<u8>]) -> Option<Self> {
+    pub(super) fn new(patterns: &[Vec<u8>], may_yield: bool) -> Option<Self> {
         if !(is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vbmi"))
@@ -218,23 +223,51 @@ impl Sieve {
             patterns,
             guessed,
             tuned: OnceLock::new(),
+            may_yield,
         })
     }
 
-    /// Appends where each flagged line of `body` (whole lines) begins, in order.
-    pub(super) fn lines(&self, body: &[u8], out: &mut Vec<usize>) {
+    /// Appends where each flagged line of `body` (whole lines) begins, in order, by this path
+    /// or by `automaton` (which must flag the same lines) if that was quicker.
+    pub(super) fn lines(
+        &self,
+        body: &[u8],
+        out: &mut Vec<usize>,
+        automaton: impl Fn(&[u8], &mut Vec<usize>),
+    ) {
         let fast = match self.tuned.get() {
-            Some(tuned) => tuned,
-            None if body.len() >= TUNE_FROM => self.tuned.get_or_init(|| {
-                let long: Vec<Vec<u8>> = self
-                    .patterns
-                    .iter()
-                    .filter(|p| p.len() >= LONG)
-                    .cloned()
-                    .collect();
-                Fast::build(&self.patterns, &Model::of(body, &long))
-                    .unwrap_or_else(|| self.guessed.clone())
-            }),
+            Some(Some(tuned)) => tuned,
+            Some(None) => return automaton(body, out),
+            None if body.len() >= TUNE_FROM => {
+                let mut result = None;
+                let chosen = self.tuned.get_or_init(|| {
+                    let long: Vec<Vec<u8>> = self
+                        .patterns
+                        .iter()
+                        .filter(|p| p.len() >= LONG)
+                        .cloned()
+                        .collect();
+                    let tuned = Fast::build(&self.patterns, &Model::of(body, &long))
+                        .unwrap_or_else(|| self.guessed.clone());
+                    let (mut theirs, mut mine) = (Vec::new(), Vec::new());
+                    let started = std::time::Instant::now();
+                    automaton(body, &mut theirs);
+                    let middle = std::time::Instant::now();
+                    tuned.lines(body, &mut mine);
+                    let quicker = middle.elapsed() <= middle - started;
+                    debug_assert_eq!(mine, theirs, "both paths flag the same lines");
+                    result = Some(mine);
+                    (quicker || !self.may_yield).then_some(tuned)
+                });
+                if let Some(lines) = result {
+                    out.extend(lines);
+                    return;
+                }
+                match chosen {
+                    Some(tuned) => tuned,
+                    None => return automaton(body, out),
+                }
+            }
             None => &self.guessed,
         };
         fast.lines(body, out);
@@ -242,7 +275,7 @@ impl Sieve {
 
     #[cfg(test)]
     pub(super) fn is_tuned(&self) -> bool {
-        self.tuned.get().is_some()
+        matches!(self.tuned.get(), Some(Some(_)))
     }
 }
 
