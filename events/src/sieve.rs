@@ -369,6 +369,27 @@ mod tests {
         parts(300_000);
     }
 
+    /// Literals a plugin crafted to share one gram (or too many of them) would make every
+    /// check of the vector path walk them all: the automaton is used, and flags the same lines.
+    #[test]
+    fn literals_that_crowd_the_vector_path_leave_it_to_the_automaton() {
+        let crowded: Vec<String> = (0..100).map(|i| format!("aaaaaaaa{i:04}")).collect();
+        // Distinct grams, but so many that the table would be mostly set.
+        let many: Vec<String> = (0..3000u64)
+            .map(|i| format!("{:016x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+            .collect();
+        for lits in [crowded, many] {
+            let sieve = LineSieve::build(lits.iter().map(|l| l.as_bytes()), Path::Vector).unwrap();
+            #[cfg(target_arch = "x86_64")]
+            assert!(sieve.fast.is_none());
+            let body = format!("{}\nxx{}yy\nplain\n", "a".repeat(5000), lits[7]);
+            let mut got = Vec::new();
+            sieve.lines(body.as_bytes(), &mut got);
+            let lits: Vec<&str> = lits.iter().map(String::as_str).collect();
+            assert_eq!(got, expected(&lits, body.as_bytes()));
+        }
+    }
+
     #[test]
     fn an_empty_literal_means_no_sieve() {
         assert!(LineSieve::new([b"".as_slice()]).is_none());

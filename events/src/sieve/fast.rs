@@ -39,6 +39,13 @@ const LIST_BITS: u32 = 12;
 /// More short literals than this make the buckets' byte sets too wide to help: the
 /// automaton is then used.
 pub(super) const MAX_SHORT: usize = 64;
+/// More long literals than this fill the gram table past a few percent (every lookup would be
+/// checked): the automaton is then used.
+const MAX_LONG: usize = 2048;
+/// A check walks the whole list of grams that share its hash's top bits: a list longer than
+/// this (literals crafted to share a gram) would make every hit cost that much, so the
+/// automaton is used.
+const MAX_LIST: usize = 32;
 const BUCKETS: usize = 8;
 
 fn fold(gram: u32) -> u32 {
@@ -303,7 +310,7 @@ impl Fast {
             .filter(|p| p.is_ascii())
             .cloned()
             .partition(|p| p.len() >= LONG);
-        if short.len() > MAX_SHORT || short.iter().any(|p| p.is_empty()) {
+        if short.len() > MAX_SHORT || long.len() > MAX_LONG || short.iter().any(|p| p.is_empty()) {
             return None;
         }
         let mut table = vec![0u64; 1 << (TABLE_BITS - 6)];
@@ -319,6 +326,9 @@ impl Fast {
                 lists[(h >> (TABLE_BITS - LIST_BITS)) as usize]
                     .push((folded, i as u32, off as u32));
             }
+        }
+        if lists.iter().any(|l| l.len() > MAX_LIST) {
+            return None;
         }
         let (places, buckets) = buckets(short, model);
         let mut heads = Vec::with_capacity(lists.len() + 1);
