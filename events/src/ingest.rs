@@ -63,6 +63,52 @@ fn note_offset(offsets: &mut VecDeque<(u32, u32)>, from: u32, ahead: u32) {
     offsets.push_back((from, ahead));
 }
 
+/// Runs of skipped lines (whole lines, the number of the line before each) not yet handed
+/// over, of one chunk.
+struct Late<'a> {
+    runs: Vec<(u32, &'a [u8])>,
+    hand_over: usize,
+}
+
+impl Late<'_> {
+    /// Hands over the last `hand_over` non-empty lines of the runs, in order, and forgets the
+    /// runs.
+    fn hand_over(&mut self, skipped: &mut impl FnMut(u32, &[u8])) {
+        let mut wanted = self.hand_over;
+        // From the last run back: where the lines to hand over begin.
+        let mut first = self.runs.len();
+        let mut begin = 0;
+        while wanted > 0 && first > 0 {
+            let run = self.runs[first - 1].1;
+            let mut from = run.len();
+            while wanted > 0 && from > 0 {
+                // `from - 1` is the newline ending the line before `from`.
+                let start = memchr::memrchr(b'\n', &run[..from - 1]).map_or(0, |i| i + 1);
+                if from - 1 > start {
+                    wanted -= 1;
+                }
+                from = start;
+            }
+            first -= 1;
+            begin = from;
+        }
+        for (k, &(before, run)) in self.runs.iter().enumerate().skip(first) {
+            let from = if k == first { begin } else { 0 };
+            let mut line = before + memchr::memchr_iter(b'\n', &run[..from]).count() as u32;
+            let mut start = from;
+            for nl in memchr::memchr_iter(b'\n', &run[from..]) {
+                let nl = from + nl;
+                line += 1;
+                if nl > start {
+                    skipped(line, &run[start..nl]);
+                }
+                start = nl + 1;
+            }
+        }
+        self.runs.clear();
+    }
+}
+
 impl Ingest {
     /// Feeds a chunk; `emit` gets every line it completes, in order.
     pub fn push(&mut self, chunk: &[u8], mut emit: impl FnMut(Event)) {
@@ -148,6 +194,12 @@ impl Ingest {
     /// As [`Ingest::push_skipping`], with the filter's search of `chunk` done beforehand
     /// (by [`SkipFilter::scan`], on another thread while the previous chunk is parsed). A scan
     /// made for another state of the stream than this one is made again here.
+    ///
+    /// Skipped lines are handed over late: only when a line that reads the tail comes (a
+    /// phase or an error event, handed over before it) and at the chunk's end, and then only
+    /// the last `hand_over` non-empty ones of all the lines skipped since. A caller that keeps
+    /// the lines it is handed by their number (not by when they come) ends up with the same
+    /// tail as if every skipped line had been handed over in its place.
     pub fn push_scanned(
         &mut self,
         chunk: &[u8],
@@ -166,23 +218,46 @@ impl Ingest {
         // A line begun in an earlier chunk ends the usual way.
         self.push(&chunk[..from], &mut emit);
         let body = &chunk[from..to];
+        let mut late = Late {
+            runs: Vec::new(),
+            hand_over: filter.hand_over,
+        };
         let mut pos = 0;
         for &start in &scan.starts {
-            self.skip_lines(&body[pos..start], filter, &mut emit, skipped);
+            self.skip_lines(&body[pos..start], filter, &mut late, &mut emit, skipped);
             let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i + 1);
-            self.push(&body[start..end], &mut emit);
+            self.push_late(&body[start..end], &mut late, &mut emit, skipped);
             pos = end;
         }
-        self.skip_lines(&body[pos..], filter, &mut emit, skipped);
+        self.skip_lines(&body[pos..], filter, &mut late, &mut emit, skipped);
+        late.hand_over(skipped);
         self.push(&chunk[to..], emit);
     }
 
-    /// Whole lines that no detector wants: handed to `skipped`, but for the last few, which
-    /// are parsed (the context of the line after them).
-    fn skip_lines(
+    /// As [`Ingest::push`], handing over the skipped lines before an event that reads the
+    /// tail.
+    fn push_late(
         &mut self,
-        region: &[u8],
+        bytes: &[u8],
+        late: &mut Late<'_>,
+        emit: &mut impl FnMut(Event),
+        skipped: &mut impl FnMut(u32, &[u8]),
+    ) {
+        self.push(bytes, |e| {
+            if matches!(e.kind, EventKind::Phase | EventKind::Error) {
+                late.hand_over(skipped);
+            }
+            emit(e)
+        });
+    }
+
+    /// Whole lines that no detector wants: counted and kept for a late hand-over, but for the
+    /// last few, which are parsed (the context of the line after them).
+    fn skip_lines<'b>(
+        &mut self,
+        region: &'b [u8],
         filter: &SkipFilter,
+        late: &mut Late<'b>,
         emit: &mut impl FnMut(Event),
         skipped: &mut impl FnMut(u32, &[u8]),
     ) {
@@ -200,44 +275,26 @@ impl Ingest {
         let ends = if from > max { &region[..from] } else { &[][..] };
         for nl in memchr::memchr_iter(b'\n', ends) {
             if nl - start > max {
-                self.skip_run(&region[run..start], filter.hand_over, skipped);
-                self.push(&region[start..=nl], &mut *emit);
+                self.skip_run(&region[run..start], late);
+                self.push_late(&region[start..=nl], late, emit, skipped);
                 run = nl + 1;
             }
             start = nl + 1;
         }
-        self.skip_run(&region[run..from], filter.hand_over, skipped);
-        self.push(&region[from..], &mut *emit);
+        self.skip_run(&region[run..from], late);
+        self.push_late(&region[from..], late, emit, skipped);
     }
 
-    /// Whole lines, none over the cap: counted, and the last `hand_over` non-empty ones handed
-    /// to `skipped`.
-    fn skip_run(&mut self, run: &[u8], hand_over: usize, skipped: &mut impl FnMut(u32, &[u8])) {
+    /// Whole lines, none over the cap: counted, and kept for a late hand-over.
+    fn skip_run<'b>(&mut self, run: &'b [u8], late: &mut Late<'b>) {
         if run.is_empty() {
             return;
         }
-        // Where the handed-over lines begin: walk back over `hand_over` non-empty lines.
-        let mut from = run.len();
-        let mut wanted = hand_over;
-        while wanted > 0 && from > 0 {
-            // `from - 1` is the newline ending the line before `from`.
-            let begin = memchr::memrchr(b'\n', &run[..from - 1]).map_or(0, |i| i + 1);
-            if from - 1 > begin {
-                wanted -= 1;
-            }
-            from = begin;
+        let lines = memchr::memchr_iter(b'\n', run).count() as u32;
+        if late.hand_over > 0 {
+            late.runs.push((self.parser.lines(), run));
         }
-        let counted = memchr::memchr_iter(b'\n', &run[..from]).count();
-        self.parser.skip(counted as u32);
-        let mut start = from;
-        for nl in memchr::memchr_iter(b'\n', &run[from..]) {
-            let nl = from + nl;
-            self.parser.skip(1);
-            if nl > start {
-                skipped(self.parser.lines(), &run[start..nl]);
-            }
-            start = nl + 1;
-        }
+        self.parser.skip(lines);
     }
 
     /// Every event of a whole log.
@@ -489,9 +546,10 @@ impl SkipFilter {
                 .is_some_and(|re| re.is_match(regex_automata::Input::new(line).earliest(true)))
     }
 
-    /// Hands over only the last `n` non-empty lines of each run of skipped lines: a caller
-    /// that keeps the last `n` lines it is handed (a tail) ends up with the same ones, and
-    /// the lines before are only counted, not copied.
+    /// Hands over only the last `n` non-empty skipped lines before each line that reads the
+    /// tail and each chunk's end: a caller that keeps the `n` highest-numbered lines it is
+    /// handed (a tail) ends up with the same ones, and the lines before are only counted,
+    /// not copied.
     pub fn hand_over_last(mut self, n: usize) -> Self {
         self.hand_over = n;
         self
@@ -1175,7 +1233,7 @@ mod tests {
     }
 
     #[test]
-    fn handing_over_the_last_lines_of_each_run_leaves_a_tail_as_handing_over_all_does() {
+    fn skipped_lines_handed_over_late_leave_the_tail_that_parsing_every_line_does() {
         let (l, p) = (s(&["boom"]), s(&[]));
         let routes = [Some(Route {
             literals: &l,
@@ -1184,48 +1242,71 @@ mod tests {
         })];
         let r = Router::new(&routes, PatternLimits::default()).unwrap();
         let mut log = Vec::new();
-        for i in 0..2000u32 {
+        for i in 0..3000u32 {
             match i % 97 {
-                5 => log.extend_from_slice(b"boom"),
+                5 | 60 => log.extend_from_slice(b"boom"),
                 9..=11 => {}
                 40 => log.extend(std::iter::repeat_n(b'y', DEFAULT_MAX_LINE + 3)),
+                // The lines that read the tail: an error right after skipped lines, one after
+                // a parsed line, and a phase (which empties it).
+                70 => log.extend_from_slice(format!("::ERROR::e{i}").as_bytes()),
+                61 => log.extend_from_slice(b"  ::ERROR::after boom"),
+                _ if i % 389 == 0 => log.extend_from_slice(format!("::PHASE::p{i}").as_bytes()),
                 _ => log.extend_from_slice(format!("noise {i}").as_bytes()),
             }
             log.push(b'\n');
         }
-        // A tail of `n` lines (what the host's fallback keeps), fed by skipped lines and events.
-        let tails = |filter: SkipFilter, n: usize, chunk: usize| {
+        // A tail of the `n` highest-numbered non-empty lines (what the host's fallback keeps),
+        // fed by skipped lines and events; what it holds when an error or a phase reads it,
+        // and at each chunk's end.
+        let tails = |filter: Option<SkipFilter>, n: usize, chunk: usize| {
             let mut ingest = Ingest::default();
             let tail = std::cell::RefCell::new(Vec::<(u32, String)>::new());
+            let read = std::cell::RefCell::new(Vec::new());
             let keep = |line: u32, text: String| {
                 let mut t = tail.borrow_mut();
                 if !text.is_empty() {
                     t.push((line, text));
                 }
+                t.sort();
                 let len = t.len();
                 t.drain(..len.saturating_sub(n));
             };
+            let event = |e: Event| match e.kind {
+                EventKind::Error | EventKind::Phase => {
+                    read.borrow_mut().push((e.line, tail.borrow().clone()));
+                    if e.kind == EventKind::Phase {
+                        tail.borrow_mut().clear();
+                    }
+                }
+                _ => keep(e.line, e.message),
+            };
             let mut handed = 0usize;
-            let mut snapshots = Vec::new();
+            let mut ends = Vec::new();
             for c in log.chunks(chunk) {
-                ingest.push_skipping(
-                    c,
-                    &filter,
-                    |e: Event| keep(e.line, e.message),
-                    &mut |line, text: &[u8]| {
+                match &filter {
+                    Some(f) => ingest.push_skipping(c, f, event, &mut |line, text: &[u8]| {
                         handed += 1;
                         keep(line, String::from_utf8(text.to_vec()).unwrap())
-                    },
-                );
-                snapshots.push((ingest.lines(), tail.borrow().clone()));
+                    }),
+                    None => ingest.push(c, event),
+                }
+                ends.push((ingest.lines(), tail.borrow().clone()));
             }
-            (snapshots, handed)
+            (read.take(), ends, handed, ingest.parsed())
         };
         for chunk in [log.len(), 5000, 333] {
-            let all = tails(r.skip_filter().unwrap(), 4, chunk);
-            let last = tails(r.skip_filter().unwrap().hand_over_last(4), 4, chunk);
-            assert_eq!(last.0, all.0, "chunks of {chunk}");
-            assert!(last.1 * 4 < all.1, "{} of {} handed over", last.1, all.1);
+            let every = tails(None, 4, chunk);
+            let all = tails(Some(r.skip_filter().unwrap()), 4, chunk);
+            let last = tails(Some(r.skip_filter().unwrap().hand_over_last(4)), 4, chunk);
+            assert!(every.0.len() > 50, "{} reads", every.0.len());
+            assert!(every.0.iter().skip(1).all(|(_, t)| !t.is_empty()));
+            assert!(all.3 * 4 < every.3, "{} of {} parsed", all.3, every.3);
+            assert_eq!(all.0, every.0, "chunks of {chunk}");
+            assert_eq!(all.1, every.1, "chunks of {chunk}");
+            assert_eq!(last.0, every.0, "chunks of {chunk}");
+            assert_eq!(last.1, every.1, "chunks of {chunk}");
+            assert!(last.2 * 3 < all.2, "{} of {} handed over", last.2, all.2);
         }
     }
 

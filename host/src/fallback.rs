@@ -198,7 +198,9 @@ impl PendingFailure {
 pub struct PhaseTail {
     phase_start: u32,
     ring: Vec<(u32, String)>,
-    next: usize,
+    /// When each kept line came (how many lines were kept before it).
+    arrived: Vec<u64>,
+    kept: u64,
 }
 
 impl PhaseTail {
@@ -208,7 +210,7 @@ impl PhaseTail {
             EventKind::Phase => {
                 self.phase_start = event.line;
                 self.ring.clear();
-                self.next = 0;
+                self.arrived.clear();
                 None
             }
             EventKind::Error => Some(self.failed(event)),
@@ -249,15 +251,27 @@ impl PhaseTail {
         while !text.is_char_boundary(cut) {
             cut -= 1;
         }
+        self.kept += 1;
         if self.ring.len() < TAIL_LINES {
             self.ring.push((line, text[..cut].to_string()));
-        } else {
-            let slot = &mut self.ring[self.next];
-            slot.0 = line;
-            slot.1.clear();
-            slot.1.push_str(&text[..cut]);
+            self.arrived.push(self.kept);
+            return;
         }
-        self.next = (self.next + 1) % TAIL_LINES;
+        // The tail is the phase's highest-numbered lines: the lowest goes (the earliest among
+        // equals). Lines come in order, so that is the oldest, but for the skipped lines a
+        // replay hands over late (before the next line that reads the tail): one older than
+        // every kept line would have gone before them.
+        let slot = (0..self.ring.len())
+            .min_by_key(|&i| (self.ring[i].0, self.arrived[i]))
+            .expect("a full tail");
+        if line < self.ring[slot].0 {
+            return;
+        }
+        self.arrived[slot] = self.kept;
+        let kept = &mut self.ring[slot];
+        kept.0 = line;
+        kept.1.clear();
+        kept.1.push_str(&text[..cut]);
     }
 
     fn failed(&self, marker: &Event) -> PendingFailure {
@@ -321,6 +335,36 @@ mod tests {
             "{:?}",
             f.lines
         );
+    }
+
+    #[test]
+    fn lines_handed_over_late_leave_the_tail_that_lines_in_order_do() {
+        // Lines 1..=200, some kept as they come, the others late (a replay's skipped lines,
+        // handed over before the next line that reads the tail), in runs.
+        let mut in_order = PhaseTail::default();
+        let mut late = PhaseTail::default();
+        let mut held = Vec::new();
+        for line in 1..=200u32 {
+            let text = format!("line {line}");
+            in_order.keep_text(line, &text);
+            if line % 7 == 0 || line % 11 == 0 {
+                late.keep_text(line, &text);
+            } else {
+                held.push((line, text));
+            }
+            if line % 50 == 0 {
+                for (l, t) in held.drain(..) {
+                    late.keep_text(l, &t);
+                }
+                let sorted = |t: &PhaseTail| {
+                    let mut r = t.ring.clone();
+                    r.sort();
+                    r
+                };
+                assert_eq!(sorted(&late), sorted(&in_order), "at line {line}");
+            }
+        }
+        assert_eq!(in_order.ring.len(), TAIL_LINES);
     }
 
     #[test]
