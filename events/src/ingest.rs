@@ -273,24 +273,32 @@ impl Ingest {
         // A line over the cap needs more bytes than the cap: a shorter region has none, and
         // its line ends need not be looked at here.
         let ends = if from > max { &region[..from] } else { &[][..] };
+        // The walk counts the runs' lines too: they are not looked for again.
+        let mut lines = 0;
         for nl in memchr::memchr_iter(b'\n', ends) {
             if nl - start > max {
-                self.skip_run(&region[run..start], late);
+                self.skip_run(&region[run..start], Some(lines), late);
                 self.push_late(&region[start..=nl], late, emit, skipped);
                 run = nl + 1;
+                lines = 0;
+            } else {
+                lines += 1;
             }
             start = nl + 1;
         }
-        self.skip_run(&region[run..from], late);
+        let walked = (!ends.is_empty()).then_some(lines);
+        self.skip_run(&region[run..from], walked, late);
         self.push_late(&region[from..], late, emit, skipped);
     }
 
-    /// Whole lines, none over the cap: counted, and kept for a late hand-over.
-    fn skip_run<'b>(&mut self, run: &'b [u8], late: &mut Late<'b>) {
+    /// Whole lines, none over the cap (`lines` of them, if counted already): counted, and
+    /// kept for a late hand-over.
+    fn skip_run<'b>(&mut self, run: &'b [u8], lines: Option<u32>, late: &mut Late<'b>) {
         if run.is_empty() {
             return;
         }
-        let lines = memchr::memchr_iter(b'\n', run).count() as u32;
+        let lines = lines.unwrap_or_else(|| memchr::memchr_iter(b'\n', run).count() as u32);
+        debug_assert_eq!(lines as usize, memchr::memchr_iter(b'\n', run).count());
         if late.hand_over > 0 {
             late.runs.push((self.parser.lines(), run));
         }
