@@ -5,6 +5,7 @@
 //! with the outer build), with the `plugin` profile. `NIXTEST_PREBUILT_PLUGINS=DIR` uses
 //! `DIR/NAME.wasm` files instead, for builds without the wasm target.
 
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -27,16 +28,27 @@ fn main() {
         None => build_plugins(&root, &plugins),
     };
 
-    let mut src = String::from("/// (crate name, component bytes) of each built-in plugin.\n");
-    src.push_str("pub static BUILTIN_PLUGINS: &[(&str, &[u8])] = &[\n");
+    let mut src = String::from(
+        "/// (crate name, component bytes, their hex sha256) of each built-in plugin.\n",
+    );
+    src.push_str("pub static BUILTIN_PLUGINS: &[(&str, &[u8], &str)] = &[\n");
     for name in &plugins {
         let file = wasm_dir.join(format!("{}.wasm", name.replace('-', "_")));
-        if !file.exists() {
-            panic!("built-in plugin {name}: {} was not built", file.display());
-        }
+        let bytes = std::fs::read(&file).unwrap_or_else(|e| {
+            panic!(
+                "built-in plugin {name}: {} was not built ({e})",
+                file.display()
+            )
+        });
+        // The hash is taken here, not at every start (it was a tenth of a replay's fixed
+        // cost), of a copy in OUT_DIR that the binary embeds: the bytes hashed are the bytes
+        // carried.
+        let copy = out_dir.join(format!("{name}.wasm"));
+        std::fs::write(&copy, &bytes).unwrap();
         src.push_str(&format!(
-            "    ({name:?}, include_bytes!({:?})),\n",
-            file.display().to_string()
+            "    ({name:?}, include_bytes!({:?}), {:?}),\n",
+            copy.display().to_string(),
+            hex::encode(Sha256::digest(&bytes)),
         ));
     }
     src.push_str("];\n");

@@ -57,7 +57,7 @@ fn main() {
         "{:<16} {:>10} {:>12} {:>12} {:>13} {:>14} {:>10}",
         "plugin", "size", "cold compile", "cache load", "instantiate", "inst. pooled", "feed(100)"
     );
-    for (name, bytes) in nixtest::builtin::all() {
+    for (name, bytes, _) in nixtest::builtin::all() {
         let cold = time(3, || host.compile(bytes).unwrap());
         host.load(bytes, name, Origin::Builtin).unwrap();
         let cached = time(10, || host.load(bytes, name, Origin::Builtin).unwrap());

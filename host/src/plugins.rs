@@ -3,22 +3,19 @@
 
 use crate::builtin;
 use crate::monitor::FaultRecord;
-use crate::plugin::{Origin, Plugin, PluginError, PluginHost, component_sha256, read_component};
+use crate::plugin::{Origin, Plugin, PluginError, PluginHost, read_component};
 use crate::registry::{Registry, RegistryError};
 use std::path::PathBuf;
 
 /// Loads the built-in plugins (compiled once, then from the cache).
 pub fn builtins(host: &PluginHost) -> Result<Vec<Plugin>, PluginError> {
-    let all: Vec<(&str, &[u8], String)> = builtin::all()
-        .iter()
-        .map(|(name, bytes)| (*name, *bytes, component_sha256(bytes)))
-        .collect();
+    let all = builtin::all();
     crate::workers::map_in_order(
-        &all,
-        host.all_compiled(all.iter().map(|(_, _, sha256)| sha256.as_str())),
+        all,
+        host.all_compiled(all.iter().map(|(_, _, sha256)| *sha256)),
         |(name, bytes, sha256)| {
             let what = format!("built-in plugin {name}");
-            host.load_hashed(bytes, sha256.clone(), &what, Origin::Builtin)
+            host.load_hashed(bytes, sha256.to_string(), &what, Origin::Builtin)
         },
     )
     .into_iter()

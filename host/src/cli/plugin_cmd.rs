@@ -218,7 +218,7 @@ fn export(host: &PluginHost, dir: &std::path::Path) -> CliResult {
         .with_context(|| format!("cannot create {}", dir.display()))
         .map_err(Failure::usage)?;
     let plugins = builtin_set(host)?;
-    for ((_, bytes), p) in nixtest::builtin::all().iter().zip(&plugins) {
+    for ((_, bytes, _), p) in nixtest::builtin::all().iter().zip(&plugins) {
         let file = dir.join(format!("{}.wasm", p.meta.name));
         std::fs::write(&file, bytes)
             .with_context(|| format!("cannot write {}", file.display()))
