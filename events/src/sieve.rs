@@ -10,6 +10,7 @@ mod fast;
 
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::{Anchored, MatchKind, StartKind, dfa};
+use std::sync::{Arc, OnceLock};
 
 /// Walks at once: more spill the lanes' state out of registers (measured: 4 best, 6 and 8
 /// slower, 2 at 0.84 ns a byte).
@@ -22,11 +23,23 @@ const SPLIT_FROM: usize = 4 << 10;
 /// skip filter's regex can match, when every alternative of that regex is one of those.
 #[derive(Debug, Clone)]
 pub(crate) struct LineSieve {
-    dfa: dfa::DFA,
-    start: StateID,
+    /// `None` inside: it could not be built. Where the vector path runs, it is built on a
+    /// thread of its own (for the built-ins' literals it took 6–10 ms, the most of a replay's
+    /// start) and the vector path searches meanwhile; elsewhere it is built at once.
+    automaton: Arc<OnceLock<Option<Lanes>>>,
     /// The same lines found with vector instructions, where this machine has them.
     #[cfg(target_arch = "x86_64")]
     fast: Option<fast::Sieve>,
+    /// What the automaton is built from, for [`Path::Deferred`].
+    #[cfg(test)]
+    patterns: Vec<Vec<u8>>,
+}
+
+/// The automaton, walked in lanes.
+#[derive(Debug)]
+struct Lanes {
+    dfa: dfa::DFA,
+    start: StateID,
 }
 
 /// Which way a sieve searches.
@@ -41,11 +54,15 @@ enum Path {
     /// The automaton.
     #[cfg_attr(not(test), allow(dead_code))]
     Automaton,
+    /// The vector path, with an automaton that is only built when the caller says (the
+    /// tests search before it exists).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Deferred,
 }
 
 impl LineSieve {
-    /// The sieve for `literals`; `None` if one is empty (every line would be flagged) or the
-    /// automaton cannot be built.
+    /// The sieve for `literals`; `None` if one is empty (every line would be flagged), or if
+    /// the automaton is the only path and cannot be built.
     pub(crate) fn new<'a>(literals: impl IntoIterator<Item = &'a [u8]>) -> Option<Self> {
         Self::build(literals, Path::Quicker)
     }
@@ -74,7 +91,7 @@ impl LineSieve {
         #[cfg(target_arch = "x86_64")]
         let fast = match path {
             Path::Quicker => fast::Sieve::new(&patterns, true),
-            Path::Vector => fast::Sieve::new(&patterns, false),
+            Path::Vector | Path::Deferred => fast::Sieve::new(&patterns, false),
             Path::Automaton => None,
         };
         #[cfg(not(target_arch = "x86_64"))]
@@ -85,6 +102,62 @@ impl LineSieve {
                 .chain(0x7F..=0xFF)
                 .map(|b| vec![b]),
         );
+        let automaton = Arc::new(OnceLock::new());
+        #[cfg(target_arch = "x86_64")]
+        let deferred = fast.is_some();
+        #[cfg(not(target_arch = "x86_64"))]
+        let deferred = false;
+        if deferred && path != Path::Deferred {
+            let slot = automaton.clone();
+            let lits = patterns.clone();
+            let spawned = std::thread::Builder::new()
+                .name("nixtest-sieve".into())
+                .spawn(move || {
+                    slot.get_or_init(|| Lanes::build(&lits));
+                });
+            if spawned.is_err() {
+                automaton.get_or_init(|| Lanes::build(&patterns));
+            }
+        } else if !deferred {
+            automaton.get_or_init(|| Lanes::build(&patterns)).as_ref()?;
+        }
+        Some(Self {
+            automaton,
+            #[cfg(target_arch = "x86_64")]
+            fast,
+            #[cfg(test)]
+            patterns,
+        })
+    }
+
+    /// Appends to `out`, in order, where each flagged line of `body` begins. `body` is whole
+    /// lines: it ends with a newline, or is empty.
+    pub(crate) fn lines(&self, body: &[u8], out: &mut Vec<usize>) {
+        let built = self.automaton.get().and_then(Option::as_ref);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(fast) = &self.fast {
+            return fast.lines(
+                body,
+                out,
+                built.map(|a| |body: &[u8], out: &mut Vec<usize>| a.search(body, out)),
+            );
+        }
+        built
+            .expect("without the vector path the automaton is built at once")
+            .search(body, out);
+    }
+
+    /// Waits for the automaton to be built (the tests compare the paths), or builds it
+    /// ([`Path::Deferred`]).
+    #[cfg(test)]
+    fn built(&self) -> &Self {
+        self.automaton.get_or_init(|| Lanes::build(&self.patterns));
+        self
+    }
+}
+
+impl Lanes {
+    fn build(patterns: &[Vec<u8>]) -> Option<Self> {
         let dfa = dfa::DFA::builder()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
@@ -92,28 +165,13 @@ impl LineSieve {
             // Without a prefilter the start state is not special, so the walk only stops
             // on a match.
             .prefilter(false)
-            .build(&patterns)
+            .build(patterns)
             .ok()?;
         let start = dfa.start_state(Anchored::No).ok()?;
-        Some(Self {
-            dfa,
-            start,
-            #[cfg(target_arch = "x86_64")]
-            fast,
-        })
+        Some(Self { dfa, start })
     }
 
-    /// Appends to `out`, in order, where each flagged line of `body` begins. `body` is whole
-    /// lines: it ends with a newline, or is empty.
-    pub(crate) fn lines(&self, body: &[u8], out: &mut Vec<usize>) {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(fast) = &self.fast {
-            return fast.lines(body, out, |body, out| self.automaton(body, out));
-        }
-        self.automaton(body, out);
-    }
-
-    fn automaton(&self, body: &[u8], out: &mut Vec<usize>) {
+    fn search(&self, body: &[u8], out: &mut Vec<usize>) {
         if body.len() < SPLIT_FROM {
             self.walk::<1>(body, out);
         } else {
@@ -332,9 +390,15 @@ mod tests {
             body.extend_from_slice(&line);
             body.push(b'\n');
         }
-        let quick = LineSieve::build(lits.iter().map(|l| l.as_bytes()), Path::Vector).unwrap();
-        let lanes = LineSieve::build(lits.iter().map(|l| l.as_bytes()), Path::Automaton).unwrap();
-        let quicker = LineSieve::build(lits.iter().map(|l| l.as_bytes()), Path::Quicker).unwrap();
+        let build = |path| LineSieve::build(lits.iter().map(|l| l.as_bytes()), path).unwrap();
+        // The automaton built before the first search, so the first long buffer compares the
+        // paths; and one searching before its automaton exists.
+        let quick = build(Path::Vector);
+        quick.built();
+        let lanes = build(Path::Automaton);
+        let quicker = build(Path::Quicker);
+        quicker.built();
+        let deferred = build(Path::Deferred);
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512vbmi") {
             assert!(
@@ -350,7 +414,7 @@ mod tests {
                 let end = from + memchr::memchr(b'\n', &body[from..]).expect("lines end") + 1;
                 let part = &body[start..end];
                 let want = expected(&lits, part);
-                for sieve in [&quick, &lanes, &quicker] {
+                for sieve in [&quick, &lanes, &quicker, &deferred] {
                     let mut got = Vec::new();
                     sieve.lines(part, &mut got);
                     assert_eq!(got, want, "bytes {start}..{end}");
@@ -365,8 +429,17 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         if let Some(fast) = &quick.fast {
             assert!(fast.is_tuned());
+            let waiting = deferred.fast.as_ref().expect("the same machine");
+            assert!(!waiting.is_tuned(), "nothing to compare with yet");
         }
         parts(300_000);
+        // Once the automaton is there, the next long buffer compares the paths.
+        deferred.built();
+        parts(body.len());
+        #[cfg(target_arch = "x86_64")]
+        if let Some(fast) = &deferred.fast {
+            assert!(fast.is_tuned());
+        }
     }
 
     /// Literals a plugin crafted to share one gram (or too many of them) would make every

@@ -201,15 +201,19 @@ const TUNE_FROM: usize = 256 << 10;
 
 /// The vector path: built from guesses, and again from the first long buffer it searches
 /// (which windows' grams a log holds often cannot be guessed: a package's name in every
-/// store path, a word in every line), used from then on, unless the automaton searched that
+/// store path, a word in every line), used from then on, unless the automaton searched a long
 /// buffer quicker (on short lines the two are close; a machine may run 512-bit instructions
-/// at half speed).
+/// at half speed). The automaton may not be built yet when the search begins (it is built on
+/// a thread of its own): the two are compared on the first long buffer once it is.
 #[derive(Debug, Clone)]
 pub(super) struct Sieve {
     patterns: Vec<Vec<u8>>,
     guessed: Fast,
-    /// `None`: the automaton was quicker.
-    tuned: OnceLock<Option<Fast>>,
+    /// Built from the first long buffer.
+    tuned: OnceLock<Fast>,
+    /// Whether the automaton is used instead (it searched a long buffer quicker); unset
+    /// until the two are compared.
+    yielded: OnceLock<bool>,
     /// Whether the automaton may be chosen (the tests keep this path).
     may_yield: bool,
 }
@@ -230,32 +234,34 @@ impl Sieve {
             patterns,
             guessed,
             tuned: OnceLock::new(),
+            yielded: OnceLock::new(),
             may_yield,
         })
     }
 
     /// Appends where each flagged line of `body` (whole lines) begins, in order, by this path
-    /// or by `automaton` (which must flag the same lines) if that was quicker.
-    pub(super) fn lines(
+    /// or by `automaton` (which must flag the same lines; `None` while it is being built) if
+    /// that was quicker.
+    pub(super) fn lines<A: Fn(&[u8], &mut Vec<usize>)>(
         &self,
         body: &[u8],
         out: &mut Vec<usize>,
-        automaton: impl Fn(&[u8], &mut Vec<usize>),
+        automaton: Option<A>,
     ) {
-        let fast = match self.tuned.get() {
-            Some(Some(tuned)) => tuned,
-            Some(None) => return automaton(body, out),
-            None if body.len() >= TUNE_FROM => {
+        if body.len() >= TUNE_FROM {
+            let tuned = self.tuned.get_or_init(|| {
+                let long: Vec<Vec<u8>> = self
+                    .patterns
+                    .iter()
+                    .filter(|p| p.len() >= LONG)
+                    .cloned()
+                    .collect();
+                Fast::build(&self.patterns, &Model::of(body, &long))
+                    .unwrap_or_else(|| self.guessed.clone())
+            });
+            if let (None, Some(automaton)) = (self.yielded.get(), &automaton) {
                 let mut result = None;
-                let chosen = self.tuned.get_or_init(|| {
-                    let long: Vec<Vec<u8>> = self
-                        .patterns
-                        .iter()
-                        .filter(|p| p.len() >= LONG)
-                        .cloned()
-                        .collect();
-                    let tuned = Fast::build(&self.patterns, &Model::of(body, &long))
-                        .unwrap_or_else(|| self.guessed.clone());
+                let yielded = *self.yielded.get_or_init(|| {
                     let (mut theirs, mut mine) = (Vec::new(), Vec::new());
                     let started = std::time::Instant::now();
                     automaton(body, &mut theirs);
@@ -264,25 +270,25 @@ impl Sieve {
                     let quicker = middle.elapsed() <= middle - started;
                     debug_assert_eq!(mine, theirs, "both paths flag the same lines");
                     result = Some(mine);
-                    (quicker || !self.may_yield).then_some(tuned)
+                    !quicker && self.may_yield
                 });
-                if let Some(lines) = result {
-                    out.extend(lines);
-                    return;
+                match result {
+                    Some(lines) => out.extend(lines),
+                    None if yielded => automaton(body, out),
+                    None => tuned.lines(body, out),
                 }
-                match chosen {
-                    Some(tuned) => tuned,
-                    None => return automaton(body, out),
-                }
+                return;
             }
-            None => &self.guessed,
-        };
-        fast.lines(body, out);
+        }
+        match (self.yielded.get(), automaton) {
+            (Some(true), Some(automaton)) => automaton(body, out),
+            _ => self.tuned.get().unwrap_or(&self.guessed).lines(body, out),
+        }
     }
 
     #[cfg(test)]
     pub(super) fn is_tuned(&self) -> bool {
-        matches!(self.tuned.get(), Some(Some(_)))
+        self.tuned.get().is_some() && self.yielded.get() == Some(&false)
     }
 }
 
