@@ -112,7 +112,11 @@ impl CompiledCache {
             tracing::warn!(path = %path.display(), "cannot write the compiled-code cache: {e}");
         }
         // SAFETY: `compiled` was produced by this engine a moment ago.
-        unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| format!("{e:#}"))
+        let component =
+            unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| format!("{e:#}"));
+        drop(compiled);
+        release_freed_memory();
+        component
     }
 
     /// Loads an entry if it is this component's, intact, private and made by a compatible
@@ -150,6 +154,18 @@ impl CompiledCache {
         tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
+    }
+}
+
+/// Gives the memory a compile freed back to the system. A compile's working memory stays in
+/// the allocator's arenas otherwise, and the replay that follows a first run's compiles
+/// (cold cache) then adds its own on top: 118 MB peak over a 1 GiB log, against 80 MB with
+/// the cache warm.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
