@@ -1,12 +1,14 @@
-//! The sieve's fast path on x86-64 with AVX-512 (BW and VBMI): the same lines as the
-//! automaton flags, found without walking every byte through a table.
+//! The sieve's fast path on x86-64 with AVX-512 (BW and VBMI) and BMI2: the same lines as
+//! the automaton flags, found without walking every byte through a table. One pass over
+//! 64-byte blocks finds all three kinds of candidates:
 //!
 //! - Literals of at least [`LONG`] bytes: each has a window of [`LONG`] bytes, and a literal
 //!   in the text puts one of that window's 4-byte grams on every [`STRIDE`]-th byte. So only
-//!   one position in [`STRIDE`] is looked up (its 4 bytes, ASCII case folded, hashed into a
-//!   bit table that fits the first-level cache); a set bit is checked against the literals
-//!   that hold that gram. The window is the one least likely to occur in build output (rare
-//!   bytes, word boundaries), so few positions need checking.
+//!   one position in [`STRIDE`] is looked up: the block's sixteen 4-byte words, each ASCII
+//!   case folded and hashed into a bit table that fits the first-level cache, all sixteen
+//!   bits fetched by one gather; a set bit is checked against the literals that hold that
+//!   gram. The window is the one least likely to occur in build output (rare bytes, word
+//!   boundaries), so few positions need checking.
 //! - Shorter literals (`::` among them), at most [`MAX_SHORT`]: in the manner of Teddy, each
 //!   of eight buckets has a set of bytes (both cases) for each of the first four places, and a
 //!   64-byte block is looked up in four 128-byte tables at once (`vpermi2b`); a position whose
@@ -23,17 +25,14 @@ use std::sync::OnceLock;
 
 /// The bytes of a gram: one 32-bit load.
 const GRAM: usize = 4;
-/// One position in this many is looked up for the long literals.
-const STRIDE: usize = 5;
-/// Positions looked up before one branch on whether any was set (4, 6 and 8 measured alike).
-const GROUP: usize = 4;
+/// One position in this many is looked up for the long literals: a 64-byte block's 4-byte
+/// words are the positions, so no bytes need moving into place (a stride of 5, looked up
+/// one position at a time, was a third of the search).
+const STRIDE: usize = GRAM;
 /// Literals this long or longer are found by sampling.
 pub(super) const LONG: usize = GRAM + STRIDE - 1;
 /// Bits of the gram table's index: 2^18 bits, 32 KiB (a first-level data cache holds it).
 const TABLE_BITS: u32 = 18;
-/// Bytes searched by both passes before the next (whole lines: a piece ends at the first line
-/// end past this), so the second pass finds them in the first-level cache.
-const PIECE: usize = 32 << 10;
 /// Bits of the index of the lists of literals by gram.
 const LIST_BITS: u32 = 12;
 /// More short literals than this make the buckets' byte sets too wide to help: the
@@ -224,7 +223,8 @@ impl Sieve {
     pub(super) fn new(patterns: &[Vec<u8>], may_yield: bool) -> Option<Self> {
         if !(is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vbmi"))
+            && is_x86_feature_detected!("avx512vbmi")
+            && is_x86_feature_detected!("bmi2"))
         {
             return None;
         }
@@ -354,99 +354,8 @@ impl Fast {
     }
 
     fn lines(&self, body: &[u8], out: &mut Vec<usize>) {
-        // Both passes over one piece while it is in the first-level cache, then the next.
-        let (mut blocks, mut sampled) = (Vec::new(), Vec::new());
-        let mut from = 0;
-        while from < body.len() {
-            let to = match body.get(from + PIECE..) {
-                Some(rest) => {
-                    memchr::memchr(b'\n', rest).map_or(body.len(), |i| from + PIECE + i + 1)
-                }
-                None => body.len(),
-            };
-            blocks.clear();
-            sampled.clear();
-            self.piece(&body[from..to], &mut blocks, &mut sampled);
-            Self::merge(&blocks, &sampled, from, out);
-            from = to;
-        }
-    }
-
-    fn piece(&self, body: &[u8], blocks: &mut Vec<usize>, sampled: &mut Vec<usize>) {
         // SAFETY: `Sieve::new` checked that this machine has the instructions.
-        unsafe { self.blocks(body, blocks) };
-        self.sampled(body, sampled);
-    }
-
-    /// Appends the two lists' line starts (in order, without repeats), `from` added.
-    fn merge(blocks: &[usize], sampled: &[usize], from: usize, out: &mut Vec<usize>) {
-        // Both lists are in order without repeats: merge them.
-        let (mut i, mut j) = (0, 0);
-        while i < blocks.len() || j < sampled.len() {
-            let next = match (blocks.get(i), sampled.get(j)) {
-                (Some(&a), Some(&b)) if a == b => {
-                    i += 1;
-                    j += 1;
-                    a
-                }
-                (Some(&a), Some(&b)) if a < b => {
-                    i += 1;
-                    a
-                }
-                (Some(&a), None) => {
-                    i += 1;
-                    a
-                }
-                (_, Some(&b)) => {
-                    j += 1;
-                    b
-                }
-                (None, None) => unreachable!(),
-            };
-            out.push(from + next);
-        }
-    }
-
-    /// The long literals, by sampling one position in [`STRIDE`].
-    fn sampled(&self, body: &[u8], out: &mut Vec<usize>) {
-        let n = body.len();
-        if n < LONG {
-            return;
-        }
-        let last = n - GRAM;
-        debug_assert_eq!(self.table.len(), 1 << (TABLE_BITS - 6));
-        let set = |at: usize| {
-            debug_assert!(at <= last);
-            // SAFETY: every caller passes `at <= last`, so the four bytes are in `body`; a
-            // hash has TABLE_BITS bits, so `h >> 6` indexes the table's 2^(TABLE_BITS - 6)
-            // words. (The checked reads made the whole search 7 % slower, measured.)
-            let h = hash(fold(unsafe {
-                body.as_ptr().add(at).cast::<u32>().read_unaligned()
-            }));
-            (unsafe { *self.table.get_unchecked((h >> 6) as usize) } >> (h & 63)) & 1
-        };
-        let mut p = 0;
-        while p <= last {
-            // GROUP lookups with no branch between them: their loads overlap.
-            if p + (GROUP - 1) * STRIDE <= last
-                && (0..GROUP).fold(0, |any, k| any | set(p + k * STRIDE)) == 0
-            {
-                p += GROUP * STRIDE;
-                continue;
-            }
-            let mut next = p + GROUP * STRIDE;
-            for at in (p..next).step_by(STRIDE).take_while(|&at| at <= last) {
-                if set(at) == 1 && self.long_at(body, at) {
-                    let line = memchr::memrchr(b'\n', &body[..at]).map_or(0, |i| i + 1);
-                    out.push(line);
-                    // Go on at the next line, on the grid of positions looked up.
-                    let end = memchr::memchr(b'\n', &body[at..]).map_or(n, |i| at + i + 1);
-                    next = end.div_ceil(STRIDE) * STRIDE;
-                    break;
-                }
-            }
-            p = next;
-        }
+        unsafe { self.blocks(body, out) }
     }
 
     /// Whether a long literal holds, at the place that puts its gram at `at`.
@@ -463,8 +372,8 @@ impl Fast {
         })
     }
 
-    /// Special bytes and short literals, 64 positions at a time.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    /// Special bytes, short literals and long literals' grams, 64 positions at a time.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,bmi2")]
     unsafe fn blocks(&self, body: &[u8], out: &mut Vec<usize>) {
         let n = body.len();
         let table = |j: usize| {
@@ -481,6 +390,16 @@ impl Fast {
         let del = _mm512_set1_epi8(0x7F);
         let tab = _mm512_set1_epi8(b'\t' as i8);
         let newline = _mm512_set1_epi8(b'\n' as i8);
+        // `fold` and `hash` of sixteen grams at once.
+        let folding = _mm512_set1_epi32(0x2020_2020);
+        let multiplier = _mm512_set1_epi32(0x9E37_79B1_u32 as i32);
+        let low_five = _mm512_set1_epi32(31);
+        let one = _mm512_set1_epi32(1);
+        // The bit table as 32-bit words: on x86-64 (little-endian) bit `h` of the 64-bit
+        // words is bit `h & 31` of 32-bit word `h >> 5`.
+        let words = self.table.as_ptr().cast::<i32>();
+        // Each of the 16 gram bits stands at the first byte of its 4-byte word.
+        const GRAM_STARTS: u64 = 0x1111_1111_1111_1111;
         // The last block's bytes, and the three after them, padded with newlines: no literal
         // begins there and no byte there is special.
         let mut pad = [b'\n'; 64 + GRAM];
@@ -518,12 +437,41 @@ impl Fast {
                     _mm512_permutex2var_epi8(t3.0, v3, t3.1),
                 ),
             );
-            let within = if left >= 64 {
-                u64::MAX
+            let hashes = _mm512_srli_epi32::<{ 32 - TABLE_BITS }>(_mm512_mullo_epi32(
+                _mm512_or_si512(v0, folding),
+                multiplier,
+            ));
+            // SAFETY: a hash has TABLE_BITS bits, so `hash >> 5` indexes the table's
+            // 2^(TABLE_BITS - 5) 32-bit words.
+            let fetched =
+                unsafe { _mm512_i32gather_epi32::<4>(_mm512_srli_epi32::<5>(hashes), words) };
+            let set = _mm512_test_epi32_mask(
+                _mm512_srlv_epi32(fetched, _mm512_and_si512(hashes, low_five)),
+                one,
+            );
+            // Grams are read whole from the body only: those past `n - GRAM` are not looked
+            // up (a literal holds no newline, and the body ends with one).
+            let (within, grams_within) = if left >= 64 + GRAM - 1 {
+                (u64::MAX, u64::MAX)
             } else {
-                (1u64 << left) - 1
+                let within = if left >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << left) - 1
+                };
+                let grams = left.saturating_sub(GRAM - 1);
+                (
+                    within,
+                    if grams >= 64 {
+                        u64::MAX
+                    } else {
+                        (1u64 << grams) - 1
+                    },
+                )
             };
-            let mut mask = (special | _mm512_test_epi8_mask(hit, hit)) & within;
+            let long = _pdep_u64(u64::from(set), GRAM_STARTS) & grams_within;
+            let short = _mm512_test_epi8_mask(hit, hit);
+            let mut mask = (special | short | long) & within;
             let mut next = p + 64;
             if mask != 0 {
                 let mut buckets = [0u8; 64];
@@ -533,7 +481,10 @@ impl Fast {
                     let j = mask.trailing_zeros() as usize;
                     mask &= mask - 1;
                     let at = p + j;
-                    if special >> j & 1 == 1 || self.short_at(body, at, buckets[j]) {
+                    if special >> j & 1 == 1
+                        || (long >> j & 1 == 1 && self.long_at(body, at))
+                        || (short >> j & 1 == 1 && self.short_at(body, at, buckets[j]))
+                    {
                         let line = memchr::memrchr(b'\n', &body[..at]).map_or(0, |i| i + 1);
                         out.push(line);
                         next = memchr::memchr(b'\n', &body[at..]).map_or(n, |i| at + i + 1);
