@@ -35,6 +35,18 @@ pub(crate) struct LineSieve {
     patterns: Vec<Vec<u8>>,
 }
 
+/// What the vector path counts of a buffer of whole lines besides the lines it flags.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Counted {
+    /// For each flagged line, how many lines of the buffer come before it.
+    pub(crate) before: Vec<u32>,
+    /// The buffer's lines.
+    pub(crate) lines: u32,
+    /// At least the length of the buffer's longest line, newline not counted (exact for lines
+    /// that cross a 64-byte block; those within one count as 63).
+    pub(crate) longest: usize,
+}
+
 /// The automaton, walked in lanes.
 #[derive(Debug)]
 struct Lanes {
@@ -132,19 +144,35 @@ impl LineSieve {
 
     /// Appends to `out`, in order, where each flagged line of `body` begins. `body` is whole
     /// lines: it ends with a newline, or is empty.
+    #[cfg(test)]
     pub(crate) fn lines(&self, body: &[u8], out: &mut Vec<usize>) {
+        self.lines_counted(body, out, &mut Counted::default());
+    }
+
+    /// As [`LineSieve::lines`]; where the path taken counts lines as it goes (the vector
+    /// path, which compares every byte with a newline anyway), fills `counted` for the lines
+    /// appended and returns true, so the parser need not walk the skipped lines again.
+    pub(crate) fn lines_counted(
+        &self,
+        body: &[u8],
+        out: &mut Vec<usize>,
+        counted: &mut Counted,
+    ) -> bool {
         let built = self.automaton.get().and_then(Option::as_ref);
         #[cfg(target_arch = "x86_64")]
         if let Some(fast) = &self.fast {
             return fast.lines(
                 body,
                 out,
+                counted,
                 built.map(|a| |body: &[u8], out: &mut Vec<usize>| a.search(body, out)),
             );
         }
+        let _ = counted;
         built
             .expect("without the vector path the automaton is built at once")
             .search(body, out);
+        false
     }
 
     /// Waits for the automaton to be built (the tests compare the paths), or builds it
@@ -407,6 +435,7 @@ mod tests {
             );
         }
         // Buffers of whole lines, of random sizes below `most`, one after the other.
+        let mut counts_checked = 0;
         let mut parts = |most: usize| {
             let mut start = 0;
             while start < body.len() {
@@ -416,7 +445,11 @@ mod tests {
                 let want = expected(&lits, part);
                 for sieve in [&quick, &lanes, &quicker, &deferred] {
                     let mut got = Vec::new();
-                    sieve.lines(part, &mut got);
+                    let mut counted = Counted::default();
+                    if sieve.lines_counted(part, &mut got, &mut counted) {
+                        check_counted(part, &got, &counted);
+                        counts_checked += 1;
+                    }
                     assert_eq!(got, want, "bytes {start}..{end}");
                 }
                 start = end;
@@ -440,6 +473,36 @@ mod tests {
         if let Some(fast) = &deferred.fast {
             assert!(fast.is_tuned());
         }
+        #[cfg(target_arch = "x86_64")]
+        if quick.fast.is_some() {
+            assert!(counts_checked > 0, "the vector path counted lines");
+        }
+        let _ = counts_checked;
+    }
+
+    /// What the vector path counted is what walking the buffer counts: each flagged line's
+    /// number, the lines, and no line longer than `longest`.
+    fn check_counted(body: &[u8], starts: &[usize], counted: &Counted) {
+        // Line starts in order: each flagged line's number is its place among them.
+        let line_starts: Vec<usize> = std::iter::once(0)
+            .chain(memchr::memchr_iter(b'\n', body).map(|i| i + 1))
+            .collect();
+        let numbers: Vec<u32> = starts
+            .iter()
+            .map(|s| line_starts.binary_search(s).expect("a line's start") as u32)
+            .collect();
+        assert_eq!(counted.before, numbers, "the flagged lines' numbers");
+        assert_eq!(counted.lines as usize, line_starts.len() - 1, "the lines");
+        let longest = body
+            .split(|&b| b == b'\n')
+            .map(<[u8]>::len)
+            .max()
+            .unwrap_or(0);
+        assert!(
+            counted.longest >= longest,
+            "longest line {longest}, counted {}",
+            counted.longest
+        );
     }
 
     /// Literals a plugin crafted to share one gram (or too many of them) would make every

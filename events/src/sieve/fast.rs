@@ -19,6 +19,7 @@
 //! A line is flagged at its first match and the search goes on at the next line, as the
 //! automaton's walk does.
 
+use super::Counted;
 use std::arch::x86_64::*;
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -242,12 +243,14 @@ impl Sieve {
     /// Appends where each flagged line of `body` (whole lines) begins, in order, by this path
     /// or by `automaton` (which must flag the same lines; `None` while it is being built) if
     /// that was quicker.
+    /// Returns whether `counted` was filled (the vector path ran, not the automaton).
     pub(super) fn lines<A: Fn(&[u8], &mut Vec<usize>)>(
         &self,
         body: &[u8],
         out: &mut Vec<usize>,
+        counted: &mut Counted,
         automaton: Option<A>,
-    ) {
+    ) -> bool {
         if body.len() >= TUNE_FROM {
             let tuned = self.tuned.get_or_init(|| {
                 let long: Vec<Vec<u8>> = self
@@ -263,32 +266,91 @@ impl Sieve {
                 let mut result = None;
                 let yielded = *self.yielded.get_or_init(|| {
                     let (mut theirs, mut mine) = (Vec::new(), Vec::new());
+                    let mut mine_counted = Counted::default();
                     let started = std::time::Instant::now();
                     automaton(body, &mut theirs);
                     let middle = std::time::Instant::now();
-                    tuned.lines(body, &mut mine);
+                    tuned.lines(body, &mut mine, &mut mine_counted);
                     let quicker = middle.elapsed() <= middle - started;
                     debug_assert_eq!(mine, theirs, "both paths flag the same lines");
-                    result = Some(mine);
+                    result = Some((mine, mine_counted));
                     !quicker && self.may_yield
                 });
-                match result {
-                    Some(lines) => out.extend(lines),
-                    None if yielded => automaton(body, out),
-                    None => tuned.lines(body, out),
-                }
-                return;
+                return match result {
+                    Some((lines, mine)) => {
+                        out.extend(lines);
+                        counted.before.extend(mine.before);
+                        counted.lines = mine.lines;
+                        counted.longest = mine.longest;
+                        true
+                    }
+                    None if yielded => {
+                        automaton(body, out);
+                        false
+                    }
+                    None => {
+                        tuned.lines(body, out, counted);
+                        true
+                    }
+                };
             }
         }
         match (self.yielded.get(), automaton) {
-            (Some(true), Some(automaton)) => automaton(body, out),
-            _ => self.tuned.get().unwrap_or(&self.guessed).lines(body, out),
+            (Some(true), Some(automaton)) => {
+                automaton(body, out);
+                false
+            }
+            _ => {
+                self.tuned
+                    .get()
+                    .unwrap_or(&self.guessed)
+                    .lines(body, out, counted);
+                true
+            }
         }
     }
 
     #[cfg(test)]
     pub(super) fn is_tuned(&self) -> bool {
         self.tuned.get().is_some() && self.yielded.get() == Some(&false)
+    }
+}
+
+/// The lines a search has walked past: how many, where the line it is in begins, and the
+/// longest so far (a line within one 64-byte block is shorter than 64, so 63 at least).
+#[derive(Debug)]
+struct Walked {
+    lines: usize,
+    line_start: usize,
+    longest: usize,
+}
+
+impl Default for Walked {
+    fn default() -> Self {
+        Self {
+            lines: 0,
+            line_start: 0,
+            longest: 63,
+        }
+    }
+}
+
+impl Walked {
+    /// The newlines among `bits` of the block at `p` (bit `j`: byte `p + j`).
+    fn newlines(&mut self, p: usize, bits: u64) {
+        if bits != 0 {
+            let first = p + bits.trailing_zeros() as usize;
+            self.longest = self.longest.max(first - self.line_start);
+            self.line_start = p + 64 - bits.leading_zeros() as usize;
+            self.lines += bits.count_ones() as usize;
+        }
+    }
+
+    /// The newline at `at`, the first since the line start.
+    fn newline(&mut self, at: usize) {
+        self.longest = self.longest.max(at - self.line_start);
+        self.line_start = at + 1;
+        self.lines += 1;
     }
 }
 
@@ -353,9 +415,9 @@ impl Fast {
         })
     }
 
-    fn lines(&self, body: &[u8], out: &mut Vec<usize>) {
+    fn lines(&self, body: &[u8], out: &mut Vec<usize>, counted: &mut Counted) {
         // SAFETY: `Sieve::new` checked that this machine has the instructions.
-        unsafe { self.blocks(body, out) }
+        unsafe { self.blocks(body, out, counted) }
     }
 
     /// Whether a long literal holds, at the place that puts its gram at `at`.
@@ -374,8 +436,9 @@ impl Fast {
 
     /// Special bytes, short literals and long literals' grams, 64 positions at a time.
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,bmi2")]
-    unsafe fn blocks(&self, body: &[u8], out: &mut Vec<usize>) {
+    unsafe fn blocks(&self, body: &[u8], out: &mut Vec<usize>, counted: &mut Counted) {
         let n = body.len();
+        let mut walked = Walked::default();
         let table = |j: usize| {
             // SAFETY: each half is 64 bytes of the 128-byte table.
             unsafe {
@@ -423,10 +486,10 @@ impl Fast {
                     _mm512_loadu_si512(src.add(3).cast()),
                 )
             };
-            let special = (_mm512_cmplt_epu8_mask(v0, space)
-                & !_mm512_cmpeq_epi8_mask(v0, tab)
-                & !_mm512_cmpeq_epi8_mask(v0, newline))
-                | _mm512_cmpge_epu8_mask(v0, del);
+            let newlines = _mm512_cmpeq_epi8_mask(v0, newline);
+            let special =
+                (_mm512_cmplt_epu8_mask(v0, space) & !_mm512_cmpeq_epi8_mask(v0, tab) & !newlines)
+                    | _mm512_cmpge_epu8_mask(v0, del);
             let hit = _mm512_and_si512(
                 _mm512_and_si512(
                     _mm512_permutex2var_epi8(t0.0, v0, t0.1),
@@ -471,8 +534,9 @@ impl Fast {
             };
             let long = _pdep_u64(u64::from(set), GRAM_STARTS) & grams_within;
             let short = _mm512_test_epi8_mask(hit, hit);
+            let newlines = newlines & within;
             let mut mask = (special | short | long) & within;
-            let mut next = p + 64;
+            let mut flagged = None;
             if mask != 0 {
                 let mut buckets = [0u8; 64];
                 // SAFETY: 64 bytes to a 64-byte array.
@@ -485,15 +549,35 @@ impl Fast {
                         || (long >> j & 1 == 1 && self.long_at(body, at))
                         || (short >> j & 1 == 1 && self.short_at(body, at, buckets[j]))
                     {
-                        let line = memchr::memrchr(b'\n', &body[..at]).map_or(0, |i| i + 1);
-                        out.push(line);
-                        next = memchr::memchr(b'\n', &body[at..]).map_or(n, |i| at + i + 1);
+                        flagged = Some(j);
                         break;
                     }
                 }
             }
-            p = next;
+            let Some(j) = flagged else {
+                walked.newlines(p, newlines);
+                p += 64;
+                continue;
+            };
+            // The newlines before the match: after them, the matching line begins.
+            walked.newlines(p, newlines & ((1u64 << j) - 1));
+            let at = p + j;
+            debug_assert_eq!(
+                walked.line_start,
+                memchr::memrchr(b'\n', &body[..at]).map_or(0, |i| i + 1)
+            );
+            out.push(walked.line_start);
+            counted.before.push(walked.lines as u32);
+            p = match memchr::memchr(b'\n', &body[at..]) {
+                Some(i) => {
+                    walked.newline(at + i);
+                    at + i + 1
+                }
+                None => n,
+            };
         }
+        counted.lines = walked.lines as u32;
+        counted.longest = walked.longest;
     }
 
     /// Whether a short literal of one of `buckets` begins at `at`.
