@@ -312,8 +312,12 @@ impl Ingest {
             start = nl + 1;
         }
         let walked = (!ends.is_empty()).then_some(lines);
-        // (Never fewer lines than kept; if so, they are counted again rather than trusted.)
-        let counted = known.lines.and_then(|l| l.checked_sub(kept));
+        // A count that cannot be right (fewer lines than kept, or more than the region has
+        // bytes) is counted again rather than trusted.
+        let counted = known
+            .lines
+            .filter(|&l| l as usize <= region.len())
+            .and_then(|l| l.checked_sub(kept));
         self.skip_run(&region[run..from], walked.or(counted), late);
         self.push_late(&region[from..], late, emit, skipped);
     }

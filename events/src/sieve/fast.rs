@@ -48,14 +48,18 @@ const MAX_LONG: usize = 2048;
 const MAX_LIST: usize = 32;
 const BUCKETS: usize = 8;
 
+/// Bit 5 of every byte: set, upper- and lower-case ASCII letters become one. Other bytes may
+/// meet too; the check after the lookup is exact.
+const FOLD: u32 = 0x2020_2020;
+/// The multiplier of the gram hash (the block search computes the same hash in a vector).
+const HASH_MULTIPLIER: u32 = 0x9E37_79B1;
+
 fn fold(gram: u32) -> u32 {
-    // Sets bit 5 of every byte: upper- and lower-case ASCII letters become one. Other bytes
-    // may meet too; the check after the lookup is exact.
-    gram | 0x2020_2020
+    gram | FOLD
 }
 
 fn hash(folded: u32) -> u32 {
-    folded.wrapping_mul(0x9E37_79B1) >> (32 - TABLE_BITS)
+    folded.wrapping_mul(HASH_MULTIPLIER) >> (32 - TABLE_BITS)
 }
 
 fn gram_at(body: &[u8], at: usize) -> u32 {
@@ -454,8 +458,8 @@ impl Fast {
         let tab = _mm512_set1_epi8(b'\t' as i8);
         let newline = _mm512_set1_epi8(b'\n' as i8);
         // `fold` and `hash` of sixteen grams at once.
-        let folding = _mm512_set1_epi32(0x2020_2020);
-        let multiplier = _mm512_set1_epi32(0x9E37_79B1_u32 as i32);
+        let folding = _mm512_set1_epi32(FOLD as i32);
+        let multiplier = _mm512_set1_epi32(HASH_MULTIPLIER as i32);
         let low_five = _mm512_set1_epi32(31);
         let one = _mm512_set1_epi32(1);
         // The bit table as 32-bit words: on x86-64 (little-endian) bit `h` of the 64-bit
