@@ -3,6 +3,8 @@
 # bench writes (an install's mix, long lines, many markers, many prefilter hits) is repeated
 # until SIZE and streamed into `nixtest replay -` (nothing large is written to disk); the peak
 # resident memory is GNU time's "Maximum resident set size".
+# With NIXTEST_MEMORY_FROM=file, each log of SIZE is written to a file first and replayed from
+# it (mapped, its pages given back behind the parser), as `nixtest replay FILE` does.
 # Usage: scripts/replay-memory.sh LOGDIR SIZE_MIB...   (LOGDIR from
 #   NIXTEST_BENCH_KEEP_LOGS=LOGDIR cargo bench -p nixtest --bench throughput)
 set -euo pipefail
@@ -23,13 +25,23 @@ for log in "$logs"/*.log; do
   for mib in "$@"; do
     bytes=$((mib << 20))
     stats=$(mktemp)
-    start=$(date +%s.%N)
     # `head -c` ends the stream at SIZE; a cut last line is one more malformed line.
     # The loop ends when head has had enough and cat meets the closed pipe.
-    { while cat "$log"; do :; done; } 2>/dev/null | head -c "$bytes" \
-      | NIXTEST_DATA_DIR="$home/data" NIXTEST_CACHE_DIR="$home/cache" \
-        /usr/bin/time -f '%M' -o "$stats" "$bin" replay - > /dev/null || true
-    end=$(date +%s.%N)
+    if [ "${NIXTEST_MEMORY_FROM:-}" = file ]; then
+      file="$home/log"
+      { while cat "$log"; do :; done; } 2>/dev/null | head -c "$bytes" > "$file" || true
+      start=$(date +%s.%N)
+      NIXTEST_DATA_DIR="$home/data" NIXTEST_CACHE_DIR="$home/cache" \
+        /usr/bin/time -f '%M' -o "$stats" "$bin" replay "$file" > /dev/null || true
+      end=$(date +%s.%N)
+      rm -f "$file"
+    else
+      start=$(date +%s.%N)
+      { while cat "$log"; do :; done; } 2>/dev/null | head -c "$bytes" \
+        | NIXTEST_DATA_DIR="$home/data" NIXTEST_CACHE_DIR="$home/cache" \
+          /usr/bin/time -f '%M' -o "$stats" "$bin" replay - > /dev/null || true
+      end=$(date +%s.%N)
+    fi
     lines=$(( $(wc -l < "$log") * bytes / $(stat -L -c %s "$log") ))
     printf '| %s | %d MiB | %d | %.1f | %.1f MB |\n' "$(basename "$log" .log)" "$mib" "$lines" \
       "$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')" "$(tail -1 "$stats" | awk '{ print $1 / 1000 }')"

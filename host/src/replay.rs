@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use thiserror::Error;
 
+mod input;
+pub use input::{Log, MappedLog};
+
 #[derive(Debug, Error)]
 pub enum ReplayError {
     #[error("cannot read the log: {0}")]
@@ -173,24 +176,24 @@ pub fn read_config(dir: &Path) -> Result<Vec<(String, String)>, ReplayError> {
     Ok(files)
 }
 
-pub fn replay(
-    log: impl Read + Send,
+pub fn replay<'a>(
+    log: impl Into<Log<'a>>,
     plugins: &[Plugin],
     facts: &GuestFacts,
     config: &[(String, String)],
 ) -> Result<ReplayReport, ReplayError> {
-    replay_inner(log, plugins, &[], &[], facts, config, true)
+    replay_inner(log.into(), plugins, &[], &[], facts, config, true)
 }
 
 /// As [`replay`], with the faults of installed plugins that did not load.
-pub fn replay_set(
-    log: impl Read + Send,
+pub fn replay_set<'a>(
+    log: impl Into<Log<'a>>,
     set: &PluginSet,
     facts: &GuestFacts,
     config: &[(String, String)],
 ) -> Result<ReplayReport, ReplayError> {
     replay_inner(
-        log,
+        log.into(),
         &set.plugins,
         &set.detector_faults,
         &set.healer_faults,
@@ -201,7 +204,7 @@ pub fn replay_set(
 }
 
 fn replay_inner(
-    mut log: impl Read + Send,
+    log: Log<'_>,
     plugins: &[Plugin],
     detector_faults: &[FaultRecord],
     healer_faults: &[FaultRecord],
@@ -251,21 +254,10 @@ fn replay_inner(
             arrived.set(Instant::now());
             ingest.push_scanned(chunk, scan, f, &mut take, &mut skipped)
         })?,
-        None => {
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = match log.read(&mut buf) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                if n == 0 {
-                    break;
-                }
-                arrived.set(Instant::now());
-                ingest.push(&buf[..n], &mut take);
-            }
-        }
+        None => read_chunks(log, |chunk| {
+            arrived.set(Instant::now());
+            ingest.push(chunk, &mut take);
+        })?,
     }
     if let Some(e) = ingest.finish() {
         take(e);
@@ -369,7 +361,7 @@ const CHUNKS_BEFORE_SPREADING: u32 = 4;
 /// a log of long lines, whose parser waits about 65 % of the time, stayed on one searcher
 /// in one run of four and took 390 ms instead of 300.
 fn read_scanned(
-    log: impl Read + Send,
+    log: Log<'_>,
     filter: &SkipFilter,
     each: impl FnMut(&[u8], &Scan),
 ) -> std::io::Result<()> {
@@ -379,10 +371,55 @@ fn read_scanned(
     read_scanned_with(log, filter, CHUNK, searchers, false, each)
 }
 
-type Searched = std::io::Result<(Vec<u8>, usize, Scan)>;
+/// Hands each chunk of `log` to `each`, in order, without a search (no skip filter).
+fn read_chunks(log: Log<'_>, mut each: impl FnMut(&[u8])) -> std::io::Result<()> {
+    match log {
+        Log::Stream(mut log) => {
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = match log.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                if n == 0 {
+                    return Ok(());
+                }
+                each(&buf[..n]);
+            }
+        }
+        Log::Bytes(bytes) => bytes.chunks(CHUNK).for_each(each),
+        Log::Mapped(map) => {
+            let mut released = 0;
+            for (i, c) in map.bytes().chunks(CHUNK).enumerate() {
+                each(c);
+                map.release(&mut released, (i + 1) * CHUNK);
+            }
+        }
+    }
+    Ok(())
+}
 
-fn read_scanned_with(
-    mut log: impl Read + Send,
+/// A chunk on its way from the log to the parser: read into a buffer of the pool, or lent
+/// from bytes in memory (searched where they lie).
+enum Piece<'a> {
+    Read(Vec<u8>, usize),
+    Lent(&'a [u8]),
+}
+
+impl Piece<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Read(buf, n) => &buf[..*n],
+            Piece::Lent(bytes) => bytes,
+        }
+    }
+}
+
+type Searched<'a> = std::io::Result<(Piece<'a>, Scan)>;
+
+fn read_scanned_with<'a>(
+    log: Log<'a>,
     filter: &SkipFilter,
     chunk: usize,
     searchers: usize,
@@ -392,25 +429,31 @@ fn read_scanned_with(
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc;
     let spreading = &AtomicBool::new(spread_at_once);
+    let mapped = match &log {
+        Log::Mapped(map) => Some((*map, map.bytes().as_ptr() as usize)),
+        _ => None,
+    };
     std::thread::scope(|threads| {
         let (give_back, empty) = mpsc::channel::<Vec<u8>>();
-        // Per searcher: one queued, one being searched, AHEAD searched; one being read and
-        // one being parsed.
-        for _ in 0..searchers * (AHEAD + 2) + 2 {
-            let _ = give_back.send(vec![0u8; chunk]);
+        if matches!(log, Log::Stream(_)) {
+            // Per searcher: one queued, one being searched, AHEAD searched; one being read
+            // and one being parsed.
+            for _ in 0..searchers * (AHEAD + 2) + 2 {
+                let _ = give_back.send(vec![0u8; chunk]);
+            }
         }
         let mut to_search = Vec::with_capacity(searchers);
         let mut searched = Vec::with_capacity(searchers);
         for _ in 0..searchers {
-            let (job, jobs) = mpsc::sync_channel::<std::io::Result<(Vec<u8>, usize, bool)>>(1);
-            let (done, results) = mpsc::sync_channel::<Searched>(AHEAD);
+            let (job, jobs) = mpsc::sync_channel::<std::io::Result<(Piece<'a>, bool)>>(1);
+            let (done, results) = mpsc::sync_channel::<Searched<'a>>(AHEAD);
             // Ends when the reader stops sending (it is done) or the results are no longer
             // taken (the caller returned).
             threads.spawn(move || {
                 for j in jobs {
-                    let result = j.map(|(buf, n, partial)| {
-                        let scan = filter.scan(&buf[..n], partial);
-                        (buf, n, scan)
+                    let result = j.map(|(piece, partial)| {
+                        let scan = filter.scan(piece.bytes(), partial);
+                        (piece, scan)
                     });
                     if done.send(result).is_err() {
                         break;
@@ -425,37 +468,64 @@ fn read_scanned_with(
         threads.spawn(move || {
             let mut partial = false;
             let mut next = 0;
-            // Ends at the log's end, or when the caller stops giving buffers back.
-            while let Ok(mut buf) = empty.recv() {
-                let read = loop {
-                    match log.read(&mut buf) {
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        other => break other,
-                    }
-                };
-                let k = if spreading.load(Ordering::Relaxed) {
+            let mut pick = || {
+                if spreading.load(Ordering::Relaxed) {
                     next = (next + 1) % searchers;
                     next
                 } else {
                     0
-                };
-                let job = match read {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        let before = partial;
-                        partial = nixtest_events::ends_inside_line(before, &buf[..n]);
-                        Ok((buf, n, before))
-                    }
-                    Err(e) => Err(e),
-                };
+                }
+            };
+            // Each sent on; false once the log ends, fails, or the caller stops taking.
+            let mut send = |job: std::io::Result<Piece<'a>>| {
+                let k = pick();
+                let job = job.map(|piece| {
+                    let before = partial;
+                    partial = nixtest_events::ends_inside_line(before, piece.bytes());
+                    (piece, before)
+                });
                 let failed = job.is_err();
-                if assign.send(k).is_err() || to_search[k].send(job).is_err() || failed {
-                    break;
+                assign.send(k).is_ok() && to_search[k].send(job).is_ok() && !failed
+            };
+            match log {
+                Log::Stream(mut log) => {
+                    // Ends at the log's end, or when the caller stops giving buffers back.
+                    while let Ok(mut buf) = empty.recv() {
+                        let read = loop {
+                            match log.read(&mut buf) {
+                                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                                other => break other,
+                            }
+                        };
+                        let job = match read {
+                            Ok(0) => break,
+                            Ok(n) => Ok(Piece::Read(buf, n)),
+                            Err(e) => Err(e),
+                        };
+                        if !send(job) {
+                            break;
+                        }
+                    }
+                }
+                Log::Bytes(bytes) => {
+                    for c in bytes.chunks(chunk) {
+                        if !send(Ok(Piece::Lent(c))) {
+                            break;
+                        }
+                    }
+                }
+                Log::Mapped(map) => {
+                    for c in map.bytes().chunks(chunk) {
+                        if !send(Ok(Piece::Lent(c))) {
+                            break;
+                        }
+                    }
                 }
             }
         });
         let started = Instant::now();
         let (mut waited, mut parsed) = (std::time::Duration::ZERO, 0u32);
+        let mut released = 0;
         for k in assigned {
             let asked = Instant::now();
             let Ok(result) = searched[k].recv() else {
@@ -468,9 +538,19 @@ fn read_scanned_with(
                     spreading.store(true, Ordering::Relaxed);
                 }
             }
-            let (buf, n, scan) = result?;
-            each(&buf[..n], &scan);
-            let _ = give_back.send(buf);
+            let (piece, scan) = result?;
+            each(piece.bytes(), &scan);
+            match piece {
+                Piece::Read(buf, _) => {
+                    let _ = give_back.send(buf);
+                }
+                Piece::Lent(bytes) => {
+                    if let Some((map, base)) = mapped {
+                        let done = bytes.as_ptr() as usize - base + bytes.len();
+                        map.release(&mut released, done);
+                    }
+                }
+            }
         }
         Ok(())
     })
@@ -521,12 +601,16 @@ mod tests {
                 _ => log.push_str(&format!("noise {i}\n")),
             }
         }
-        let run = |chunk: usize, searchers: usize| {
+        let run = |chunk: usize, searchers: usize, lent: bool| {
             let mut ingest = Ingest::default();
             let mut seen = Vec::new();
             let mut skipped = 0u32;
             read_scanned_with(
-                log.as_bytes(),
+                if lent {
+                    Log::Bytes(log.as_bytes())
+                } else {
+                    Log::stream(log.as_bytes())
+                },
                 &filter,
                 chunk,
                 searchers,
@@ -545,28 +629,80 @@ mod tests {
             seen.extend(ingest.finish().map(|e| (e.line, e.message.to_string())));
             (seen, skipped, ingest.lines())
         };
-        let whole = run(1 << 20, 1);
+        let whole = run(1 << 20, 1, false);
         assert!(whole.0.iter().any(|(_, m)| m == "error number 2995"));
         assert!(whole.1 > 1000, "most lines are skipped: {}", whole.1);
-        assert_eq!(run(1 << 20, 3), whole);
+        assert_eq!(run(1 << 20, 3, false), whole);
+        // Bytes in memory are searched where they lie, and make the same of each chunk.
+        assert_eq!(run(1 << 20, 1, true), whole);
+        assert_eq!(run(1 << 20, 3, true), whole);
         // Smaller chunks skip less (a line across two chunks is parsed); what one searcher
-        // makes of them, several make too, in the same order.
+        // makes of them, several make too, in the same order, read or lent.
         for chunk in [13, 64, 4096] {
-            let one = run(chunk, 1);
-            for searchers in [2, 3, 4] {
-                let many = run(chunk, searchers);
+            let one = run(chunk, 1, false);
+            for (searchers, lent) in [(1, true), (2, false), (3, true), (4, false), (4, true)] {
+                let many = run(chunk, searchers, lent);
                 let first_difference = one.0.iter().zip(&many.0).position(|(a, b)| a != b);
                 assert_eq!(
                     first_difference, None,
-                    "{chunk} bytes, {searchers} searchers"
+                    "{chunk} bytes, {searchers} searchers, lent {lent}"
                 );
                 assert_eq!(
                     (one.0.len(), one.1, one.2),
                     (many.0.len(), many.1, many.2),
-                    "{chunk} bytes, {searchers} searchers"
+                    "{chunk} bytes, {searchers} searchers, lent {lent}"
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_mapped_file_replays_as_the_same_file_read() {
+        // Several release units, so pages are given back behind the parser while evidence
+        // from them is still reported.
+        let mut log = String::new();
+        let mut phase = 0;
+        while log.len() < 3 * (2 << 20) + 12345 {
+            log.push_str(&format!("::PHASE::p{phase}\n"));
+            for i in 0..4000 {
+                log.push_str(&format!(
+                    "noise line {i} of phase {phase} {}\n",
+                    "x".repeat(i % 90)
+                ));
+            }
+            log.push_str("cannot stat the thing: permission denied\n");
+            log.push_str(&format!("::ERROR::p{phase} failed with exit code 1\n"));
+            phase += 1;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.log");
+        std::fs::write(&path, &log).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let map = MappedLog::new(&file, &path)
+            .unwrap()
+            .expect("a regular file is mapped");
+        let run = |log: Log<'_>| {
+            replay_inner(log, &[], &[], &[], &GuestFacts::default(), &[], true).unwrap()
+        };
+        let mapped = run(Log::Mapped(&map));
+        let read = run(Log::stream(std::fs::File::open(&path).unwrap()));
+        assert!(mapped.findings.len() >= phase, "{:?}", mapped.findings);
+        assert_eq!(mapped.lines, read.lines);
+        assert_eq!(mapped.findings, read.findings);
+        let texts = |r: &ReplayReport| -> Vec<Vec<String>> {
+            r.failures.iter().map(|f| f.lines.clone()).collect()
+        };
+        assert_eq!(texts(&mapped), texts(&read));
+        // The first phase's evidence lay in pages given back long before the end.
+        assert_eq!(mapped.failures.len(), phase);
+        assert_eq!(mapped.failures[0].phase, "p0");
+        assert!(
+            texts(&mapped)[0]
+                .iter()
+                .any(|l| l.contains("permission denied")),
+            "{:?}",
+            texts(&mapped)[0]
+        );
     }
 
     #[test]
@@ -592,7 +728,7 @@ mod tests {
         }
         let run = |skipping: bool| {
             replay_inner(
-                log.as_bytes(),
+                log.as_bytes().into(),
                 &[],
                 &[],
                 &[],

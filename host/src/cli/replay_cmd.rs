@@ -4,8 +4,7 @@ use super::{CliResult, Failure};
 use anyhow::Context;
 use nixtest::facts::GuestFacts;
 use nixtest::registry::{Registry, RegistryError};
-use nixtest::replay;
-use std::io::Read;
+use nixtest::replay::{self, Log, MappedLog};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -40,14 +39,22 @@ pub fn run(
         Some(dir) => replay::read_config(dir).map_err(Failure::usage)?,
         None => Vec::new(),
     };
-    let input: Box<dyn Read + Send> = if log.as_os_str() == "-" {
-        Box::new(std::io::stdin())
+    // A file is mapped and searched where it lies; stdin, a pipe or a device is read.
+    let (file, map) = if log.as_os_str() == "-" {
+        (None, None)
     } else {
-        Box::new(
-            std::fs::File::open(log)
-                .with_context(|| format!("cannot open the log {}", log.display()))
-                .map_err(Failure::usage)?,
-        )
+        let file = std::fs::File::open(log)
+            .with_context(|| format!("cannot open the log {}", log.display()))
+            .map_err(Failure::usage)?;
+        let map = MappedLog::new(&file, log)
+            .with_context(|| format!("cannot map the log {}", log.display()))
+            .map_err(Failure::infra)?;
+        (Some(file), map)
+    };
+    let input = match (&map, file) {
+        (Some(map), _) => Log::Mapped(map),
+        (None, Some(file)) => Log::stream(file),
+        (None, None) => Log::stream(std::io::stdin()),
     };
     let report = replay::replay_set(input, &plugins, &facts, &config).map_err(Failure::infra)?;
     if learn {
