@@ -45,7 +45,13 @@ fn score(dir: &Path) -> Score {
         let mut cols = row.split('\t');
         let (file, label) = (cols.next().unwrap(), cols.next().unwrap());
         let log = std::fs::File::open(dir.join(file)).unwrap();
-        let report = replay(log, builtins(), &GuestFacts::default(), &[]).unwrap();
+        let report = replay(
+            nixtest::replay::Log::stream(log),
+            builtins(),
+            &GuestFacts::default(),
+            &[],
+        )
+        .unwrap();
         assert!(report.faults.is_empty(), "{file}: {:?}", report.faults);
         let failures: Vec<&str> = report
             .findings
