@@ -69,6 +69,8 @@ fn note_offset(offsets: &mut VecDeque<(u32, u32)>, from: u32, ahead: u32) {
 struct Late<'a> {
     runs: VecDeque<(u32, &'a [u8])>,
     hand_over: usize,
+    /// Whether a phase marker drops the runs instead (see [`SkipFilter::tail_per_phase`]).
+    drop_at_phase: bool,
 }
 
 impl Late<'_> {
@@ -223,6 +225,7 @@ impl Ingest {
         let mut late = Late {
             runs: VecDeque::new(),
             hand_over: filter.hand_over,
+            drop_at_phase: filter.tail_per_phase,
         };
         // Where the sieve counted the body's lines, a region's lines are known, and so is
         // whether any line is over the cap: the skipped lines need not be walked.
@@ -264,8 +267,10 @@ impl Ingest {
         skipped: &mut impl FnMut(u32, &[u8]),
     ) {
         self.push(bytes, |e| {
-            if matches!(e.kind, EventKind::Phase | EventKind::Error) {
-                late.hand_over(skipped);
+            match e.kind {
+                EventKind::Phase if late.drop_at_phase => late.runs.clear(),
+                EventKind::Phase | EventKind::Error => late.hand_over(skipped),
+                _ => {}
             }
             emit(e)
         });
@@ -418,6 +423,8 @@ pub struct SkipFilter {
     /// Of each run of skipped lines, how many of the last non-empty ones are handed over
     /// (the others are only counted); `usize::MAX` for all.
     hand_over: usize,
+    /// Whether the caller's tail begins anew at each phase marker.
+    tail_per_phase: bool,
 }
 
 /// `hir` as it reads ASCII text: classes cut to their ASCII part (as bytes), literals that hold
@@ -618,6 +625,15 @@ impl SkipFilter {
     /// not copied.
     pub fn hand_over_last(mut self, n: usize) -> Self {
         self.hand_over = n;
+        self
+    }
+
+    /// For a caller whose tail begins anew at each phase marker: the skipped lines not yet
+    /// handed over when one comes are dropped, not handed over (they would be kept only to
+    /// be forgotten; on a log that changes phase every few lines that was most of the
+    /// parser's work on skipped lines). Only an error marker and a chunk's end hand over.
+    pub fn tail_per_phase(mut self) -> Self {
+        self.tail_per_phase = true;
         self
     }
 
@@ -922,6 +938,7 @@ impl Router {
             limits: self.limits,
             context: self.max_context,
             hand_over: usize::MAX,
+            tail_per_phase: false,
         })
     }
 
@@ -1322,6 +1339,15 @@ mod tests {
         assert_eq!(i.lines(), 5);
     }
 
+    /// The text of line `n` (from 1) of `log`.
+    fn log_line(log: &[u8], n: u32) -> String {
+        let line = log
+            .split(|&b| b == b'\n')
+            .nth(n as usize - 1)
+            .unwrap_or(&[]);
+        String::from_utf8_lossy(line).into_owned()
+    }
+
     #[test]
     fn skipped_lines_handed_over_late_leave_the_tail_that_parsing_every_line_does() {
         let (l, p) = (s(&["boom"]), s(&[]));
@@ -1406,6 +1432,21 @@ mod tests {
             assert_eq!(last.0, every.0, "chunks of {chunk}");
             assert_eq!(last.1, every.1, "chunks of {chunk}");
             assert!(last.2 * 2 < all.2, "{} of {} handed over", last.2, all.2);
+            // A tail that a phase empties: the same tail wherever an error reads it and at
+            // every chunk's end, with the lines before each phase marker never handed over.
+            let per_phase = r.skip_filter().unwrap().hand_over_last(4).tail_per_phase();
+            let phased = tails(Some(per_phase), 4, chunk);
+            let errors = |reads: &[(u32, Vec<(u32, String)>)]| -> Vec<(u32, Vec<(u32, String)>)> {
+                reads
+                    .iter()
+                    .filter(|(line, _)| log_line(&log, *line).contains("::ERROR::"))
+                    .cloned()
+                    .collect()
+            };
+            assert_eq!(errors(&phased.0), errors(&every.0), "chunks of {chunk}");
+            assert!(errors(&every.0).len() > 20);
+            assert_eq!(phased.1, every.1, "chunks of {chunk}");
+            assert!(phased.2 < last.2, "{} of {} handed over", phased.2, last.2);
         }
     }
 

@@ -548,10 +548,11 @@ impl Monitor {
     /// A filter for reading a whole log in bulk: the lines it passes over could go to no
     /// detector (they go to [`Monitor::skipped`] instead of [`Monitor::observe`]).
     pub fn skip_filter(&self) -> Option<nixtest_events::SkipFilter> {
-        // Only the phase's tail keeps skipped lines.
-        self.router
-            .skip_filter()
-            .map(|f| f.hand_over_last(crate::fallback::TAIL_LINES))
+        // Only the phase's tail keeps skipped lines, and a phase marker empties it.
+        self.router.skip_filter().map(|f| {
+            f.hand_over_last(crate::fallback::TAIL_LINES)
+                .tail_per_phase()
+        })
     }
 
     /// A plain line no detector wants, not parsed: the phase's tail keeps it (the fallback
