@@ -104,7 +104,10 @@ impl EventParser {
                 if name.is_empty() {
                     return self.malformed(&text, "PHASE marker without a phase name");
                 }
-                self.phase = Arc::from(name);
+                // The same phase again (a runner that repeats its marker) keeps its name.
+                if *self.phase != *name {
+                    self.phase = Arc::from(name);
+                }
                 self.event(EventKind::Phase, name.to_string(), Vec::new())
             }
             EventKind::Progress => {
@@ -192,6 +195,12 @@ fn split_sep(s: &str) -> Option<(&str, &str)> {
 /// Bytes to text for matching: invalid UTF-8 replaced, ANSI escapes and stray control
 /// characters removed. Borrowed when the line is already clean (the common case).
 fn to_text(bytes: &[u8]) -> Cow<'_, str> {
+    // Printable ASCII (most lines) in one pass over words; tabs, controls and anything past
+    // ASCII take the checks below.
+    if printable_ascii(bytes) {
+        // SAFETY: every byte is ASCII, so `bytes` is UTF-8.
+        return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
     // Valid UTF-8 (nearly every line) is checked the fast way; the lossy path replaces.
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => Cow::Borrowed(text),
@@ -209,6 +218,24 @@ fn to_text(bytes: &[u8]) -> Cow<'_, str> {
     vte::Parser::new().advance(&mut clean, text.as_bytes());
     clean.0.retain(|c| !c.is_control() || c == '\t');
     Cow::Owned(clean.0)
+}
+
+/// Whether every byte is in 0x20..=0x7E, eight at a time: a word is turned away if a byte has
+/// its top bit set, is below 0x20 or is 0x7F (the borrow of a subtraction only sets bits above
+/// a byte that is really below the bound, so the test is exact).
+fn printable_ascii(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & TOPS;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let del = w ^ (ONES * 0x7f);
+        if (w & TOPS) | below(w, 0x20) | below(del, 1) != 0 {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|b| (0x20..0x7f).contains(b))
 }
 
 /// What a terminal would print of a line: escape sequences (CSI, OSC, ...) dropped, tabs
@@ -236,6 +263,30 @@ mod tests {
 
     fn one(s: &str) -> Event {
         parse_log(s.as_bytes()).remove(0)
+    }
+
+    #[test]
+    fn printable_ascii_is_decided_for_every_byte_anywhere() {
+        let naive = |b: &[u8]| b.iter().all(|b| (0x20..0x7f).contains(b));
+        for len in [1usize, 7, 8, 9, 16, 23] {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut line = vec![b'a'; len];
+                    line[at] = byte;
+                    assert_eq!(
+                        printable_ascii(&line),
+                        naive(&line),
+                        "{byte:#x} at {at} of {len}"
+                    );
+                    // Beside a byte the test turns away, too (a borrow must not hide it).
+                    if len > 1 {
+                        line[(at + 1) % len] = 0x1f;
+                        assert!(!printable_ascii(&line));
+                    }
+                }
+            }
+        }
+        assert!(printable_ascii(b""));
     }
 
     #[test]
