@@ -23,6 +23,7 @@ use crate::plugin::{Plugin, PluginFault, PluginInstance};
 use nixtest_events::{Event, Route, Router};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -111,7 +112,8 @@ pub enum Update {
 }
 
 struct Slot {
-    instance: PluginInstance,
+    /// None while it is away on its feeder's thread (a pipelined monitor).
+    instance: Option<PluginInstance>,
     pending: Vec<Event>,
     /// Distinct findings this plugin has made in the run.
     distinct: usize,
@@ -122,10 +124,20 @@ struct Slot {
 impl Slot {
     /// Sends the pending events.
     fn feed(&mut self) -> Result<Vec<Finding>, PluginFault> {
-        let r = self.instance.feed(&self.pending);
+        let instance = self
+            .instance
+            .as_mut()
+            .expect("a slot's instance is home between feeds");
+        let r = instance.feed(&self.pending);
         self.pending.clear();
         self.fed = true;
         r
+    }
+
+    fn instance_mut(&mut self) -> &mut PluginInstance {
+        self.instance
+            .as_mut()
+            .expect("a slot's instance is home between feeds")
     }
 
     /// How much work the pending feed is, in events (see [`FIRST_FEED_WEIGHT`]).
@@ -170,6 +182,47 @@ fn feed_parallel(
             })
             .collect()
     })
+}
+
+/// A batch and the instance it goes with, to a feeder's thread, and back with the result.
+type Job = (PluginInstance, Vec<Event>);
+type Fed = (PluginInstance, Result<Vec<Finding>, PluginFault>);
+
+/// A detector's own thread in a pipelined monitor (see [`Monitor::pipelined`]).
+struct Feeder {
+    to: mpsc::Sender<Job>,
+    back: mpsc::Receiver<Fed>,
+}
+
+impl Feeder {
+    fn spawn(index: usize) -> std::io::Result<Feeder> {
+        let (to, jobs) = mpsc::channel::<Job>();
+        let (done, back) = mpsc::channel::<Fed>();
+        std::thread::Builder::new()
+            .name(format!("nixtest-detector-{index}"))
+            .spawn(move || {
+                // Ends when the monitor is dropped.
+                for (mut instance, batch) in jobs {
+                    let result = instance.feed(&batch);
+                    if done.send((instance, result)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Feeder { to, back })
+    }
+}
+
+/// A batch sent to a feeder and not yet absorbed.
+struct InFlight {
+    slot: usize,
+    /// The last line seen when it was sent (what a fault it ends in is dated with).
+    line: u32,
+    /// How many lines had left the window when it was sent: those that left since are
+    /// parked until it is absorbed, so that it finds the evidence it would have found then.
+    evicted: u64,
+    /// Its result, when it was fed here (its feeder's thread is gone).
+    ready: Option<Fed>,
 }
 
 /// A line a detector was sent: when it arrived and its text (clipped).
@@ -231,6 +284,17 @@ pub struct Monitor {
     side_by_side: bool,
     /// Flushes fed side by side so far.
     side_by_side_flushes: usize,
+    /// Each detector's thread, in a pipelined monitor (empty otherwise).
+    feeders: Vec<Option<Feeder>>,
+    /// Batches sent and not yet absorbed, in the order a flush absorbs them; a slot at most
+    /// once (its next batch waits for its instance).
+    in_flight: VecDeque<InFlight>,
+    /// Lines that left the window while a batch was in flight, numbered in leaving order.
+    parked: VecDeque<(u64, Seen)>,
+    /// Lines that have left the window so far.
+    evicted: u64,
+    /// While a batch in flight is absorbed: the last line then, and `evicted` then.
+    absorbing: Option<(u32, u64)>,
 }
 
 impl Monitor {
@@ -251,7 +315,7 @@ impl Monitor {
                     findings_per_run = instance.limits().findings_per_run;
                     filters.push(Some(&p.meta));
                     slots.push(Some(Slot {
-                        instance,
+                        instance: Some(instance),
                         pending: Vec::with_capacity(BATCH),
                         distinct: 0,
                         fed: false,
@@ -295,7 +359,39 @@ impl Monitor {
             judged: 0,
             side_by_side: true,
             side_by_side_flushes: 0,
+            feeders: Vec::new(),
+            in_flight: VecDeque::new(),
+            parked: VecDeque::new(),
+            evicted: 0,
+            absorbing: None,
         })
+    }
+
+    /// Feeds each detector on a thread of its own, without waiting: a flush sends the
+    /// batches and goes on routing, and their findings are taken in at later calls, in the
+    /// order a flush would have taken them (a slot's next batch, a failure marker, a hang
+    /// and [`Monitor::finish`] wait for what is in flight). For a log read in bulk
+    /// (`replay`), where a detector's first calls (it builds its rules) would stop the
+    /// routing and, behind it, the search for tens of ms; the findings, their order and
+    /// their evidence are those of a monitor that waits. A live run waits instead: a
+    /// finding is reported by the flush that found it. Where a thread cannot be started,
+    /// the monitor waits.
+    pub fn pipelined(mut self) -> Self {
+        let mut feeders = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            match slot.as_ref().map(|_| Feeder::spawn(i)) {
+                Some(Ok(f)) => feeders.push(Some(f)),
+                Some(Err(e)) => {
+                    tracing::debug!("detectors fed in turn: no thread for one ({e})");
+                    return self;
+                }
+                None => feeders.push(None),
+            }
+        }
+        if feeders.iter().any(Option::is_some) {
+            self.feeders = feeders;
+        }
+        self
     }
 
     /// Feeds the detectors one after another on the caller's thread, whatever the flush's
@@ -332,7 +428,8 @@ impl Monitor {
         self.slots
             .iter()
             .flatten()
-            .map(|s| (s.instance.name().to_string(), s.instance.output()))
+            .filter_map(|s| s.instance.as_ref())
+            .map(|i| (i.name().to_string(), i.output()))
             .filter(|(_, o)| !o.is_empty())
             .collect()
     }
@@ -395,7 +492,13 @@ impl Monitor {
             self.window_bytes += push_seen(&mut self.window, &event, arrived);
             while self.window.len() > WINDOW_LINES || self.window_bytes > WINDOW_BYTES {
                 match self.window.pop_front() {
-                    Some(old) => self.window_bytes -= old.text.len(),
+                    Some(old) => {
+                        self.window_bytes -= old.text.len();
+                        self.evicted += 1;
+                        if !self.in_flight.is_empty() {
+                            self.parked.push_back((self.evicted, old));
+                        }
+                    }
                     None => break,
                 }
             }
@@ -404,6 +507,10 @@ impl Monitor {
         let hung = hang.map(|f| (f, event.line, clipped(&event.message, EVIDENCE_LINE_BYTES)));
         self.router.remember(event, arrived);
         let mut updates = Vec::new();
+        if hung.is_some() {
+            // After every detector's findings so far, as a monitor that waits has them.
+            self.settle(None, true, &mut updates);
+        }
         if let Some((f, line, text)) = hung {
             // The host's own finding: the guest's watchdog saw the phase hang.
             if self.evidence_bytes < EVIDENCE_TOTAL_BYTES && !self.evidence.contains_key(&line) {
@@ -417,13 +524,83 @@ impl Monitor {
             self.judged += 1;
             // Judged once the detectors have seen the lines before the marker.
             updates.extend(self.flush_slots());
+            self.settle(None, true, &mut updates);
             self.judge(&p, &mut updates);
             return updates;
         }
         if full {
             updates.extend(self.flush());
+        } else if !self.in_flight.is_empty() {
+            self.settle(None, false, &mut updates);
         }
         updates
+    }
+
+    /// Takes in the results of batches in flight, in order: all of them (`block` and no
+    /// `until`), up to and including slot `until`'s, or (`!block`) those that are back.
+    fn settle(&mut self, until: Option<usize>, block: bool, updates: &mut Vec<Update>) {
+        while let Some(front) = self.in_flight.front_mut() {
+            let fed = match front.ready.take() {
+                Some(fed) => fed,
+                None => {
+                    let back = &self.feeders[front.slot]
+                        .as_ref()
+                        .expect("a batch in flight has its feeder")
+                        .back;
+                    let got = if block {
+                        back.recv().map_err(|_| true)
+                    } else {
+                        back.try_recv()
+                            .map_err(|e| e == mpsc::TryRecvError::Disconnected)
+                    };
+                    match got {
+                        Ok(fed) => fed,
+                        Err(false) => return,
+                        // The thread died with the instance (a panic in the host's code):
+                        // the plugin goes, as a fault of the host's.
+                        Err(true) => {
+                            let f = self.in_flight.pop_front().expect("the front");
+                            let fault = PluginFault::HostPanic(
+                                "the thread feeding this detector ended".to_string(),
+                            );
+                            let plugin = self.names[f.slot].clone();
+                            self.faults.push(FaultRecord::new(
+                                &plugin,
+                                fault,
+                                f.line,
+                                String::new(),
+                            ));
+                            self.slots[f.slot] = None;
+                            self.router.close(f.slot);
+                            updates.push(Update::Fault(self.faults.len() - 1));
+                            if until == Some(f.slot) {
+                                break;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let f = self.in_flight.pop_front().expect("the front");
+            let (instance, result) = fed;
+            if let Some(slot) = self.slots[f.slot].as_mut() {
+                slot.instance = Some(instance);
+            }
+            let now = self.last_line;
+            self.last_line = f.line;
+            self.absorbing = Some((f.line, f.evicted));
+            self.absorb(f.slot, result, updates);
+            self.absorbing = None;
+            self.last_line = now;
+            if until == Some(f.slot) {
+                break;
+            }
+        }
+        // Parked lines no batch in flight can cite any more.
+        let oldest = self.in_flight.front().map_or(u64::MAX, |f| f.evicted);
+        while self.parked.front().is_some_and(|(n, _)| *n <= oldest) {
+            self.parked.pop_front();
+        }
     }
 
     /// Adds the fallback finding for a failed phase no detector explained.
@@ -446,6 +623,9 @@ impl Monitor {
     }
 
     fn flush_slots(&mut self) -> Vec<Update> {
+        if !self.feeders.is_empty() {
+            return self.send_slots();
+        }
         let mut work: Vec<(usize, &mut Slot)> = self
             .slots
             .iter_mut()
@@ -470,12 +650,53 @@ impl Monitor {
         updates
     }
 
+    /// A pipelined flush: each pending batch goes to its detector's thread (once the
+    /// detector's previous batch is back), and what is back already is taken in.
+    fn send_slots(&mut self) -> Vec<Update> {
+        let mut updates = Vec::new();
+        for i in 0..self.slots.len() {
+            if self.slots[i].as_ref().is_none_or(|s| s.pending.is_empty()) {
+                continue;
+            }
+            if self.in_flight.iter().any(|f| f.slot == i) {
+                self.settle(Some(i), true, &mut updates);
+            }
+            // A fault just taken in may have closed it.
+            let Some(slot) = self.slots[i].as_mut() else {
+                continue;
+            };
+            let batch = std::mem::replace(&mut slot.pending, Vec::with_capacity(BATCH));
+            let instance = slot.instance.take().expect("a slot's instance is home");
+            slot.fed = true;
+            let ready = match &self.feeders[i] {
+                Some(feeder) => match feeder.to.send((instance, batch)) {
+                    Ok(()) => None,
+                    // Its thread is gone: fed here, in its turn all the same.
+                    Err(mpsc::SendError((mut instance, batch))) => {
+                        let result = instance.feed(&batch);
+                        Some((instance, result))
+                    }
+                },
+                None => unreachable!("a live slot of a pipelined monitor has a feeder"),
+            };
+            self.in_flight.push_back(InFlight {
+                slot: i,
+                line: self.last_line,
+                evicted: self.evicted,
+                ready,
+            });
+        }
+        self.settle(None, false, &mut updates);
+        updates
+    }
+
     /// The stream ended: flush, then let every detector report what only the end shows.
     pub fn finish(&mut self) -> Vec<Update> {
         let mut updates = self.flush();
+        self.settle(None, true, &mut updates);
         for i in 0..self.slots.len() {
             let result = match &mut self.slots[i] {
-                Some(slot) => slot.instance.finish(),
+                Some(slot) => slot.instance_mut().finish(),
                 None => continue,
             };
             self.absorb(i, result, &mut updates);
@@ -520,8 +741,9 @@ impl Monitor {
         let output = self.slots[slot]
             .as_mut()
             .map(|s| {
-                s.instance.fail(fault.clone());
-                s.instance.output()
+                let instance = s.instance_mut();
+                instance.fail(fault.clone());
+                instance.output()
             })
             .unwrap_or_default();
         self.faults
@@ -537,7 +759,23 @@ impl Monitor {
             if self.evidence.contains_key(&l) || self.evidence_bytes >= EVIDENCE_TOTAL_BYTES {
                 continue;
             }
-            if let Some(seen) = self.window.iter().rev().find(|s| s.line == l) {
+            // A batch taken in late finds what it would have found when it was sent: no line
+            // after its last, and the lines that have left the window since.
+            let seen = match self.absorbing {
+                None => self.window.iter().rev().find(|s| s.line == l),
+                Some((last, _)) if l > last => None,
+                Some((_, evicted)) => {
+                    self.window.iter().rev().find(|s| s.line == l).or_else(|| {
+                        self.parked
+                            .iter()
+                            .rev()
+                            .take_while(|(n, _)| *n > evicted)
+                            .map(|(_, s)| s)
+                            .find(|s| s.line == l)
+                    })
+                }
+            };
+            if let Some(seen) = seen {
                 self.evidence_bytes += seen.text.len();
                 self.first_seen.insert(l, seen.at);
                 self.evidence.insert(l, seen.text.clone());

@@ -212,7 +212,7 @@ fn replay_inner(
     config: &[(String, String)],
     skipping: bool,
 ) -> Result<ReplayReport, ReplayError> {
-    let mut monitor = Monitor::new(plugins)?;
+    let mut monitor = Monitor::new(plugins)?.pipelined();
     for f in detector_faults {
         monitor.seed_fault(f.clone());
     }
